@@ -1,0 +1,3 @@
+"""exsnn: excited-state non-adiabatic molecular dynamics with equivariant multi-state networks."""
+
+__version__ = "0.1.0"
