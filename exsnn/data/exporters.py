@@ -95,6 +95,7 @@ def export_extxyz(
         if frame.nacs is not None:
             columns.append(("nacs", (frame.nacs * bohr_per_length).reshape(n, -1)))
         info: dict[str, object] = {"n_states": metadata.n_states, "energy_unit": energy_unit, "length_unit": length_unit}
+        info.update({key: value for key, value in _method_fields(metadata).items() if value})
         if frame.energies is not None:
             info["energies"] = frame.energies / hartree_per_energy
         if frame.dipoles is not None:
@@ -110,6 +111,10 @@ def export_extxyz(
         for symbol, row in zip((chemical_symbols[z] for z in frame.numbers), table):
             lines.append(" ".join([f"{symbol:<2}", *(repr(float(x)) for x in row)]))
     path.write_text("\n".join(lines) + "\n")
+
+
+def _method_fields(metadata: DatasetMetadata) -> dict[str, str]:
+    return {"method": metadata.method, "basis": metadata.basis, "program": metadata.program, "program_version": metadata.program_version}
 
 
 EXPORTERS: dict[str, Callable[..., None]] = {"spainn-db": export_spainn_db, "extxyz": export_extxyz}

@@ -1,7 +1,8 @@
 """Extended XYZ with per-state arrays (the exsnn convention, also written by `exsnn data export`).
 
 Per frame (``info``): ``energies`` (N values), optional ``dipoles`` (Pd*3 values, pairs 00, 01, ...),
-``charge``, ``multiplicity``, and the units ``energy_unit`` (default eV) and ``length_unit`` (default Angstrom).
+``charge``, ``multiplicity``, ``method``/``basis``/``program``/``program_version`` (read from the first
+frame), and the units ``energy_unit`` (default eV) and ``length_unit`` (default Angstrom).
 Per atom (``arrays``): ``state_forces`` (N*3 columns, energy_unit/length_unit) and ``nacs`` (P*3 columns,
 1/length_unit). Positions are in length_unit; dipoles in e*length_unit. ``n_states`` in info is optional.
 """
@@ -41,7 +42,8 @@ def import_extxyz(source: str | Path) -> ImportedData:
     source = Path(source)
     frames: list[Frame] = []
     n_states: int | None = None
-    for k, atoms in enumerate(_read_all(source)):
+    images = _read_all(source)
+    for k, atoms in enumerate(images):
         where = f"frame {k}"
         info, arrays = atoms.info, atoms.arrays
         try:
@@ -91,5 +93,6 @@ def import_extxyz(source: str | Path) -> ImportedData:
         )
         frames.append(frame.validated(n_states, str(source), where))
     assert n_states is not None
-    metadata = DatasetMetadata(n_states=n_states, extra={"imported_from": str(source), "source_format": "extxyz"})
+    described = {key: str(images[0].info.get(key, "")) for key in ("method", "basis", "program", "program_version")}
+    metadata = DatasetMetadata(n_states=n_states, extra={"imported_from": str(source), "source_format": "extxyz"}, **described)
     return ImportedData(metadata=metadata, frames=frames)

@@ -1,0 +1,1 @@
+"""The `exsnn` command line: one small module per subcommand, assembled in `main`."""

@@ -1,0 +1,94 @@
+"""`exsnn data import|info|export`: move excited-state data in and out of exsnn HDF5 datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from exsnn.data.check import CheckSettings
+from exsnn.data.errors import DataError
+from exsnn.data.exporters import EXPORTERS, EXTXYZ_UNITS, export_format_for
+from exsnn.data.frame import FrameArrays
+from exsnn.data.importers import IMPORTERS, detect_format, import_file
+from exsnn.data.store import append_frames, read_frames, read_metadata
+from exsnn.data.summary import format_summary, summarize
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="import, inspect and export excited-state datasets")
+    commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    p = commands.add_parser("import", help="import SPaiNN/SchNarc databases, SHARC QM.out or extended XYZ into HDF5")
+    p.add_argument("source", help="file to import (.db, .xyz/.extxyz, QM.out, or a directory of QM.out files)")
+    p.add_argument("destination", help="exsnn HDF5 dataset to write (.h5)")
+    p.add_argument("--format", choices=sorted(IMPORTERS), help="source format (default: from the file name)")
+    p.add_argument("--qm-in", help="SHARC: QM.in with the geometry (default: QM.in beside QM.out)")
+    p.add_argument("--distance-unit", help="ASE databases: unit of the stored positions when the file does not say (default Bohr)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--append", action="store_true", help="append to an existing dataset")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.set_defaults(run=run_import)
+
+    p = commands.add_parser("info", help="summarise a dataset and report suspicious frames")
+    p.add_argument("file", help="exsnn HDF5 dataset")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_check_options(p)
+    p.set_defaults(run=run_info)
+
+    p = commands.add_parser("export", help="export a dataset to a SPaiNN ASE database (.db) or extended XYZ")
+    p.add_argument("file", help="exsnn HDF5 dataset")
+    p.add_argument("destination", help="output file (.db or .xyz/.extxyz)")
+    p.add_argument("--format", choices=sorted(EXPORTERS), help="output format (default: from the file name)")
+    p.add_argument("--units", choices=sorted(EXTXYZ_UNITS), default="atomic", help="extended XYZ units (default atomic: exact round trip)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(run=run_export)
+
+
+def _add_check_options(p: argparse.ArgumentParser) -> None:
+    defaults = CheckSettings()
+    p.add_argument("--distance-factor", type=float, default=defaults.distance_factor,
+                   help="flag atom pairs closer than this times the sum of covalent radii (default %(default)s)")
+    p.add_argument("--nac-translation-ratio", type=float, default=defaults.nac_translation_ratio,
+                   help="flag NACs whose sum over atoms exceeds this fraction of their norm (default %(default)s)")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    destination = Path(args.destination)
+    if destination.exists() and not (args.append or args.overwrite):
+        raise DataError(destination, "file", "already exists (pass --append or --overwrite)")
+    fmt = args.format or detect_format(args.source)
+    imported = import_file(args.source, fmt, qm_in=args.qm_in, distance_unit=args.distance_unit)
+    if args.overwrite and destination.exists():
+        staging = destination.with_name(destination.name + ".importing")
+        staging.unlink(missing_ok=True)
+        append_frames(staging, imported.frames, imported.metadata, source=args.source)
+        os.replace(staging, destination)
+        total = len(imported.frames)
+    else:
+        total = append_frames(destination, imported.frames, imported.metadata, source=args.source)
+    print(
+        f"imported {len(imported.frames)} frames ({imported.metadata.n_states} states) from {args.source} "
+        f"[{fmt}] into {destination} ({total} frames in the file)"
+    )
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    metadata = read_metadata(args.file)
+    arrays = read_frames(args.file)
+    settings = CheckSettings(distance_factor=args.distance_factor, nac_translation_ratio=args.nac_translation_ratio)
+    summary = summarize(arrays, metadata, settings)
+    print(json.dumps(summary) if args.json else format_summary(summary, args.file))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    fmt = args.format or export_format_for(args.destination)
+    metadata = read_metadata(args.file)
+    arrays: FrameArrays = read_frames(args.file)
+    options = {"units": args.units} if fmt == "extxyz" else {}
+    EXPORTERS[fmt](arrays, metadata, args.destination, overwrite=args.overwrite, **options)
+    print(f"exported {arrays.n_frames} frames from {args.file} to {args.destination} [{fmt}]")
+    return 0

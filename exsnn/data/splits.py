@@ -1,0 +1,61 @@
+"""Reproducible train/validation/test splits and per-state label statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from exsnn.data.frame import FrameArrays
+from exsnn.data.properties import ENERGIES
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def split_indices(n_frames: int, sizes: Sequence[float | int] = (0.8, 0.1, 0.1), seed: int = 0) -> dict[str, np.ndarray]:
+    """Shuffle frames with `seed` and cut them into train/val/test.
+
+    `sizes` are fractions (summing to at most 1; a remainder goes to test when test is None-like) or counts.
+    The same (n_frames, sizes, seed) always gives the same split.
+    """
+    if len(sizes) != 3:
+        raise ValueError("sizes needs three entries: train, val, test")
+    if all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
+        counts = [int(s) for s in sizes]
+    else:
+        if any(s < 0 for s in sizes) or sum(sizes) > 1 + 1e-9:
+            raise ValueError(f"fractions {sizes} must be non-negative and sum to at most 1")
+        counts = [int(np.floor(float(s) * n_frames)) for s in sizes]
+        counts[0] += n_frames - sum(counts) if abs(sum(sizes) - 1) < 1e-9 else 0
+    if sum(counts) > n_frames:
+        raise ValueError(f"split sizes {counts} exceed the {n_frames} frames available")
+    order = np.random.default_rng(seed).permutation(n_frames)
+    bounds = np.cumsum([0, *counts])
+    return {name: np.sort(order[bounds[k] : bounds[k + 1]]) for k, name in enumerate(SPLIT_NAMES)}
+
+
+def save_split(split: dict[str, np.ndarray], path: str | Path) -> None:
+    """Write a split as .npz with keys train_idx, val_idx, test_idx (SchNetPack's naming)."""
+    np.savez(path, **{f"{name}_idx": split[name] for name in SPLIT_NAMES})
+
+
+def load_split(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {name: data[f"{name}_idx"] for name in SPLIT_NAMES}
+
+
+def state_statistics(arrays: FrameArrays, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-state statistics of frames that have energies: mean and std of the energy per atom (Hartree), (N,) each,
+    and the mean excitation energy from S0 (Hartree), (N,)."""
+    idx = np.arange(arrays.n_frames) if indices is None else np.asarray(indices)
+    idx = idx[arrays.masks[ENERGIES][idx]]
+    if len(idx) == 0:
+        zeros = np.zeros(arrays.n_states)
+        return {"energy_per_atom_mean": zeros, "energy_per_atom_std": np.ones(arrays.n_states), "excitation_mean": zeros}
+    per_atom = arrays.energies[idx] / arrays.n_atoms[idx][:, None]
+    return {
+        "energy_per_atom_mean": per_atom.mean(axis=0),
+        "energy_per_atom_std": per_atom.std(axis=0),
+        "excitation_mean": (arrays.energies[idx] - arrays.energies[idx, :1]).mean(axis=0),
+    }
