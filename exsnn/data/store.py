@@ -82,12 +82,12 @@ class DatasetMetadata:
 
 
 def _lock_path(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
+    return path.with_name(f".{path.name}.lock")
 
 
 @contextmanager
 def _exclusive_lock(path: Path) -> Iterator[None]:
-    """Serialise writers of `path` across processes (advisory flock on a sidecar file)."""
+    """Serialise writers of `path` across processes (advisory flock on a hidden sidecar file `.NAME.lock`)."""
     with open(_lock_path(path), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

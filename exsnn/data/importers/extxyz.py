@@ -30,6 +30,8 @@ def _read_all(source: Path) -> list[Any]:
         raise DataError(source, "file", "does not exist")
     try:
         images = ase.io.read(str(source), index=":", format="extxyz")
+    except KeyError as exc:  # ASE's lookup of an unknown chemical symbol
+        raise DataError(source, "species", f"unknown element {exc}") from None
     except Exception as exc:  # ASE raises many types for malformed text
         raise DataError(source, "file", f"malformed extended XYZ ({type(exc).__name__}: {exc})") from None
     if not images:

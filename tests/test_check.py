@@ -1,0 +1,64 @@
+"""The data check finds each kind of suspicious frame, and only those."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from exsnn.data import Frame, FrameArrays
+from exsnn.data.check import CheckSettings, check_frames
+from exsnn.units import ANGSTROM_IN_BOHR
+
+WATER = np.array([[0.0, 0.0, 0.2217], [0.0, 1.4309, -0.8867], [0.0, -1.4309, -0.8867]])
+
+
+def water(**labels) -> Frame:
+    return Frame(numbers=np.array([8, 1, 1]), positions=WATER.copy(), energies=np.array([-75.0, -74.6, -74.5]), **labels)
+
+
+def kinds(frames: list[Frame]) -> list[tuple[int, str]]:
+    return [(p.frame, p.kind) for p in check_frames(FrameArrays.from_frames(frames, 3))]
+
+
+def translation_free_nacs(rng: np.random.Generator) -> np.ndarray:
+    nacs = rng.normal(size=(3, 3, 3))
+    return nacs - nacs.mean(axis=0, keepdims=True)
+
+
+def test_clean_frames_have_no_problems() -> None:
+    rng = np.random.default_rng(1)
+    assert kinds([water(), water(nacs=translation_free_nacs(rng))]) == []
+
+
+def test_geometry_converted_twice_is_flagged() -> None:
+    shrunk = water()
+    shrunk.positions = WATER / ANGSTROM_IN_BOHR**2  # a unit conversion applied twice: bonds shrink 3.6-fold
+    assert kinds([water(), shrunk]) == [(1, "short_distance")]
+
+
+def test_nac_without_translation_factors_is_flagged() -> None:
+    rng = np.random.default_rng(2)
+    nacs = translation_free_nacs(rng)
+    nacs[:, 1] += 0.5 * np.linalg.norm(nacs[:, 1]) / np.sqrt(3) * np.array([1.0, 0.0, 0.0])  # pair 02 shifted
+    problems = check_frames(FrameArrays.from_frames([water(nacs=nacs)], 3))
+    assert [(p.kind, "02:" in p.reason, "01:" in p.reason) for p in problems] == [("nac_translation", True, False)]
+    assert check_frames(FrameArrays.from_frames([water(nacs=nacs)], 3), CheckSettings(nac_translation_ratio=2.0)) == []
+
+
+def test_unordered_energies_and_non_finite_values_are_flagged() -> None:
+    swapped = water()
+    swapped.energies = np.array([-75.0, -74.5, -74.6])
+    arrays = FrameArrays.from_frames([water(), swapped, water(forces=np.zeros((3, 3, 3)))], 3)
+    arrays.forces[7, 1, 0] = np.nan  # a label written by some other tool with a NaN inside
+    found = [(p.frame, p.kind) for p in check_frames(arrays)]
+    assert found == [(1, "energy_order"), (2, "non_finite")]
+
+
+def test_ch2nh2_short_distances_are_exactly_rows_1_to_10(shared_data) -> None:
+    from conftest import CH2NH2_FILES
+    from exsnn.data.importers import import_file
+
+    imported = import_file(CH2NH2_FILES["spainn"])
+    problems = check_frames(FrameArrays.from_frames(imported.frames, 3))
+    short = sorted({p.frame for p in problems if p.kind == "short_distance"})
+    assert [imported.frames[k].provenance["row_id"] for k in short] == list(range(1, 11))
+    assert any(p.kind == "nac_translation" for p in problems)  # computed without electron-translation factors

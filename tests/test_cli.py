@@ -1,0 +1,73 @@
+"""The CLI contract other checks rely on: `exsnn data import` and `exsnn data info --json`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CH2NH2_FILES, H2O_DATASET
+from exsnn.data import read_frames
+
+
+def exsnn(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "exsnn.cli.main", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return result
+
+
+def test_help_lists_subcommands() -> None:
+    result = exsnn("--help")
+    assert result.returncode == 0
+    assert "demo" in result.stdout and "data" in result.stdout
+    data_help = exsnn("data", "--help").stdout
+    assert all(word in data_help for word in ("import", "info", "export"))
+
+
+@pytest.mark.parametrize("name", sorted(CH2NH2_FILES))
+def test_import_and_info_on_ch2nh2(shared_data: Path, tmp_path: Path, name: str) -> None:
+    out = tmp_path / f"{name}.h5"
+    imported = exsnn("data", "import", CH2NH2_FILES[name], out)
+    assert imported.returncode == 0, imported.stderr
+    assert "99 frames" in imported.stdout and str(out) in imported.stdout
+    info = exsnn("data", "info", out, "--json")
+    assert info.returncode == 0, info.stderr
+    summary = json.loads(info.stdout)
+    assert summary["n_frames"] == 99 and summary["n_states"] == 3
+    assert summary["labels"] == {"energies": 99, "forces": 99, "nacs": 99, "dipoles": 99}
+    short = sorted(p["frame"] for p in summary["problems"] if p["reason"].startswith("atoms") and "apart" in p["reason"])
+    assert short == list(range(10))
+    text = exsnn("data", "info", out).stdout
+    assert "short_distance: frames 0-9" in text and "frames: 99" in text
+
+
+def test_export_and_reimport_through_cli(shared_data: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first.h5"
+    assert exsnn("data", "import", CH2NH2_FILES["schnarc_base64"], first).returncode == 0
+    for suffix in (".db", ".xyz"):
+        exported = tmp_path / f"out{suffix}"
+        assert exsnn("data", "export", first, exported).returncode == 0
+        again = tmp_path / f"again{suffix}.h5"
+        assert exsnn("data", "import", exported, again).returncode == 0
+        a, b = read_frames(first), read_frames(again)
+        for name in ("positions", "energies", "forces", "nacs", "dipoles"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_import_append_and_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "h2o.h5"
+    assert exsnn("data", "import", H2O_DATASET, out).returncode == 0
+    assert "48 frames in the file" in exsnn("data", "import", H2O_DATASET, out, "--append").stdout
+    assert "24 frames in the file" in exsnn("data", "import", H2O_DATASET, out, "--overwrite").stdout
+    assert read_frames(out).n_frames == 24
+
+
+def test_demo_runs_and_says_where_it_wrote(tmp_path: Path) -> None:
+    result = exsnn("demo", "--output", tmp_path / "demo")
+    assert result.returncode == 0, result.stderr
+    assert "imported 24 frames" in result.stdout
+    assert (tmp_path / "demo" / "dataset.h5").exists() and (tmp_path / "demo" / "dataset_spainn.db").exists()
+    assert str(tmp_path / "demo" / "dataset.h5") in result.stdout
