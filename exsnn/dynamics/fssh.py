@@ -1,0 +1,386 @@
+"""Batched fewest-switches surface hopping (Tully 1990) in PyTorch, float64, on CPU or GPU.
+
+One nuclear step of every running trajectory (B of them, N states, n atoms, P pairs):
+
+1. velocity Verlet on the active state's force, one potential call for the whole batch at the new positions
+   (energies, active-state forces, NACs);
+2. NAC signs aligned with the previous step, pair by pair (the overlap d_new . d_old must be >= 0);
+3. electronic coefficients propagated with H = diag(E) - i T, T_ij = v . d_ij, both interpolated linearly over
+   substeps; each substep is a symmetric splitting into unitary factors (phases and plane rotations), so the norm
+   is kept to round-off;
+   hopping probabilities g_aj = max(0, 2 Re(c_a* c_j) T_aj dtau / |c_a|^2) are summed over the substeps;
+4. one uniform random number per trajectory and step (Philox keyed by seed and step: the same seed gives the
+   same numbers whatever the batch, so runs resume bit-identically) picks the hop;
+5. a hop adjusts the velocity along the NAC (or the velocity) to conserve total energy; if the kinetic energy does
+   not suffice the hop is frustrated: the velocity is kept, reflected, or reflected by the grad-V criterion;
+6. energy-based decoherence correction (Granucci and Persico, J. Chem. Phys. 126, 134114 (2007)):
+   c_k *= exp(-dt / tau_ka), tau_ka = (1 + C / E_kin) / |E_k - E_a|, active coefficient renormalised;
+7. optional forced hop to S0 below a gap; termination by time, box or energy drift (marked failed, not kept).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from exsnn.data.properties import state_pairs
+from exsnn.dynamics.settings import FSSHSettings
+from exsnn.potentials.base import Potential, PotentialOutput
+
+RUNNING, FINISHED, LEFT_BOX, FAILED = 0, 1, 2, 3
+STATUS_NAMES = {RUNNING: "running", FINISHED: "finished", LEFT_BOX: "left box", FAILED: "failed (energy drift)"}
+
+
+@dataclass
+class EnsembleState:
+    """Everything needed to continue an ensemble (B trajectories). Tensors on the engine's device, float64."""
+
+    step: int
+    positions: torch.Tensor  # (B, n, 3) Bohr
+    velocities: torch.Tensor  # (B, n, 3) Bohr / atomic time
+    coefficients: torch.Tensor  # (B, N) complex128
+    active: torch.Tensor  # (B,) long
+    energies: torch.Tensor  # (B, N) Hartree
+    forces: torch.Tensor  # (B, n, 3) active-state forces
+    nacs: torch.Tensor  # (B, P, n, 3) sign-aligned NACs at the current positions
+    status: torch.Tensor  # (B,) long, RUNNING / FINISHED / LEFT_BOX / FAILED
+    total_energy0: torch.Tensor  # (B,) Hartree
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "step"}
+
+    @property
+    def n_trajectories(self) -> int:
+        return int(self.positions.shape[0])
+
+
+@dataclass
+class HopEvents:
+    """Hops of one step: trajectory index, from, to, frustrated flag, kind (0 = FSSH, 1 = forced to S0)."""
+
+    step: int
+    trajectory: torch.Tensor
+    source: torch.Tensor
+    target: torch.Tensor
+    frustrated: torch.Tensor
+    kind: torch.Tensor
+
+    @staticmethod
+    def empty(step: int, device: torch.device) -> "HopEvents":
+        z = torch.zeros(0, dtype=torch.long, device=device)
+        return HopEvents(step, z, z, z, z.bool(), z)
+
+    def extend(self, other: "HopEvents") -> "HopEvents":
+        cat = lambda a, b: torch.cat([a, b])  # noqa: E731
+        return HopEvents(self.step, cat(self.trajectory, other.trajectory), cat(self.source, other.source),
+                         cat(self.target, other.target), cat(self.frustrated, other.frustrated), cat(self.kind, other.kind))
+
+
+class StepObserver(Protocol):
+    def __call__(self, state: EnsembleState, hops: HopEvents) -> None: ...
+
+
+def kinetic_energy(velocities: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
+    """(B,) kinetic energies of velocities (B, n, 3) with masses (n,)."""
+    return 0.5 * (masses[None, :, None] * velocities**2).sum(dim=(1, 2))
+
+
+def step_uniforms(seed: int, step: int, n_trajectories: int) -> np.ndarray:
+    """The uniform random numbers of one step, one per trajectory.
+
+    Every (seed, step) gets its own Philox key, so the streams of different steps are independent (consecutive
+    counters of one key would overlap: trajectory i at step s+1 would reuse the number of trajectory i+4 at step s).
+    """
+    if not 0 <= seed < 2**64:
+        raise ValueError("seed must be a non-negative integer below 2**64")
+    return np.random.Generator(np.random.Philox(key=(seed << 64) | step)).random(n_trajectories)
+
+
+def pair_matrix(values: torch.Tensor, n_states: int) -> torch.Tensor:
+    """Antisymmetric (B, N, N) matrix from pair values (B, P) in exsnn pair order (value at [i, j], minus at [j, i])."""
+    matrix = torch.zeros((values.shape[0], n_states, n_states), dtype=values.dtype, device=values.device)
+    pairs = torch.tensor(state_pairs(n_states), device=values.device).reshape(-1, 2)
+    matrix[:, pairs[:, 0], pairs[:, 1]] = values
+    matrix[:, pairs[:, 1], pairs[:, 0]] = -values
+    return matrix
+
+
+def velocity_couplings(velocities: torch.Tensor, nacs: torch.Tensor) -> torch.Tensor:
+    """T_ij = v . d_ij per pair: velocities (B, n, 3), NACs (B, P, n, 3) -> (B, P)."""
+    return torch.bmm(nacs.flatten(2), velocities.flatten(1)[:, :, None])[..., 0]
+
+
+def align_nac_signs(new: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Flip each pair's NAC (B, P, n, 3) whose overlap with the reference is negative."""
+    overlap = (new.flatten(2) * reference.flatten(2)).sum(-1)
+    return torch.where((overlap < 0)[:, :, None, None], -new, new)
+
+
+class FSSHEngine:
+    """Propagates an ensemble on any `Potential` (see module docstring for the algorithm)."""
+
+    def __init__(self, potential: Potential, settings: FSSHSettings) -> None:
+        self.potential = potential
+        self.settings = settings
+        self.device = potential.device
+        self.masses = potential.masses.to(self.device, torch.float64)
+        self.n_states = potential.n_states
+        pairs = torch.tensor(state_pairs(self.n_states), device=self.device).reshape(-1, 2)
+        self._pair_index = torch.full((self.n_states, self.n_states), -1, dtype=torch.long, device=self.device)
+        self._pair_index[pairs[:, 0], pairs[:, 1]] = torch.arange(len(pairs), device=self.device)
+        self._pair_index[pairs[:, 1], pairs[:, 0]] = torch.arange(len(pairs), device=self.device)
+
+    # ------------------------------------------------------------------ set-up
+    def initial_state(
+        self,
+        positions: torch.Tensor,
+        velocities: torch.Tensor,
+        states: torch.Tensor,
+        coefficients: torch.Tensor | None = None,
+    ) -> EnsembleState:
+        """Start trajectories at positions/velocities (B, n, 3) on `states` (B,); coefficients default to the
+        active state."""
+        positions = positions.to(self.device, torch.float64)
+        velocities = velocities.to(self.device, torch.float64)
+        states = states.to(self.device, torch.long)
+        if coefficients is None:
+            coefficients = torch.nn.functional.one_hot(states, self.n_states).to(torch.complex128)
+        out = self.potential.compute(positions, states=states, nacs=True)
+        total = out.energies.gather(1, states[:, None])[:, 0] + kinetic_energy(velocities, self.masses)
+        return EnsembleState(
+            step=0,
+            positions=positions,
+            velocities=velocities,
+            coefficients=coefficients.to(self.device, torch.complex128),
+            active=states,
+            energies=out.energies,
+            forces=out.forces,  # type: ignore[arg-type]
+            nacs=self._nacs_or_zeros(out, positions),
+            status=torch.zeros(len(states), dtype=torch.long, device=self.device),
+            total_energy0=total,
+        )
+
+    def _nacs_or_zeros(self, out: PotentialOutput, positions: torch.Tensor) -> torch.Tensor:
+        if out.nacs is not None:
+            return out.nacs
+        return torch.zeros((len(positions), len(state_pairs(self.n_states)), *positions.shape[1:]), dtype=torch.float64, device=self.device)
+
+    # ------------------------------------------------------------------ one step
+    def step(self, state: EnsembleState) -> HopEvents:
+        """Advance every running trajectory by one step (in place); return the hops of this step."""
+        s = self.settings
+        run = torch.nonzero(state.status == RUNNING)[:, 0]
+        step_number = state.step + 1
+        hops = HopEvents.empty(step_number, self.device)
+        if len(run) == 0:
+            state.step = step_number
+            return hops
+        m = self.masses[None, :, None]
+        R, v, F = state.positions[run], state.velocities[run], state.forces[run]
+        active, c = state.active[run], state.coefficients[run]
+        E_old, d_old = state.energies[run], state.nacs[run]
+
+        v_half = v + 0.5 * s.dt * F / m
+        R_new = R + s.dt * v_half
+        out = self.potential.compute(R_new, states=active, nacs=True)
+        d_new = align_nac_signs(self._nacs_or_zeros(out, R_new), d_old)
+        F_new = out.forces
+        assert F_new is not None
+        v_new = v_half + 0.5 * s.dt * F_new / m
+        E_new = out.energies
+
+        T_old, T_new = velocity_couplings(v, d_old), velocity_couplings(v_new, d_new)
+        c, probabilities = self._propagate_coefficients(c, active, E_old, E_new, T_old, T_new)
+        zeta = torch.as_tensor(step_uniforms(s.seed, step_number, state.n_trajectories), device=self.device)[run]
+        target = self._choose_targets(probabilities, zeta)
+        v_new, active_new, frustrated_flag, attempted = self._attempt_hops(R_new, v_new, active, target, E_new, d_new, F_new)
+        hopped = active_new != active
+        if torch.any(hopped):
+            moved = torch.nonzero(hopped)[:, 0]
+            refreshed = self.potential.compute(R_new[moved], states=active_new[moved], nacs=False)
+            F_new = F_new.clone()
+            F_new[moved] = refreshed.forces  # type: ignore[assignment]
+        if attempted.any():
+            where = torch.nonzero(attempted)[:, 0]
+            hops = hops.extend(HopEvents(step_number, run[where], active[where], target[where], frustrated_flag[where],
+                                         torch.zeros_like(where)))
+        active = active_new
+        if s.decoherence == "edc":
+            c = self._decohere(c, active, E_new, kinetic_energy(v_new, self.masses))
+        if s.forced_hop_gap is not None:
+            v_new, active, c, F_new, forced = self._forced_hop_to_ground(R_new, v_new, active, c, E_new, F_new)
+            if len(forced):
+                hops = hops.extend(HopEvents(step_number, run[forced], state.active[run][forced], torch.zeros_like(forced),
+                                             torch.zeros_like(forced, dtype=torch.bool), torch.ones_like(forced)))
+
+        state.positions[run], state.velocities[run], state.forces[run] = R_new, v_new, F_new
+        state.coefficients[run], state.active[run] = c, active
+        state.energies[run], state.nacs[run] = E_new, d_new
+        state.step = step_number
+        self._terminate(state, run)
+        return hops
+
+    def _propagate_coefficients(
+        self, c: torch.Tensor, active: torch.Tensor, E_old: torch.Tensor, E_new: torch.Tensor, T_old: torch.Tensor, T_new: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Propagate c (B, N) over one step; return it and the summed hopping probabilities (B, N).
+
+        Each substep is a symmetric (Strang) splitting of exp(-i H dtau), H = diag(E) - i T: half a step of
+        phases exp(-i E dtau / 2), the couplings as a symmetric sequence of plane rotations (exp(-T dtau) is a real
+        rotation because T is antisymmetric), half a step of phases. Every factor is unitary, so the norm is kept to
+        round-off; the error per step is O(dtau^3).
+        """
+        s, N = self.settings, self.n_states
+        n_sub = s.substeps or self._auto_substeps(E_old, E_new, T_old, T_new)
+        dtau = s.dt / n_sub
+        rows = torch.arange(len(active), device=self.device)
+        shift = E_old.gather(1, active[:, None])  # a global phase only
+        E0, dE = E_old - shift, E_new - E_old
+        dT = T_new - T_old
+        T_active_old = pair_matrix(T_old, N)[rows, active]  # (B, N): T_aj
+        T_active_delta = pair_matrix(dT, N)[rows, active]
+        pairs = state_pairs(N)
+        sweep = list(range(len(pairs))) + list(range(len(pairs) - 1, -1, -1))  # symmetric sequence of rotations
+        probabilities = torch.zeros(E_old.shape, dtype=torch.float64, device=self.device)
+        c = c.clone()
+        for k in range(n_sub):
+            f = (k + 0.5) / n_sub
+            half_phase = torch.polar(torch.ones_like(E0), -(E0 + f * dE) * (0.5 * dtau))
+            c = c * half_phase
+            angles = (T_old + f * dT) * (dtau / (1 if len(pairs) == 1 else 2))
+            cos, sin = torch.cos(angles), torch.sin(angles)
+            for p in sweep if len(pairs) > 1 else [0]:
+                i, j = pairs[p]
+                ci, cj = c[:, i], c[:, j]
+                c[:, i], c[:, j] = cos[:, p] * ci - sin[:, p] * cj, sin[:, p] * ci + cos[:, p] * cj
+            c = c * half_phase
+            c_active = c[rows, active]
+            flux = 2.0 * (c_active.conj()[:, None] * c).real * (T_active_old + f * T_active_delta) * dtau
+            probabilities += (flux / (c_active.abs() ** 2).clamp_min(1e-300)[:, None]).clamp_min(0.0)
+        probabilities[rows, active] = 0.0
+        return c, probabilities
+
+    def _auto_substeps(self, E_old: torch.Tensor, E_new: torch.Tensor, T_old: torch.Tensor, T_new: torch.Tensor) -> int:
+        """Fewest substeps keeping every phase difference and coupling rotation per substep below the limit."""
+        spread = torch.maximum(E_old.amax(1) - E_old.amin(1), E_new.amax(1) - E_new.amin(1))
+        rate = torch.maximum(spread.max(), torch.maximum(T_old.abs().max(), T_new.abs().max()))
+        return max(1, min(10_000, int(torch.ceil(rate * self.settings.dt / self.settings.max_substep_angle).item())))
+
+    @staticmethod
+    def _choose_targets(probabilities: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
+        """Target state per trajectory (-1 for none): the first j with cumulative probability above zeta."""
+        cumulative = torch.cumsum(probabilities, dim=1)
+        above = cumulative > zeta[:, None]
+        has = above.any(dim=1)
+        first = torch.argmax(above.to(torch.int8), dim=1)
+        return torch.where(has, first, torch.full_like(first, -1))
+
+    def _direction(self, v: torch.Tensor, d: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Rescaling direction u (K, n, 3) for hops source -> target: the NAC d_st or the momentum m v."""
+        if self.settings.rescale == "velocity":
+            return v * self.masses[None, :, None]
+        return d[torch.arange(len(source), device=self.device), self._pair_index[source, target]]
+
+    def _attempt_hops(
+        self, R: torch.Tensor, v: torch.Tensor, active: torch.Tensor, target: torch.Tensor,
+        E: torch.Tensor, d: torch.Tensor, F_active: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Apply hops; return (velocities, new active states, frustrated flags, attempted flags)."""
+        attempted = target >= 0
+        frustrated = torch.zeros_like(attempted)
+        new_active = active.clone()
+        if not attempted.any():
+            return v, new_active, frustrated, attempted
+        idx = torch.nonzero(attempted)[:, 0]
+        src, dst = active[idx], target[idx]
+        u = self._direction(v[idx], d[idx], src, dst)
+        m = self.masses[None, :, None]
+        a = 0.5 * (u**2 / m).sum((1, 2))
+        b = (v[idx] * u).sum((1, 2))
+        available = E[idx, src] - E[idx, dst]
+        discriminant = b**2 + 4 * a * available
+        ok = (discriminant >= 0) & (a > 0)
+        root = torch.sqrt(discriminant.clamp_min(0.0))
+        gamma = torch.where(b >= 0, (b - root) / (2 * a.clamp_min(1e-300)), (b + root) / (2 * a.clamp_min(1e-300)))
+        v = v.clone()
+        v[idx[ok]] = v[idx[ok]] - gamma[ok, None, None] * u[ok] / m
+        new_active[idx[ok]] = dst[ok]
+        frustrated[idx[~ok]] = True
+        bad = ~ok
+        if bad.any() and self.settings.frustrated != "keep":
+            reflect = bad & (a > 0)
+            if self.settings.frustrated == "reflect_gradv" and reflect.any():
+                which = torch.nonzero(reflect)[:, 0]
+                target_forces = self.potential.compute(R[idx[which]], states=dst[which], nacs=False).forces
+                assert target_forces is not None
+                f_active_u = (F_active[idx[which]] * u[which]).sum((1, 2))
+                f_target_u = (target_forces * u[which]).sum((1, 2))
+                criterion = (f_active_u * f_target_u < 0) & (f_target_u * b[which] < 0)
+                reflect[which] = criterion
+            sel = torch.nonzero(reflect)[:, 0]
+            v[idx[sel]] = v[idx[sel]] - (b[sel] / a[sel])[:, None, None] * u[sel] / m
+        return v, new_active, frustrated, attempted
+
+    def _decohere(self, c: torch.Tensor, active: torch.Tensor, E: torch.Tensor, kinetic: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(len(active), device=self.device)
+        gaps = (E - E[rows, active][:, None]).abs()
+        tau = (1.0 + self.settings.edc_c / kinetic.clamp_min(1e-12))[:, None] / gaps.clamp_min(1e-300)
+        damping = torch.exp(-self.settings.dt / tau)
+        damping[rows, active] = 1.0
+        c = c * damping
+        others = (c.abs() ** 2).sum(1) - c[rows, active].abs() ** 2
+        c_active = c[rows, active]
+        magnitude = c_active.abs()
+        unit = torch.where(magnitude > 0, c_active / magnitude.clamp_min(1e-300), torch.ones_like(c_active))
+        c[rows, active] = unit * torch.sqrt((1.0 - others).clamp_min(0.0))
+        return c
+
+    def _forced_hop_to_ground(
+        self, R: torch.Tensor, v: torch.Tensor, active: torch.Tensor, c: torch.Tensor, E: torch.Tensor, F: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows = torch.arange(len(active), device=self.device)
+        gap = E[rows, active] - E[:, 0]
+        forced = torch.nonzero((active > 0) & (gap < self.settings.forced_hop_gap))[:, 0]
+        if len(forced) == 0:
+            return v, active, c, F, forced
+        kinetic = kinetic_energy(v[forced], self.masses)
+        scale = torch.sqrt((kinetic + gap[forced]) / kinetic.clamp_min(1e-300))
+        v, active, c, F = v.clone(), active.clone(), c.clone(), F.clone()
+        v[forced] = v[forced] * scale[:, None, None]
+        active[forced] = 0
+        c[forced] = 0
+        c[forced, 0] = 1
+        F[forced] = self.potential.compute(R[forced], states=active[forced], nacs=False).forces  # type: ignore[assignment]
+        return v, active, c, F, forced
+
+    def _terminate(self, state: EnsembleState, run: torch.Tensor) -> None:
+        s = self.settings
+        total = self.total_energy(state)[run]
+        drift = (total - state.total_energy0[run]).abs() > s.max_energy_drift
+        status = state.status[run]
+        if s.box is not None:
+            R, v = state.positions[run], state.velocities[run]
+            outside = ((R.abs() > s.box) & (R * v > 0)).flatten(1).any(dim=1)  # beyond the box and moving away
+            status = torch.where(outside, torch.full_like(status, LEFT_BOX), status)
+        status = torch.where(drift, torch.full_like(status, FAILED), status)
+        if state.step >= s.n_steps:
+            status = torch.where(status == RUNNING, torch.full_like(status, FINISHED), status)
+        state.status[run] = status
+
+    # ------------------------------------------------------------------ helpers
+    def total_energy(self, state: EnsembleState) -> torch.Tensor:
+        """(B,) potential energy of the active state plus kinetic energy."""
+        return state.energies.gather(1, state.active[:, None])[:, 0] + kinetic_energy(state.velocities, self.masses)
+
+    def run(self, state: EnsembleState, observer: StepObserver | None = None, progress: Callable[[int], None] | None = None) -> EnsembleState:
+        """Step until every trajectory has ended or `n_steps` is reached; call `observer` after each step."""
+        while state.step < self.settings.n_steps and bool((state.status == RUNNING).any()):
+            hops = self.step(state)
+            if observer is not None:
+                observer(state, hops)
+            if progress is not None:
+                progress(state.step)
+        return state
