@@ -9,9 +9,10 @@ from typing import Sequence
 from exsnn import __version__
 from exsnn.cli import data as data_cli
 from exsnn.cli import demo as demo_cli
+from exsnn.cli import scatter as scatter_cli
 from exsnn.data.errors import DataError
 
-SUBCOMMAND_MODULES = (demo_cli, data_cli)
+SUBCOMMAND_MODULES = (demo_cli, scatter_cli, data_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as exc:
         print(f"exsnn: error: {exc}", file=sys.stderr)
         return 2
-    except FileExistsError as exc:
+    except (FileExistsError, ValueError) as exc:
         print(f"exsnn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,7 +4,9 @@ One nuclear step of every running trajectory (B of them, N states, n atoms, P pa
 
 1. velocity Verlet on the active state's force, one potential call for the whole batch at the new positions
    (energies, active-state forces, NACs);
-2. NAC signs aligned with the previous step, pair by pair (the overlap d_new . d_old must be >= 0);
+2. state signs tracked from the previous step: from the overlaps of the states' vectors when the potential gives
+   them (diabatic models), otherwise the consistent sign vector p (pair ij flips by p_i p_j) that best aligns the
+   NACs with the previous step's; NACs are multiplied by p_i p_j;
 3. electronic coefficients propagated with H = diag(E) - i T, T_ij = v . d_ij, both interpolated linearly over
    substeps; each substep is a symmetric splitting into unitary factors (phases and plane rotations), so the norm
    is kept to round-off;
@@ -48,9 +50,10 @@ class EnsembleState:
     nacs: torch.Tensor  # (B, P, n, 3) sign-aligned NACs at the current positions
     status: torch.Tensor  # (B,) long, RUNNING / FINISHED / LEFT_BOX / FAILED
     total_energy0: torch.Tensor  # (B,) Hartree
+    state_vectors: torch.Tensor | None = None  # (B, K, N) sign-tracked state vectors, when the potential gives them
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "step"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "step" and getattr(self, f.name) is not None}
 
     @property
     def n_trajectories(self) -> int:
@@ -113,10 +116,30 @@ def velocity_couplings(velocities: torch.Tensor, nacs: torch.Tensor) -> torch.Te
     return torch.bmm(nacs.flatten(2), velocities.flatten(1)[:, :, None])[..., 0]
 
 
-def align_nac_signs(new: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Flip each pair's NAC (B, P, n, 3) whose overlap with the reference is negative."""
-    overlap = (new.flatten(2) * reference.flatten(2)).sum(-1)
-    return torch.where((overlap < 0)[:, :, None, None], -new, new)
+def consistent_sign_vectors(n_states: int, device: torch.device) -> torch.Tensor:
+    """All 2^(N-1) state-sign vectors with p_0 = +1, (S, N) float64."""
+    combos = torch.tensor([[1.0] + [1.0 - 2.0 * ((k >> b) & 1) for b in range(n_states - 1)] for k in range(2 ** (n_states - 1))])
+    return combos.to(device=device, dtype=torch.float64)
+
+
+def pair_signs(state_signs: torch.Tensor, n_states: int) -> torch.Tensor:
+    """p_i p_j for every pair, (..., P) from state signs (..., N)."""
+    pairs = torch.tensor(state_pairs(n_states), device=state_signs.device).reshape(-1, 2)
+    return state_signs[..., pairs[:, 0]] * state_signs[..., pairs[:, 1]]
+
+
+def state_signs_from_vectors(new: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """Signs (B, N) that make each state vector (B, K, N) overlap positively with the previous step's."""
+    overlap = (new * previous).sum(1)
+    return torch.where(overlap < 0, -1.0, 1.0).to(new.dtype)
+
+
+def state_signs_from_nacs(new: torch.Tensor, previous: torch.Tensor, n_states: int) -> torch.Tensor:
+    """The consistent sign vector (B, N) maximising sum_ij p_i p_j (d_ij . d_ij_previous), NACs (B, P, n, 3)."""
+    candidates = consistent_sign_vectors(n_states, new.device)  # (S, N)
+    overlap = (new.flatten(2) * previous.flatten(2)).sum(-1)  # (B, P)
+    scores = overlap @ pair_signs(candidates, n_states).T  # (B, S)
+    return candidates[torch.argmax(scores, dim=1)]
 
 
 class FSSHEngine:
@@ -150,6 +173,7 @@ class FSSHEngine:
             coefficients = torch.nn.functional.one_hot(states, self.n_states).to(torch.complex128)
         out = self.potential.compute(positions, states=states, nacs=True)
         total = out.energies.gather(1, states[:, None])[:, 0] + kinetic_energy(velocities, self.masses)
+        vectors = None if out.state_vectors is None else out.state_vectors.to(torch.float64)
         return EnsembleState(
             step=0,
             positions=positions,
@@ -161,6 +185,7 @@ class FSSHEngine:
             nacs=self._nacs_or_zeros(out, positions),
             status=torch.zeros(len(states), dtype=torch.long, device=self.device),
             total_energy0=total,
+            state_vectors=vectors,
         )
 
     def _nacs_or_zeros(self, out: PotentialOutput, positions: torch.Tensor) -> torch.Tensor:
@@ -186,7 +211,14 @@ class FSSHEngine:
         v_half = v + 0.5 * s.dt * F / m
         R_new = R + s.dt * v_half
         out = self.potential.compute(R_new, states=active, nacs=True)
-        d_new = align_nac_signs(self._nacs_or_zeros(out, R_new), d_old)
+        d_new = self._nacs_or_zeros(out, R_new)
+        vectors_new = out.state_vectors
+        if vectors_new is not None and state.state_vectors is not None:
+            signs = state_signs_from_vectors(vectors_new, state.state_vectors[run])
+            vectors_new = vectors_new * signs[:, None, :]
+        else:
+            signs = state_signs_from_nacs(d_new, d_old, self.n_states)
+        d_new = d_new * pair_signs(signs, self.n_states)[:, :, None, None]
         F_new = out.forces
         assert F_new is not None
         v_new = v_half + 0.5 * s.dt * F_new / m
@@ -219,6 +251,8 @@ class FSSHEngine:
         state.positions[run], state.velocities[run], state.forces[run] = R_new, v_new, F_new
         state.coefficients[run], state.active[run] = c, active
         state.energies[run], state.nacs[run] = E_new, d_new
+        if vectors_new is not None and state.state_vectors is not None:
+            state.state_vectors[run] = vectors_new
         state.step = step_number
         self._terminate(state, run)
         return hops
@@ -264,9 +298,11 @@ class FSSHEngine:
         return c, probabilities
 
     def _auto_substeps(self, E_old: torch.Tensor, E_new: torch.Tensor, T_old: torch.Tensor, T_new: torch.Tensor) -> int:
-        """Fewest substeps keeping every phase difference and coupling rotation per substep below the limit."""
-        spread = torch.maximum(E_old.amax(1) - E_old.amin(1), E_new.amax(1) - E_new.amin(1))
-        rate = torch.maximum(spread.max(), torch.maximum(T_old.abs().max(), T_new.abs().max()))
+        """Fewest substeps keeping the coupling rotation T dtau and the splitting error scale sqrt(dE T) dtau
+        of every trajectory below `max_substep_angle` (phases alone are integrated exactly)."""
+        spread = torch.maximum(E_old.amax(1) - E_old.amin(1), E_new.amax(1) - E_new.amin(1))  # (B,)
+        coupling = torch.maximum(T_old.abs().amax(1), T_new.abs().amax(1))  # (B,)
+        rate = torch.maximum(coupling, torch.sqrt(spread * coupling)).max()
         return max(1, min(10_000, int(torch.ceil(rate * self.settings.dt / self.settings.max_substep_angle).item())))
 
     @staticmethod

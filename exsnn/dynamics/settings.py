@@ -15,8 +15,8 @@ class FSSHSettings:
     """How trajectories are propagated.
 
     dt: nuclear time step (atomic time units). n_steps: steps to run. substeps: electronic substeps per nuclear
-    step (energies and v.d interpolated linearly; None: chosen every step so that no substep turns a phase or
-    a coupling rotation by more than `max_substep_angle` radians, whatever the batch). rescale: direction of the kinetic-energy adjustment after a hop
+    step (energies and v.d interpolated linearly; None: chosen every step so that, for every trajectory, the
+    coupling rotation |v.d| dtau and the splitting-error scale sqrt(dE |v.d|) dtau stay below `max_substep_angle`). rescale: direction of the kinetic-energy adjustment after a hop
     ('nac' or 'velocity'). frustrated: 'keep' the velocity, 'reflect' its component along the rescaling direction,
     or 'reflect_gradv' (reflect only when the grad-V criterion of Jasper and Truhlar holds). decoherence: 'edc'
     (Granucci-Persico energy-based correction with constant `edc_c` Hartree) or 'none'. forced_hop_gap: hop to S0

@@ -10,6 +10,8 @@ forces           (B, n, 3)      Hartree/Bohr, of `states[b]` for structure b (se
 all_forces       (B, N, n, 3)   Hartree/Bohr, of every state (when asked)
 nacs             (B, P, n, 3)   1/Bohr, d_ij = <i|d/dR j> for pairs 01, 02, ..., 12, ... (arbitrary signs)
 dipoles          (B, Pd, 3)     e*Bohr, pairs 00, 01, ..., (optional)
+state_vectors    (B, K, N)      the adiabatic states in a fixed basis (optional; e.g. diabatic eigenvectors):
+                                overlaps between steps fix the states' signs (phase tracking)
 ===============  =============  ==========================================================
 """
 
@@ -30,11 +32,14 @@ class PotentialOutput:
     all_forces: torch.Tensor | None = None
     nacs: torch.Tensor | None = None
     dipoles: torch.Tensor | None = None
+    state_vectors: torch.Tensor | None = None
 
     def subset(self, index: torch.Tensor) -> "PotentialOutput":
         """The outputs of the structures at `index` (a (K,) long tensor)."""
         pick = lambda t: None if t is None else t[index]  # noqa: E731
-        return PotentialOutput(pick(self.energies), pick(self.forces), pick(self.all_forces), pick(self.nacs), pick(self.dipoles))
+        return PotentialOutput(
+            pick(self.energies), pick(self.forces), pick(self.all_forces), pick(self.nacs), pick(self.dipoles), pick(self.state_vectors)
+        )
 
 
 class Potential(ABC):

@@ -14,8 +14,9 @@ from exsnn.data.properties import state_pairs
 from exsnn.potentials.base import PotentialOutput
 
 
-def _two_state(hamiltonian: torch.Tensor, gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form 2x2 case: energies (B, 2) and G = U^T dH U (B, 2, 2, X) from H (B, 2, 2), dH (B, 2, 2, X).
+def _two_state(hamiltonian: torch.Tensor, gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Closed-form 2x2 case: energies (B, 2), eigenvectors U (B, 2, 2) and G = U^T dH U (B, 2, 2, X) from
+    H (B, 2, 2), dH (B, 2, 2, X).
 
     With H = m + [[delta, b], [b, -delta]], delta = R cos(phi), b = R sin(phi): the lower eigenvector is
     (-sin(phi/2), cos(phi/2)), the upper (cos(phi/2), sin(phi/2)).
@@ -32,7 +33,9 @@ def _two_state(hamiltonian: torch.Tensor, gradient: torch.Tensor) -> tuple[torch
     g11 = cc * h00 + 2 * sc * h01 + ss * h11
     g01 = sc * (h11 - h00) + (cc - ss) * h01
     coupling = torch.stack([torch.stack([g00, g01], 1), torch.stack([g01, g11], 1)], 1)
-    return torch.stack([mean - radius, mean + radius], dim=-1), coupling
+    cv, sv = c[:, 0], s[:, 0]
+    vectors = torch.stack([torch.stack([-sv, cv], -1), torch.stack([cv, sv], -1)], dim=-1)  # columns: lower, upper
+    return torch.stack([mean - radius, mean + radius], dim=-1), vectors, coupling
 
 
 def adiabatic_from_diabatic(
@@ -46,14 +49,14 @@ def adiabatic_from_diabatic(
     N = hamiltonian.shape[-1]
     B = hamiltonian.shape[0]
     if N == 2:
-        energies, coupling = _two_state(hamiltonian, gradient.reshape(B, 2, 2, -1))
+        energies, vectors, coupling = _two_state(hamiltonian, gradient.reshape(B, 2, 2, -1))
     else:
         energies, vectors = torch.linalg.eigh(hamiltonian)
         # coupling matrix in the adiabatic basis: G_ij = U_i^T dH U_j, (B, N, N, n*3)
         coupling = torch.einsum("bki,bklx,blj->bijx", vectors, gradient.reshape(B, N, N, -1), vectors)
     coupling = coupling.reshape(B, N, N, *gradient.shape[3:])
     diagonal = torch.diagonal(coupling, dim1=1, dim2=2).movedim(-1, 1)  # (B, N, n, 3)
-    out = PotentialOutput(energies=energies)
+    out = PotentialOutput(energies=energies, state_vectors=vectors)
     if states is not None:
         out.forces = -diagonal[torch.arange(B, device=states.device), states]
     if all_forces:

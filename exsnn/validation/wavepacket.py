@@ -48,7 +48,7 @@ def exact_scattering(
     mass: float = 2000.0,
     x0: float | None = None,
     sigma: float | None = None,
-    grid_points: int = 8192,
+    grid_points: int = 16384,
     box: float | None = None,
     dt: float = 2.0,
     interaction_region: float = 8.0,
@@ -60,7 +60,7 @@ def exact_scattering(
     """
     sigma = 20.0 / momentum if sigma is None else sigma
     x0 = -(10.0 + 3.0 * sigma) if x0 is None else x0
-    box = box if box is not None else max(4.0 * abs(x0), 120.0)
+    box = box if box is not None else max(8.0 * abs(x0), 300.0)
     x = np.linspace(-box, box, grid_points, endpoint=False)
     dx = x[1] - x[0]
     p = 2 * np.pi * np.fft.fftfreq(grid_points, d=dx)
