@@ -1,7 +1,8 @@
-"""`exsnn demo`: the main job on the built-in default data (grows with the product).
+"""`exsnn demo`: the main job on built-in defaults (grows with the product).
 
-Today: imports the shipped H2O CIS/STO-3G set into an exsnn HDF5 dataset, runs the data check, prints the
-summary, exports a SPaiNN database, and says where everything was written.
+1. a surface-hopping ensemble on Tully's model 1 at k = 20 a.u. (dynamics/tully1_k20.toml): run file, population
+   plot and table, and the reflection/transmission probabilities next to the exact quantum result;
+2. the shipped H2O CIS/STO-3G set imported into an exsnn HDF5 dataset, checked, summarised and exported.
 """
 
 from __future__ import annotations
@@ -9,17 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from exsnn.data.exporters import export_spainn_db
-from exsnn.data.importers import import_file
-from exsnn.data.store import append_frames, read_frames, read_metadata
-from exsnn.data.summary import format_summary, summarize
-
-DEFAULT_DATASET = Path(__file__).resolve().parents[2] / "datasets" / "h2o_cis_sto3g" / "h2o_cis_sto3g.xyz"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATASET = PROJECT_ROOT / "datasets" / "h2o_cis_sto3g" / "h2o_cis_sto3g.xyz"
+DEFAULT_DYNAMICS = PROJECT_ROOT / "dynamics" / "tully1_k20.toml"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="run the main job on the built-in default data")
-    p.add_argument("--input", default=str(DEFAULT_DATASET), help="data to import (default: the shipped H2O CIS/STO-3G set)")
+    p = subparsers.add_parser("demo", help="run the main job on the built-in defaults")
     p.add_argument("--output", default="exsnn-output/demo", help="folder for the results (default %(default)s)")
     p.set_defaults(run=run_demo)
 
@@ -27,15 +24,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = out / "dataset.h5"
-    dataset.unlink(missing_ok=True)
-    imported = import_file(args.input)
-    append_frames(dataset, imported.frames, imported.metadata, source=args.input)
-    arrays, metadata = read_frames(dataset), read_metadata(dataset)
-    print(format_summary(summarize(arrays, metadata), str(dataset)))
-    spainn = out / "dataset_spainn.db"
-    export_spainn_db(arrays, metadata, spainn, overwrite=True)
-    print(f"\nexsnn demo: imported {arrays.n_frames} frames from {args.input}")
-    print(f"  HDF5 dataset:   {dataset}")
-    print(f"  SPaiNN export:  {spainn}")
+    written = run_dynamics_part(out)
+    written.update(run_data_part(out))
+    print("\nexsnn demo wrote:")
+    for label, path in written.items():
+        print(f"  {label:28s} {path}")
     return 0
+
+
+def run_dynamics_part(out: Path) -> dict[str, str]:
+    import tomllib
+
+    from exsnn.dynamics.analysis import analyze_run
+    from exsnn.dynamics.config import load_config
+    from exsnn.dynamics.ensemble import run_ensemble
+    from exsnn.potentials.tully import TULLY_MODELS
+    from exsnn.validation.wavepacket import exact_scattering
+
+    config_path = out / DEFAULT_DYNAMICS.name
+    config_path.write_text(DEFAULT_DYNAMICS.read_text().replace('file = "tully1_k20.h5"', 'file = "tully1_k20_run.h5"'))
+    config = load_config(config_path)
+    summary = run_ensemble(config, overwrite=True, progress=False)
+    momentum = tomllib.loads(config.text)["initial_conditions"]["momentum"]
+    print(f"FSSH on Tully model 1, k = {momentum:g} a.u., {config.n_trajectories} trajectories, {summary.steps} steps ({summary.time_fs:.0f} fs)")
+    print(f"  hops: {summary.hops} accepted, {summary.frustrated_hops} frustrated; trajectories: {summary.status_counts}")
+    import h5py
+    import numpy as np
+
+    with h5py.File(summary.output) as h5:  # the checkpoint holds the final ensemble state
+        x = h5["checkpoint/positions"][:, 0, 0]
+        active = h5["checkpoint/active"][()]
+    n = len(active)
+    fssh = {"T_lower": np.mean((x > 0) & (active == 0)), "T_upper": np.mean((x > 0) & (active == 1)),
+            "R_lower": np.mean((x < 0) & (active == 0)), "R_upper": np.mean((x < 0) & (active == 1))}
+    exact = exact_scattering(TULLY_MODELS["tully1"], momentum).as_dict()
+    print("  outcome     FSSH            exact (split-operator wavepacket)")
+    for key in ("T_lower", "T_upper", "R_lower", "R_upper"):
+        p = fssh[key]
+        print(f"  {key:9s}  {p:.3f} +/- {np.sqrt(max(p * (1 - p), 1 / n) / n):.3f}   {exact[key]:.3f}")
+    written = {"surface-hopping run (HDF5)": summary.output}
+    written.update(analyze_run(summary.output))
+    return written
+
+
+def run_data_part(out: Path) -> dict[str, str]:
+    from exsnn.data.exporters import export_spainn_db
+    from exsnn.data.importers import import_file
+    from exsnn.data.store import append_frames, read_frames, read_metadata
+    from exsnn.data.summary import format_summary, summarize
+
+    dataset = out / "h2o_dataset.h5"
+    dataset.unlink(missing_ok=True)
+    imported = import_file(DEFAULT_DATASET)
+    append_frames(dataset, imported.frames, imported.metadata, source=str(DEFAULT_DATASET))
+    arrays, metadata = read_frames(dataset), read_metadata(dataset)
+    print()
+    print(format_summary(summarize(arrays, metadata), str(dataset)))
+    spainn = out / "h2o_dataset_spainn.db"
+    export_spainn_db(arrays, metadata, spainn, overwrite=True)
+    return {"H2O dataset (HDF5)": str(dataset), "H2O dataset (SPaiNN db)": str(spainn)}

@@ -6,13 +6,12 @@ import argparse
 import json
 import time
 
-from exsnn.dynamics.scattering import OUTCOMES, run_scattering
-from exsnn.potentials.tully import TULLY_MODELS
+MODEL_NAMES = ("tully1", "tully2", "tully3")  # exsnn.potentials.tully.TULLY_MODELS (imported lazily: torch is slow to load)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("scatter", help="FSSH scattering on Tully's models: reflection/transmission per state")
-    p.add_argument("--model", choices=sorted(TULLY_MODELS), required=True)
+    p.add_argument("--model", choices=MODEL_NAMES, required=True)
     p.add_argument("--momentum", type=float, required=True, help="initial momentum k (atomic units)")
     p.add_argument("--ntraj", type=int, default=2000, help="number of trajectories (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
@@ -27,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from exsnn.dynamics.scattering import OUTCOMES, run_scattering
+
     if args.ntraj < 1:
         raise ValueError("--ntraj must be at least 1")
     start = time.perf_counter()

@@ -18,18 +18,16 @@ Layout (F frames, A atoms in all, N states, P = N(N-1)/2 pairs, Pd = N(N+1)/2 di
 
 Every numeric dataset carries a ``unit`` attribute.
 
-Crash safety: an append never modifies the file in place. Under an exclusive lock it copies the file, appends
-to the copy, fsyncs it and atomically renames it over the original. A writer killed at any instant leaves
-either the old or the new file, never a mixture; a reader that opened the file keeps a consistent view.
-Each append costs one copy of the file, so write frames in batches (`DatasetWriter` buffers them).
+Crash safety: an append never modifies the file in place (`exsnn.data.atomic`: copy, append to the copy, fsync,
+atomic rename, under an exclusive lock). A writer killed at any instant leaves either the old or the new file,
+never a mixture; a reader that opened the file keeps a consistent view. Each append costs one copy of the file,
+so write frames in batches (`DatasetWriter` buffers them).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from typing import Any, Iterator, Sequence
 import h5py
 import numpy as np
 
+from exsnn.data.atomic import atomic_h5_update, exclusive_lock
 from exsnn.data.errors import DataError
 from exsnn.data.frame import Frame, FrameArrays
 from exsnn.data.properties import (
@@ -79,35 +78,6 @@ class DatasetMetadata:
             self.state_labels = default_state_labels(self.n_states)
         if len(self.state_labels) != self.n_states:
             raise ValueError(f"{len(self.state_labels)} state labels given for {self.n_states} states")
-
-
-def _lock_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.lock")
-
-
-@contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """Serialise writers of `path` across processes (advisory flock on a hidden sidecar file `.NAME.lock`)."""
-    with open(_lock_path(path), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_stale_temporaries(path: Path) -> None:
-    """Remove copies left by writers killed mid-append (only called while holding the lock)."""
-    for stale in path.parent.glob(path.name + ".tmp-*"):
-        stale.unlink(missing_ok=True)
 
 
 def _create_layout(h5: h5py.File, metadata: DatasetMetadata) -> None:
@@ -271,8 +241,7 @@ def append_frames(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(path):
-        _remove_stale_temporaries(path)
+    with exclusive_lock(path):
         exists = path.exists()
         if exists:
             existing = read_metadata(path)
@@ -287,24 +256,11 @@ def append_frames(
         )
         if arrays.n_states != metadata.n_states:
             raise DataError(path, "n_states", f"file has {metadata.n_states} states, new frames have {arrays.n_states}")
-        temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        try:
-            if exists:
-                shutil.copyfile(path, temporary)
-                mode = "r+"
-            else:
-                mode = "w-"
-            with h5py.File(temporary, mode) as h5:
-                if not exists:
-                    _create_layout(h5, metadata)
-                _append_arrays(h5, arrays)
-                total = int(h5["frames/atom_offsets"].shape[0] - 1)
-            _fsync_path(temporary)
-            os.replace(temporary, path)
-            _fsync_path(path.parent)
-        finally:
-            temporary.unlink(missing_ok=True)
-        return total
+        with atomic_h5_update(path, locked=True) as h5:
+            if not exists:
+                _create_layout(h5, metadata)
+            _append_arrays(h5, arrays)
+            return int(h5["frames/atom_offsets"].shape[0] - 1)
 
 
 def create_dataset(path: str | os.PathLike[str], metadata: DatasetMetadata, overwrite: bool = False) -> None:
@@ -313,7 +269,7 @@ def create_dataset(path: str | os.PathLike[str], metadata: DatasetMetadata, over
     if path.exists():
         if not overwrite:
             raise DataError(path, "file", "already exists (pass overwrite=True, or --overwrite on the command line)")
-        with _exclusive_lock(path):
+        with exclusive_lock(path):
             path.unlink()
     append_frames(path, [], metadata)
 

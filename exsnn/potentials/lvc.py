@@ -246,6 +246,13 @@ class LVCPotential(Potential):
             out.dipoles = lab[:, pairs[:, 0], pairs[:, 1]]
         return out
 
+    def harmonic_modes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Reference geometry (n, 3) Bohr, masses (n,) electron masses, vibrational frequencies (M,) Hartree and
+        mass-weighted normal modes (3n, M) of the model's ground state (for Wigner sampling)."""
+        ref = self.parameters.reference
+        vib = np.flatnonzero(ref.frequencies > 1e-8)
+        return ref.positions.copy(), ref.masses * AMU_TO_ME, ref.frequencies[vib], ref.modes[:, vib]
+
     def reference_positions(self) -> torch.Tensor:
         """The reference geometry (n, 3) in Bohr, as given in V0.txt."""
         return torch.as_tensor(self.parameters.reference.positions, dtype=torch.float64, device=self.device)

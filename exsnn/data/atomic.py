@@ -1,0 +1,73 @@
+"""Crash-safe updates of HDF5 files: copy, modify the copy, fsync, rename over the original, under a lock.
+
+A process killed at any instant leaves either the old or the new file; readers that opened the old file keep a
+consistent view. Writers of the same path are serialised by an advisory lock on a hidden sidecar `.NAME.lock`.
+The cost is one copy of the file per update, so callers batch their changes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Serialise writers of `path` across processes."""
+    with open(lock_path(path), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove copies left by writers killed mid-update (call while holding the lock)."""
+    for stale in path.parent.glob(path.name + ".tmp-*"):
+        stale.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_h5_update(path: str | os.PathLike[str], locked: bool = False) -> Iterator[h5py.File]:
+    """Yield a writable h5py.File on a copy of `path` (a new empty file if `path` does not exist); on normal exit
+    the copy replaces `path` atomically, on an exception it is discarded. Pass `locked=True` when the caller
+    already holds `exclusive_lock(path)`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not locked:
+        with exclusive_lock(path):
+            with atomic_h5_update(path, locked=True) as h5:
+                yield h5
+        return
+    remove_stale_temporaries(path)
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        exists = path.exists()
+        if exists:
+            shutil.copyfile(path, temporary)
+        with h5py.File(temporary, "r+" if exists else "w-") as h5:
+            yield h5
+        _fsync_path(temporary)
+        os.replace(temporary, path)
+        _fsync_path(path.parent)
+    finally:
+        temporary.unlink(missing_ok=True)

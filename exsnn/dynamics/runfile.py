@@ -1,0 +1,186 @@
+"""The HDF5 file of one surface-hopping ensemble: records, hops, settings and the checkpoint to resume from.
+
+Layout (T recorded steps, B trajectories, N states, n atoms, G geometry snapshots)::
+
+    /                       attrs: format, format_version, settings (JSON), potential, n_trajectories, n_states,
+                                   n_atoms, record_every, geometry_every, checkpoint_every, config (TOML text)
+    /system/numbers (n,), /system/masses (n,) electron masses
+    /steps/step (T,)        /steps/time (T,) atomic time units
+    /steps/active (T, B) int8           /steps/status (T, B) int8 (0 running, 1 finished, 2 left box, 3 failed)
+    /steps/populations (T, B, N) float32  quantum populations |c|^2
+    /steps/energies (T, B, N)  /steps/kinetic (T, B)  /steps/total (T, B)   Hartree
+    /geometries/step (G,)   /geometries/positions (G, B, n, 3) Bohr   /geometries/velocities (G, B, n, 3)
+    /hops/{trajectory, step, source, target, frustrated, kind} (H,)   kind 0 = FSSH, 1 = forced to S0
+    /checkpoint/<tensor> and attrs step: the ensemble state after the last committed step
+
+Records are buffered in memory and committed together with the checkpoint in one atomic update
+(`exsnn.data.atomic`), so the records and the checkpoint always agree: a run killed at any instant resumes from
+its last checkpoint and reproduces the uninterrupted run bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from exsnn.data.atomic import atomic_h5_update
+from exsnn.data.errors import DataError
+from exsnn.dynamics.fssh import EnsembleState, HopEvents
+
+FORMAT_NAME = "exsnn-fssh-run"
+FORMAT_VERSION = 1
+_COMPLEX = ("coefficients",)
+
+
+@dataclass
+class RunMetadata:
+    settings: dict[str, Any]
+    potential: str
+    numbers: np.ndarray
+    masses: np.ndarray
+    n_states: int
+    n_trajectories: int
+    record_every: int = 1
+    geometry_every: int = 10
+    checkpoint_every: int = 100
+    config: str = ""
+
+
+@dataclass
+class _Buffer:
+    steps: list[dict[str, np.ndarray]] = field(default_factory=list)
+    geometries: list[dict[str, np.ndarray]] = field(default_factory=list)
+    hops: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+
+def _extend(h5: h5py.File, name: str, values: np.ndarray) -> None:
+    if name not in h5:
+        h5.create_dataset(name, data=values, maxshape=(None, *values.shape[1:]), chunks=True)
+        return
+    ds = h5[name]
+    start = ds.shape[0]
+    ds.resize(start + len(values), axis=0)
+    ds[start:] = values
+
+
+class RunWriter:
+    """Buffers per-step records and commits them with a checkpoint every `checkpoint_every` steps."""
+
+    def __init__(self, path: str | Path, metadata: RunMetadata, total_energy: Any) -> None:
+        self.path = Path(path)
+        self.metadata = metadata
+        self.total_energy = total_energy  # callable: EnsembleState -> (B,) total energies
+        self.buffer = _Buffer()
+
+    @classmethod
+    def create(cls, path: str | Path, metadata: RunMetadata, total_energy: Any, overwrite: bool = False) -> "RunWriter":
+        path = Path(path)
+        if path.exists():
+            if not overwrite:
+                raise DataError(path, "file", "already exists (use --resume to continue it, or --overwrite)")
+            path.unlink()
+        with atomic_h5_update(path) as h5:
+            h5.attrs.update(
+                {
+                    "format": FORMAT_NAME,
+                    "format_version": FORMAT_VERSION,
+                    "settings": json.dumps(metadata.settings, sort_keys=True),
+                    "potential": metadata.potential,
+                    "n_trajectories": metadata.n_trajectories,
+                    "n_states": metadata.n_states,
+                    "n_atoms": len(metadata.numbers),
+                    "record_every": metadata.record_every,
+                    "geometry_every": metadata.geometry_every,
+                    "checkpoint_every": metadata.checkpoint_every,
+                    "config": metadata.config,
+                }
+            )
+            h5["system/numbers"] = metadata.numbers
+            h5["system/masses"] = metadata.masses
+            h5["system/masses"].attrs["unit"] = "electron mass"
+        return cls(path, metadata, total_energy)
+
+    def record(self, state: EnsembleState, hops: HopEvents) -> None:
+        """Buffer what this step should store; commit with a checkpoint when one is due."""
+        m = self.metadata
+        if state.step % m.record_every == 0:
+            energies = state.energies
+            self.buffer.steps.append(
+                {
+                    "step": np.array([state.step]),
+                    "time": np.array([state.step * m.settings["dt"]]),
+                    "active": state.active.cpu().numpy().astype(np.int8)[None],
+                    "status": state.status.cpu().numpy().astype(np.int8)[None],
+                    "populations": (state.coefficients.abs() ** 2).cpu().numpy().astype(np.float32)[None],
+                    "energies": energies.cpu().numpy()[None],
+                    "kinetic": (self.total_energy(state) - energies.gather(1, state.active[:, None])[:, 0]).cpu().numpy()[None],
+                    "total": self.total_energy(state).cpu().numpy()[None],
+                }
+            )
+        if state.step % m.geometry_every == 0:
+            self.buffer.geometries.append(
+                {"step": np.array([state.step]), "positions": state.positions.cpu().numpy()[None], "velocities": state.velocities.cpu().numpy()[None]}
+            )
+        if len(hops.trajectory):
+            self.buffer.hops.append(
+                {
+                    "trajectory": hops.trajectory.cpu().numpy(),
+                    "step": np.full(len(hops.trajectory), hops.step),
+                    "source": hops.source.cpu().numpy().astype(np.int8),
+                    "target": hops.target.cpu().numpy().astype(np.int8),
+                    "frustrated": hops.frustrated.cpu().numpy(),
+                    "kind": hops.kind.cpu().numpy().astype(np.int8),
+                }
+            )
+        if state.step % m.checkpoint_every == 0:
+            self.commit(state)
+
+    def commit(self, state: EnsembleState) -> None:
+        """Write buffered records and the checkpoint of `state` in one atomic update."""
+        with atomic_h5_update(self.path) as h5:
+            for group, rows in (("steps", self.buffer.steps), ("geometries", self.buffer.geometries), ("hops", self.buffer.hops)):
+                if rows:
+                    for key in rows[0]:
+                        _extend(h5, f"{group}/{key}", np.concatenate([r[key] for r in rows]))
+            if "checkpoint" in h5:
+                del h5["checkpoint"]
+            checkpoint = h5.create_group("checkpoint")
+            checkpoint.attrs["step"] = state.step
+            for name, tensor in state.tensors().items():
+                checkpoint[name] = tensor.cpu().numpy()
+        self.buffer = _Buffer()
+
+
+def open_run(path: str | Path) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file", "does not exist")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(path, "file", f"not a readable HDF5 file ({exc})") from None
+    if h5.attrs.get("format") != FORMAT_NAME:
+        h5.close()
+        raise DataError(path, "attrs/format", f"not an exsnn surface-hopping run (expected {FORMAT_NAME!r})")
+    return h5
+
+
+def load_checkpoint(path: str | Path, device: torch.device) -> EnsembleState | None:
+    """The ensemble state saved with the last commit, or None if the run has not committed one."""
+    with open_run(path) as h5:
+        if "checkpoint" not in h5:
+            return None
+        group = h5["checkpoint"]
+        tensors = {name: torch.as_tensor(group[name][()], device=device) for name in group}
+        return EnsembleState(step=int(group.attrs["step"]), **tensors)
+
+
+def read_config_text(path: str | Path) -> str:
+    with open_run(path) as h5:
+        return str(h5.attrs.get("config", ""))
