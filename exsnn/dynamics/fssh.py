@@ -51,13 +51,26 @@ class EnsembleState:
     status: torch.Tensor  # (B,) long, RUNNING / FINISHED / LEFT_BOX / FAILED
     total_energy0: torch.Tensor  # (B,) Hartree
     state_vectors: torch.Tensor | None = None  # (B, K, N) sign-tracked state vectors, when the potential gives them
+    couplings: torch.Tensor | None = None  # (B, P) v . d_ij at the current step (kept to avoid recomputing it)
+    trajectory_ids: torch.Tensor | None = None  # (B,) ids in the original ensemble after `select` (None: 0..B-1)
+    n_total: int | None = None  # size of the original ensemble (random numbers are drawn for all of it)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "step" and getattr(self, f.name) is not None}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("step", "n_total") and getattr(self, f.name) is not None
+        }
 
     @property
     def n_trajectories(self) -> int:
         return int(self.positions.shape[0])
+
+    def select(self, index: torch.Tensor) -> "EnsembleState":
+        """A smaller ensemble holding the trajectories at `index` (B',); they keep their ids and random numbers."""
+        ids = self.trajectory_ids if self.trajectory_ids is not None else torch.arange(self.n_trajectories, device=index.device)
+        picked = {name: tensor[index] for name, tensor in self.tensors().items() if name not in ("trajectory_ids", "n_total")}
+        return EnsembleState(step=self.step, **picked, trajectory_ids=ids[index], n_total=self.n_total or self.n_trajectories)
 
 
 @dataclass
@@ -86,9 +99,14 @@ class StepObserver(Protocol):
     def __call__(self, state: EnsembleState, hops: HopEvents) -> None: ...
 
 
+def populations(coefficients: torch.Tensor) -> torch.Tensor:
+    """|c|^2, (B, N) float64 from complex coefficients (B, N)."""
+    return coefficients.real**2 + coefficients.imag**2
+
+
 def kinetic_energy(velocities: torch.Tensor, masses: torch.Tensor) -> torch.Tensor:
     """(B,) kinetic energies of velocities (B, n, 3) with masses (n,)."""
-    return 0.5 * (masses[None, :, None] * velocities**2).sum(dim=(1, 2))
+    return 0.5 * (velocities**2).flatten(1) @ masses.repeat_interleave(3)
 
 
 def step_uniforms(seed: int, step: int, n_trajectories: int) -> np.ndarray:
@@ -130,7 +148,9 @@ def pair_signs(state_signs: torch.Tensor, n_states: int) -> torch.Tensor:
 
 def state_signs_from_vectors(new: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
     """Signs (B, N) that make each state vector (B, K, N) overlap positively with the previous step's."""
-    overlap = (new * previous).sum(1)
+    overlap = new[:, 0] * previous[:, 0]
+    for k in range(1, new.shape[1]):  # K is small: explicit adds beat a strided reduction
+        overlap = overlap + new[:, k] * previous[:, k]
     return torch.where(overlap < 0, -1.0, 1.0).to(new.dtype)
 
 
@@ -152,6 +172,11 @@ class FSSHEngine:
         self.masses = potential.masses.to(self.device, torch.float64)
         self.n_states = potential.n_states
         pairs = torch.tensor(state_pairs(self.n_states), device=self.device).reshape(-1, 2)
+        # row_of_pairs[a] (N, P): T_aj = sum_p row_of_pairs[a, j, p] T_p  (+1 for a < j, -1 for a > j)
+        self._row_of_pairs = torch.zeros((self.n_states, self.n_states, len(pairs)), dtype=torch.float64, device=self.device)
+        for p, (i, j) in enumerate(pairs.tolist()):
+            self._row_of_pairs[i, j, p] = 1.0
+            self._row_of_pairs[j, i, p] = -1.0
         self._pair_index = torch.full((self.n_states, self.n_states), -1, dtype=torch.long, device=self.device)
         self._pair_index[pairs[:, 0], pairs[:, 1]] = torch.arange(len(pairs), device=self.device)
         self._pair_index[pairs[:, 1], pairs[:, 0]] = torch.arange(len(pairs), device=self.device)
@@ -186,6 +211,7 @@ class FSSHEngine:
             status=torch.zeros(len(states), dtype=torch.long, device=self.device),
             total_energy0=total,
             state_vectors=vectors,
+            couplings=velocity_couplings(velocities, self._nacs_or_zeros(out, positions)),
         )
 
     def _nacs_or_zeros(self, out: PotentialOutput, positions: torch.Tensor) -> torch.Tensor:
@@ -195,18 +221,27 @@ class FSSHEngine:
 
     # ------------------------------------------------------------------ one step
     def step(self, state: EnsembleState) -> HopEvents:
-        """Advance every running trajectory by one step (in place); return the hops of this step."""
+        """Advance every running trajectory by one step (in place); return the hops of this step.
+
+        With `settings.propagate_finished` every trajectory is stepped (no gathering of the running ones); ended
+        trajectories keep their status. This is cheaper for analytic models whose ended trajectories sit in an
+        asymptotic region where nothing changes any more (scattering).
+        """
         s = self.settings
-        run = torch.nonzero(state.status == RUNNING)[:, 0]
         step_number = state.step + 1
         hops = HopEvents.empty(step_number, self.device)
-        if len(run) == 0:
+        running = state.status == RUNNING
+        if not bool(running.any()):
             state.step = step_number
             return hops
+        everything = s.propagate_finished or bool(running.all())
+        run = torch.arange(state.n_trajectories, device=self.device) if everything else torch.nonzero(running)[:, 0]
+        take = (lambda t: t) if everything else (lambda t: t[run])  # noqa: E731
         m = self.masses[None, :, None]
-        R, v, F = state.positions[run], state.velocities[run], state.forces[run]
-        active, c = state.active[run], state.coefficients[run]
-        E_old, d_old = state.energies[run], state.nacs[run]
+        R, v, F = take(state.positions), take(state.velocities), take(state.forces)
+        active, c = take(state.active), take(state.coefficients)
+        E_old, d_old = take(state.energies), take(state.nacs)
+        T_old = take(state.couplings) if state.couplings is not None else velocity_couplings(v, d_old)
 
         v_half = v + 0.5 * s.dt * F / m
         R_new = R + s.dt * v_half
@@ -214,7 +249,7 @@ class FSSHEngine:
         d_new = self._nacs_or_zeros(out, R_new)
         vectors_new = out.state_vectors
         if vectors_new is not None and state.state_vectors is not None:
-            signs = state_signs_from_vectors(vectors_new, state.state_vectors[run])
+            signs = state_signs_from_vectors(vectors_new, take(state.state_vectors))
             vectors_new = vectors_new * signs[:, None, :]
         else:
             signs = state_signs_from_nacs(d_new, d_old, self.n_states)
@@ -224,37 +259,53 @@ class FSSHEngine:
         v_new = v_half + 0.5 * s.dt * F_new / m
         E_new = out.energies
 
-        T_old, T_new = velocity_couplings(v, d_old), velocity_couplings(v_new, d_new)
+        T_new = velocity_couplings(v_new, d_new)
         c, probabilities = self._propagate_coefficients(c, active, E_old, E_new, T_old, T_new)
-        zeta = torch.as_tensor(step_uniforms(s.seed, step_number, state.n_trajectories), device=self.device)[run]
-        target = self._choose_targets(probabilities, zeta)
+        zeta = torch.as_tensor(step_uniforms(s.seed, step_number, state.n_total or state.n_trajectories), device=self.device)
+        if state.trajectory_ids is not None:
+            zeta = zeta[state.trajectory_ids]
+        target = self._choose_targets(probabilities, take(zeta))
         v_new, active_new, frustrated_flag, attempted = self._attempt_hops(R_new, v_new, active, target, E_new, d_new, F_new)
-        hopped = active_new != active
-        if torch.any(hopped):
-            moved = torch.nonzero(hopped)[:, 0]
-            refreshed = self.potential.compute(R_new[moved], states=active_new[moved], nacs=False)
-            F_new = F_new.clone()
-            F_new[moved] = refreshed.forces  # type: ignore[assignment]
         if attempted.any():
+            hopped = active_new != active
+            if hopped.any():
+                moved = torch.nonzero(hopped)[:, 0]
+                refreshed = self.potential.compute(R_new[moved], states=active_new[moved], nacs=False)
+                F_new = F_new.clone()
+                F_new[moved] = refreshed.forces  # type: ignore[assignment]
             where = torch.nonzero(attempted)[:, 0]
             hops = hops.extend(HopEvents(step_number, run[where], active[where], target[where], frustrated_flag[where],
                                          torch.zeros_like(where)))
+        velocities_changed = bool(attempted.any())  # accepted hops rescale, frustrated ones may reflect
+        previous_active = active
         active = active_new
         if s.decoherence == "edc":
             c = self._decohere(c, active, E_new, kinetic_energy(v_new, self.masses))
         if s.forced_hop_gap is not None:
             v_new, active, c, F_new, forced = self._forced_hop_to_ground(R_new, v_new, active, c, E_new, F_new)
+            velocities_changed = velocities_changed or len(forced) > 0
             if len(forced):
-                hops = hops.extend(HopEvents(step_number, run[forced], state.active[run][forced], torch.zeros_like(forced),
+                hops = hops.extend(HopEvents(step_number, run[forced], previous_active[forced], torch.zeros_like(forced),
                                              torch.zeros_like(forced, dtype=torch.bool), torch.ones_like(forced)))
 
-        state.positions[run], state.velocities[run], state.forces[run] = R_new, v_new, F_new
-        state.coefficients[run], state.active[run] = c, active
-        state.energies[run], state.nacs[run] = E_new, d_new
-        if vectors_new is not None and state.state_vectors is not None:
-            state.state_vectors[run] = vectors_new
+        if velocities_changed:
+            T_new = velocity_couplings(v_new, d_new)
+        if everything:
+            state.couplings = T_new
+            state.positions, state.velocities, state.forces = R_new, v_new, F_new
+            state.coefficients, state.active, state.energies, state.nacs = c, active, E_new, d_new
+            if vectors_new is not None and state.state_vectors is not None:
+                state.state_vectors = vectors_new
+        else:
+            state.positions[run], state.velocities[run], state.forces[run] = R_new, v_new, F_new
+            state.coefficients[run], state.active[run] = c, active
+            state.energies[run], state.nacs[run] = E_new, d_new
+            if state.couplings is not None:
+                state.couplings[run] = T_new
+            if vectors_new is not None and state.state_vectors is not None:
+                state.state_vectors[run] = vectors_new
         state.step = step_number
-        self._terminate(state, run)
+        self._terminate(state, running)
         return hops
 
     def _propagate_coefficients(
@@ -274,15 +325,17 @@ class FSSHEngine:
         shift = E_old.gather(1, active[:, None])  # a global phase only
         E0, dE = E_old - shift, E_new - E_old
         dT = T_new - T_old
-        T_active_old = pair_matrix(T_old, N)[rows, active]  # (B, N): T_aj
-        T_active_delta = pair_matrix(dT, N)[rows, active]
+        rows_of_active = self._row_of_pairs[active]  # (B, N, P)
+        T_active_old = torch.bmm(rows_of_active, T_old[:, :, None])[..., 0]  # (B, N): T_aj
+        T_active_delta = torch.bmm(rows_of_active, dT[:, :, None])[..., 0]
         pairs = state_pairs(N)
         sweep = list(range(len(pairs))) + list(range(len(pairs) - 1, -1, -1))  # symmetric sequence of rotations
-        probabilities = torch.zeros(E_old.shape, dtype=torch.float64, device=self.device)
+        probabilities: torch.Tensor | float = 0.0
         c = c.clone()
         for k in range(n_sub):
             f = (k + 0.5) / n_sub
-            half_phase = torch.polar(torch.ones_like(E0), -(E0 + f * dE) * (0.5 * dtau))
+            phase = (E0 + f * dE) * (-0.5 * dtau)
+            half_phase = torch.complex(torch.cos(phase), torch.sin(phase))
             c = c * half_phase
             angles = (T_old + f * dT) * (dtau / (1 if len(pairs) == 1 else 2))
             cos, sin = torch.cos(angles), torch.sin(angles)
@@ -292,10 +345,12 @@ class FSSHEngine:
                 c[:, i], c[:, j] = cos[:, p] * ci - sin[:, p] * cj, sin[:, p] * ci + cos[:, p] * cj
             c = c * half_phase
             c_active = c[rows, active]
-            flux = 2.0 * (c_active.conj()[:, None] * c).real * (T_active_old + f * T_active_delta) * dtau
-            probabilities += (flux / (c_active.abs() ** 2).clamp_min(1e-300)[:, None]).clamp_min(0.0)
-        probabilities[rows, active] = 0.0
-        return c, probabilities
+            a_re, a_im = c_active.real[:, None], c_active.imag[:, None]
+            overlap = a_re * c.real + a_im * c.imag  # Re(c_a* c_j)
+            flux = overlap * (T_active_old + f * T_active_delta) * (2.0 * dtau)
+            probabilities = probabilities + (flux / (a_re**2 + a_im**2).clamp_min(1e-300)).clamp_min(0.0)
+        assert isinstance(probabilities, torch.Tensor)
+        return c, probabilities  # the active state's own entry is zero: T_aa = 0
 
     def _auto_substeps(self, E_old: torch.Tensor, E_new: torch.Tensor, T_old: torch.Tensor, T_new: torch.Tensor) -> int:
         """Fewest substeps keeping the coupling rotation T dtau and the splitting error scale sqrt(dE T) dtau
@@ -367,7 +422,8 @@ class FSSHEngine:
         damping = torch.exp(-self.settings.dt / tau)
         damping[rows, active] = 1.0
         c = c * damping
-        others = (c.abs() ** 2).sum(1) - c[rows, active].abs() ** 2
+        pops = populations(c)
+        others = pops.sum(1) - pops[rows, active]
         c_active = c[rows, active]
         magnitude = c_active.abs()
         unit = torch.where(magnitude > 0, c_active / magnitude.clamp_min(1e-300), torch.ones_like(c_active))
@@ -392,19 +448,20 @@ class FSSHEngine:
         F[forced] = self.potential.compute(R[forced], states=active[forced], nacs=False).forces  # type: ignore[assignment]
         return v, active, c, F, forced
 
-    def _terminate(self, state: EnsembleState, run: torch.Tensor) -> None:
+    def _terminate(self, state: EnsembleState, running: torch.Tensor) -> None:
+        """Update the status of trajectories that were running at the start of this step."""
         s = self.settings
-        total = self.total_energy(state)[run]
-        drift = (total - state.total_energy0[run]).abs() > s.max_energy_drift
-        status = state.status[run]
+        status = state.status
+        drift = (self.total_energy(state) - state.total_energy0).abs() > s.max_energy_drift
+        ended = torch.full_like(status, RUNNING)
         if s.box is not None:
-            R, v = state.positions[run], state.velocities[run]
+            R, v = state.positions, state.velocities
             outside = ((R.abs() > s.box) & (R * v > 0)).flatten(1).any(dim=1)  # beyond the box and moving away
-            status = torch.where(outside, torch.full_like(status, LEFT_BOX), status)
-        status = torch.where(drift, torch.full_like(status, FAILED), status)
+            ended = torch.where(outside, LEFT_BOX, ended)
+        ended = torch.where(drift, FAILED, ended)
         if state.step >= s.n_steps:
-            status = torch.where(status == RUNNING, torch.full_like(status, FINISHED), status)
-        state.status[run] = status
+            ended = torch.where(ended == RUNNING, FINISHED, ended)
+        state.status = torch.where(running, ended, status)
 
     # ------------------------------------------------------------------ helpers
     def total_energy(self, state: EnsembleState) -> torch.Tensor:

@@ -31,7 +31,7 @@ import torch
 
 from exsnn.data.atomic import atomic_h5_update
 from exsnn.data.errors import DataError
-from exsnn.dynamics.fssh import EnsembleState, HopEvents
+from exsnn.dynamics.fssh import EnsembleState, HopEvents, populations
 
 FORMAT_NAME = "exsnn-fssh-run"
 FORMAT_VERSION = 1
@@ -117,7 +117,7 @@ class RunWriter:
                     "time": np.array([state.step * m.settings["dt"]]),
                     "active": state.active.cpu().numpy().astype(np.int8)[None],
                     "status": state.status.cpu().numpy().astype(np.int8)[None],
-                    "populations": (state.coefficients.abs() ** 2).cpu().numpy().astype(np.float32)[None],
+                    "populations": populations(state.coefficients).cpu().numpy().astype(np.float32)[None],
                     "energies": energies.cpu().numpy()[None],
                     "kinetic": (self.total_energy(state) - energies.gather(1, state.active[:, None])[:, 0]).cpu().numpy()[None],
                     "total": self.total_energy(state).cpu().numpy()[None],

@@ -3,7 +3,8 @@
 Trajectories start on the lower adiabatic state, sampled from the Wigner distribution of the Gaussian wavepacket
 that `exsnn.validation.wavepacket` propagates exactly (position spread sigma = 20 / k around x0 = -(10 + 3 sigma),
 momentum spread 1 / (2 sigma)), or all at (x0, k) with `sampling="fixed"`. They run until they leave the box
-|x| > |x0| moving outward. Counting reflection (x < 0) and transmission (x > 0) on each state gives probabilities
+|x| > |x0| moving outward (ended trajectories stay in the batch, moving freely, until fewer than 70 % run; then
+the batch is compacted, keeping every trajectory's random numbers). Counting reflection (x < 0) and transmission (x > 0) on each state gives probabilities
 with binomial standard errors sqrt(p (1 - p) / N).
 """
 
@@ -16,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from exsnn.dynamics.fssh import FAILED, LEFT_BOX, FSSHEngine
+from exsnn.dynamics.fssh import FAILED, LEFT_BOX, RUNNING, FSSHEngine
 from exsnn.dynamics.settings import FSSHSettings
 from exsnn.potentials.tully import TullyPotential
 
 OUTCOMES = ("R_lower", "T_lower", "R_upper", "T_upper")
+COMPACT_BELOW = 0.7  # drop ended trajectories from the batch once fewer than this fraction still run
 
 
 @dataclass
@@ -87,19 +89,39 @@ def run_scattering(
     dt = dt or default_time_step(momentum, mass)
     x0, _ = default_start(momentum)
     n_steps = int(math.ceil(8.0 * abs(x0) * mass / momentum / dt)) + 2000
-    options = {"decoherence": "none", **settings}
+    # ended trajectories move freely in the asymptotic region, where neither side nor state can change:
+    # stepping them along is cheaper than gathering the running ones every step
+    options = {"decoherence": "none", "propagate_finished": True, **settings}
     fssh = FSSHSettings(dt=dt, n_steps=n_steps, box=abs(x0), seed=seed, **options)
     engine = FSSHEngine(potential, fssh)
     positions, velocities = sample_initial_conditions(n_trajectories, momentum, mass, seed, sampling)
     state = engine.initial_state(positions, velocities, torch.zeros(n_trajectories, dtype=torch.long))
-    engine.run(state)
-    x = state.positions[:, 0, 0]
-    done = state.status == LEFT_BOX
+    final_x = torch.zeros(n_trajectories, dtype=torch.float64, device=engine.device)
+    final_active = torch.zeros(n_trajectories, dtype=torch.long, device=engine.device)
+    final_status = torch.zeros(n_trajectories, dtype=torch.long, device=engine.device)
+    ids = torch.arange(n_trajectories, device=engine.device)
+
+    def store(part: torch.Tensor) -> None:
+        final_x[ids[part]] = state.positions[part, 0, 0]
+        final_active[ids[part]] = state.active[part]
+        final_status[ids[part]] = state.status[part]
+
+    while state.step < fssh.n_steps and bool((state.status == RUNNING).any()):
+        engine.step(state)
+        running = state.status == RUNNING
+        if int(running.sum()) < COMPACT_BELOW * state.n_trajectories:  # drop the ended ones from the batch
+            store(torch.nonzero(~running)[:, 0])
+            keep = torch.nonzero(running)[:, 0]
+            ids = ids[keep]
+            state = state.select(keep)
+    store(torch.arange(state.n_trajectories, device=engine.device))
+    done = final_status == LEFT_BOX
+    x = final_x
     counts = {
-        "R_lower": done & (x < 0) & (state.active == 0),
-        "T_lower": done & (x > 0) & (state.active == 0),
-        "R_upper": done & (x < 0) & (state.active == 1),
-        "T_upper": done & (x > 0) & (state.active == 1),
+        "R_lower": done & (x < 0) & (final_active == 0),
+        "T_lower": done & (x > 0) & (final_active == 0),
+        "R_upper": done & (x < 0) & (final_active == 1),
+        "T_upper": done & (x > 0) & (final_active == 1),
     }
     N = n_trajectories
     probabilities = {k: float(v.sum()) / N for k, v in counts.items()}
@@ -108,7 +130,7 @@ def run_scattering(
         probabilities=probabilities,
         errors=errors,
         n_trajectories=N,
-        n_failed=int((state.status == FAILED).sum()),
-        n_unfinished=int((~done & (state.status != FAILED)).sum()),
+        n_failed=int((final_status == FAILED).sum()),
+        n_unfinished=int((~done & (final_status != FAILED)).sum()),
         settings={"model": model, "momentum": momentum, "dt": dt, "n_steps": n_steps, "sampling": sampling, **fssh.as_dict()},
     )

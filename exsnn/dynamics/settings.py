@@ -22,7 +22,8 @@ class FSSHSettings:
     (Granucci-Persico energy-based correction with constant `edc_c` Hartree) or 'none'. forced_hop_gap: hop to S0
     when the active state lies less than this (Hartree) above S0 (None: never). box: a trajectory ends when any
     coordinate is beyond [-box, box] Bohr and moving away (None: never). max_energy_drift: a trajectory whose total energy moves more
-    than this (Hartree) from its start is stopped and marked failed. seed: drives every random number.
+    than this (Hartree) from its start is stopped and marked failed. seed: drives every random number. propagate_finished: keep stepping
+    trajectories that ended (cheaper for analytic models; their status and outcome stay as they were).
     """
 
     dt: float
@@ -37,6 +38,7 @@ class FSSHSettings:
     max_energy_drift: float = 1e-2
     seed: int = 0
     max_substep_angle: float = 0.05
+    propagate_finished: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

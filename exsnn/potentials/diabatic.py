@@ -32,9 +32,9 @@ def _two_state(hamiltonian: torch.Tensor, gradient: torch.Tensor) -> tuple[torch
     g00 = ss * h00 - 2 * sc * h01 + cc * h11
     g11 = cc * h00 + 2 * sc * h01 + ss * h11
     g01 = sc * (h11 - h00) + (cc - ss) * h01
-    coupling = torch.stack([torch.stack([g00, g01], 1), torch.stack([g01, g11], 1)], 1)
+    coupling = torch.stack([g00, g01, g01, g11], 1).view(len(g00), 2, 2, -1)
     cv, sv = c[:, 0], s[:, 0]
-    vectors = torch.stack([torch.stack([-sv, cv], -1), torch.stack([cv, sv], -1)], dim=-1)  # columns: lower, upper
+    vectors = torch.stack([-sv, cv, cv, sv], -1).view(len(cv), 2, 2)  # columns: lower (-s, c), upper (c, s)
     return torch.stack([mean - radius, mean + radius], dim=-1), vectors, coupling
 
 
@@ -57,7 +57,9 @@ def adiabatic_from_diabatic(
     coupling = coupling.reshape(B, N, N, *gradient.shape[3:])
     diagonal = torch.diagonal(coupling, dim1=1, dim2=2).movedim(-1, 1)  # (B, N, n, 3)
     out = PotentialOutput(energies=energies, state_vectors=vectors)
-    if states is not None:
+    if states is not None and N == 2:
+        out.forces = -torch.where((states == 0).view(B, *([1] * (diagonal.dim() - 2))), diagonal[:, 0], diagonal[:, 1])
+    elif states is not None:
         out.forces = -diagonal[torch.arange(B, device=states.device), states]
     if all_forces:
         out.all_forces = -diagonal

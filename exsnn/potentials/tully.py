@@ -27,7 +27,7 @@ DiabaticModel = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def _assemble(v11: torch.Tensor, v22: torch.Tensor, v12: torch.Tensor) -> torch.Tensor:
-    return torch.stack([torch.stack([v11, v12], -1), torch.stack([v12, v22], -1)], -2)
+    return torch.stack([v11, v12, v12, v22], -1).view(*v11.shape, 2, 2)
 
 
 def simple_avoided_crossing(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,9 +92,11 @@ class TullyPotential(Potential):
     ) -> PotentialOutput:
         x = positions[:, 0, 0]
         hamiltonian, derivative = self.model(x)
-        gradient = torch.zeros((*derivative.shape, 1, 3), dtype=derivative.dtype, device=derivative.device)
-        gradient[..., 0, 0] = derivative
-        return adiabatic_from_diabatic(hamiltonian, gradient, states, all_forces, nacs)
+        # work on the x component only, then pad y and z with zeros: (B, 2, 2, 1 atom, 1 component)
+        out = adiabatic_from_diabatic(hamiltonian, derivative[..., None, None], states, all_forces, nacs)
+        pad = lambda t: None if t is None else torch.nn.functional.pad(t, (0, 2))  # noqa: E731
+        out.forces, out.all_forces, out.nacs = pad(out.forces), pad(out.all_forces), pad(out.nacs)
+        return out
 
     def describe(self) -> str:
         return f"Tully model {self.name[-1]} ({self.model.__name__.replace('_', ' ')}), mass {TULLY_MASS:g}"
