@@ -146,3 +146,64 @@ def test_fssh_matches_exact_quantum_scattering(model: str, momentum: float) -> N
     for key, value in exact.items():
         sigma = result.errors[key]
         assert abs(result.probabilities[key] - value) < 3 * sigma + 0.02, (key, result.probabilities[key], value)
+
+
+def test_velocity_rescaling_conserves_energy_along_the_velocity() -> None:
+    engine, args = hop_fixture("keep", kinetic=0.03)
+    engine.settings.rescale = "velocity"
+    v, active, frustrated, _ = engine._attempt_hops(**args)
+    assert active.tolist() == [1] and not frustrated.item()
+    assert kinetic_energy(v, engine.masses).item() == pytest.approx(0.03 - 0.01, abs=1e-15)
+    assert v[0, 0, 0].item() > 0  # scaled, not reversed
+
+
+@pytest.mark.parametrize("target_force, reflected", [(-0.002, True), (0.002, False)])
+def test_grad_v_criterion_decides_reflection(target_force: float, reflected: bool) -> None:
+    """Jasper-Truhlar: reflect a frustrated hop only if the target force opposes the motion along u and the
+    forces of the two states along u have opposite signs. Here u = +x, v > 0, F_active = +0.001."""
+
+    class FixedTarget(TullyPotential):
+        def compute(self, positions, states=None, all_forces=False, nacs=True):
+            out = super().compute(positions, states, all_forces, nacs)
+            out.forces = torch.full_like(out.forces, 0.0)
+            out.forces[..., 0] = target_force
+            return out
+
+    engine, args = hop_fixture("reflect_gradv", kinetic=0.004)
+    engine.potential = FixedTarget("tully1")
+    v, active, frustrated, _ = engine._attempt_hops(**args)
+    assert frustrated.item() and active.tolist() == [0]
+    assert (v[0, 0, 0].item() < 0) == reflected
+
+
+def test_forced_hop_to_ground_below_the_gap() -> None:
+    engine = FSSHEngine(TullyPotential("tully1"), FSSHSettings(dt=1.0, n_steps=1, forced_hop_gap=0.02, decoherence="none"))
+    positions = torch.zeros((2, 1, 3), dtype=torch.float64)
+    positions[:, 0, 0] = torch.tensor([0.0, -30.0])  # gap 0.01 at the crossing, 0.02 far away
+    velocities = torch.zeros_like(positions)
+    velocities[:, 0, 0] = 0.005
+    state = engine.initial_state(positions, velocities, torch.tensor([1, 1]))
+    before = engine.total_energy(state).clone()
+    events = engine.step(state)
+    assert state.active.tolist() == [0, 1]
+    assert events.kind.tolist() == [1] and events.trajectory.tolist() == [0] and events.source.tolist() == [1]
+    assert (state.coefficients[0].abs() ** 2).tolist() == pytest.approx([1.0, 0.0])
+    assert engine.total_energy(state)[0].item() == pytest.approx(before[0].item(), abs=1e-7)
+
+
+def test_energy_drift_beyond_the_limit_marks_the_trajectory_failed() -> None:
+    from exsnn.dynamics.fssh import FAILED, RUNNING
+
+    settings = FSSHSettings(dt=400.0, n_steps=50, max_energy_drift=1e-4, decoherence="none")  # absurd time step
+    engine = FSSHEngine(TullyPotential("tully1"), settings)
+    positions = torch.zeros((2, 1, 3), dtype=torch.float64)
+    velocities = torch.zeros_like(positions)
+    velocities[0, 0, 0] = 0.02
+    velocities[1, 0, 0] = 1e-6
+    state = engine.initial_state(positions, velocities, torch.tensor([0, 0]))
+    while state.step < 50 and bool((state.status == RUNNING).any()):
+        engine.step(state)
+    assert state.status[0].item() == FAILED
+    frozen = state.positions[0].clone()
+    engine.step(state)
+    assert torch.equal(state.positions[0], frozen)  # a failed trajectory is not propagated further
