@@ -1,0 +1,184 @@
+"""Training loss and error metrics of the multi-state network (label masks respected, couplings phase-free)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import schnetpack.properties as structure
+import torch
+
+from exsnn.data.properties import DIPOLES, ENERGIES, FORCES, NACS, dipole_pairs, state_pairs
+from exsnn.model.phase_free import pair_sign_table, per_sample_pair_errors, phase_free_squared_error, sign_vector_histogram
+from exsnn.units import ANGSTROM_IN_BOHR, HARTREE_IN_EV
+
+
+@dataclass
+class LossWeights:
+    """Weights of the normalised mean squared errors (each divided by its label's training variance)."""
+
+    energies: float = 1.0
+    forces: float = 1.0
+    nacs: float = 1.0
+    dipoles: float = 1.0
+
+
+@dataclass
+class LabelScales:
+    """Typical sizes of the labels (atomic units) that normalise the loss terms."""
+
+    energies: float = 1.0
+    forces: float = 1.0
+    nacs: float = 1.0
+    dipoles: float = 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def smooth_reference(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """h_ij = (E_j - E_i) d_ij per atom and pair (A, P, 3) from the reference energies and NACs."""
+    energies = batch[ENERGIES]
+    n_states = energies.shape[1]
+    pairs = torch.tensor(state_pairs(n_states), device=energies.device).reshape(-1, 2)
+    gaps = energies[:, pairs[:, 1]] - energies[:, pairs[:, 0]]
+    return batch[NACS] * gaps[batch[structure.idx_m]][:, :, None]
+
+
+def _transition_pair_columns(n_states: int) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+    """Columns of the dipole pairs that are permanent (i == j) and transition (i < j), and the transition pairs."""
+    pairs = dipole_pairs(n_states)
+    permanent = [k for k, (i, j) in enumerate(pairs) if i == j]
+    transition = [k for k, (i, j) in enumerate(pairs) if i < j]
+    return permanent, transition, [pairs[k] for k in transition]
+
+
+def compute_loss(
+    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], weights: LossWeights, scales: LabelScales
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted, normalised loss and its parts; couplings and transition dipoles share one sign vector per sample."""
+    idx_m = batch[structure.idx_m]
+    B, N = batch[ENERGIES].shape
+    parts: dict[str, torch.Tensor] = {}
+    zero = out["energies"].sum() * 0.0
+    mask_e = batch[f"{ENERGIES}_mask"]
+    parts["energies"] = ((out["energies"] - batch[ENERGIES])[mask_e] ** 2).mean() / scales.energies**2 if mask_e.any() else zero
+    if "forces" in out:
+        mask_f = batch[f"{FORCES}_mask"][idx_m]
+        parts["forces"] = ((out["forces"] - batch[FORCES])[mask_f] ** 2).mean() / scales.forces**2 if mask_f.any() else zero
+    mask_n = batch[f"{NACS}_mask"] & mask_e
+    plus_parts, minus_parts, pair_lists, counts = [], [], [], torch.zeros(B, device=idx_m.device)
+    if "smooth_nacs" in out and mask_n.any():
+        plus, minus = per_sample_pair_errors(out["smooth_nacs"], smooth_reference(batch), idx_m, B)
+        plus_parts.append(plus / scales.nacs**2)
+        minus_parts.append(minus / scales.nacs**2)
+        pair_lists += list(state_pairs(N))
+        counts = counts + torch.bincount(idx_m, minlength=B) * plus.shape[1] * 3
+    mask_d = batch[f"{DIPOLES}_mask"]
+    if "dipoles" in out and mask_d.any():
+        permanent, transition, transition_pairs = _transition_pair_columns(N)
+        diff = out["dipoles"][:, permanent] - batch[DIPOLES][:, permanent]
+        parts["permanent_dipoles"] = (diff[mask_d] ** 2).mean() / scales.dipoles**2
+        if transition:
+            plus, minus = per_sample_pair_errors(out["dipoles"][:, transition], batch[DIPOLES][:, transition], None, B)
+            plus_parts.append(torch.where(mask_d[:, None], plus, 0.0) / scales.dipoles**2)
+            minus_parts.append(torch.where(mask_d[:, None], minus, 0.0) / scales.dipoles**2)
+            pair_lists += transition_pairs
+    if plus_parts:
+        best, _ = phase_free_squared_error(torch.cat(plus_parts, 1), torch.cat(minus_parts, 1), pair_sign_table(N, pair_lists, idx_m.device))
+        parts["couplings"] = best[mask_n | mask_d].sum() / max(float((counts[mask_n | mask_d]).sum()), 1.0)
+    total = (
+        weights.energies * parts["energies"]
+        + weights.forces * parts.get("forces", zero)
+        + weights.nacs * parts.get("couplings", zero)
+        + weights.dipoles * parts.get("permanent_dipoles", zero)
+    )
+    return total, parts
+
+
+class ErrorTable:
+    """Accumulates MAE and RMSE per property and state (couplings phase-free) over batches."""
+
+    def __init__(self, n_states: int) -> None:
+        self.n_states = n_states
+        self.sums: dict[str, list[np.ndarray]] = {}
+        self.sign_choices: list[torch.Tensor] = []
+
+    def _add(self, key: str, errors: torch.Tensor) -> None:
+        """errors (rows, columns): absolute errors per column (state or pair)."""
+        e = errors.detach().double().cpu().numpy()
+        entry = self.sums.setdefault(key, [np.zeros(e.shape[1]), np.zeros(e.shape[1]), np.zeros(e.shape[1])])
+        entry[0] += np.abs(e).sum(0)
+        entry[1] += (e**2).sum(0)
+        entry[2] += e.shape[0]
+
+    def update(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
+        idx_m = batch[structure.idx_m]
+        B, N = batch[ENERGIES].shape
+        mask_e = batch[f"{ENERGIES}_mask"]
+        self._add("energies", (out["energies"] - batch[ENERGIES])[mask_e])
+        if "forces" in out:
+            mask_f = batch[f"{FORCES}_mask"][idx_m]
+            diff = (out["forces"] - batch[FORCES])[mask_f]  # (atoms, N, 3)
+            self._add("forces", diff.permute(0, 2, 1).reshape(-1, N))
+        mask_n = batch[f"{NACS}_mask"] & mask_e
+        if "smooth_nacs" in out and mask_n.any():
+            reference = smooth_reference(batch)
+            plus, minus = per_sample_pair_errors(out["smooth_nacs"], reference, idx_m, B)
+            _, best = phase_free_squared_error(plus, minus, pair_sign_table(N, device=idx_m.device))
+            self.sign_choices.append(best[mask_n])
+            signs = pair_sign_table(N, device=idx_m.device)[best][idx_m][:, :, None].to(reference.dtype)  # (A, P, 1)
+            atoms = mask_n[idx_m]
+            self._add("smooth_nacs", (out["smooth_nacs"] - signs * reference)[atoms].permute(0, 2, 1).reshape(-1, reference.shape[1]))
+            self._add("nacs", (out["nacs"] - signs * batch[NACS])[atoms].permute(0, 2, 1).reshape(-1, reference.shape[1]))
+        mask_d = batch[f"{DIPOLES}_mask"]
+        if "dipoles" in out and mask_d.any():
+            _, transition, transition_pairs = _transition_pair_columns(N)
+            reference = batch[DIPOLES].clone()
+            if transition:
+                plus, minus = per_sample_pair_errors(out["dipoles"][:, transition], reference[:, transition], None, B)
+                _, best = phase_free_squared_error(plus, minus, pair_sign_table(N, transition_pairs, idx_m.device))
+                reference[:, transition] = reference[:, transition] * pair_sign_table(N, transition_pairs, idx_m.device)[best][:, :, None].to(reference.dtype)
+            self._add("dipoles", (out["dipoles"] - reference)[mask_d].permute(0, 2, 1).reshape(-1, reference.shape[1]))
+
+    def summary(self) -> dict[str, Any]:
+        """MAE/RMSE per column in report units: energies meV, forces meV/Angstrom, smooth NACs meV/Angstrom,
+        NACs 1/Bohr, dipoles e*Bohr; plus how often each sign vector was chosen."""
+        factors = {"energies": 1000 * HARTREE_IN_EV, "forces": 1000 * HARTREE_IN_EV * ANGSTROM_IN_BOHR,
+                   "smooth_nacs": 1000 * HARTREE_IN_EV * ANGSTROM_IN_BOHR, "nacs": 1.0, "dipoles": 1.0}
+        units = {"energies": "meV", "forces": "meV/Angstrom", "smooth_nacs": "meV/Angstrom", "nacs": "1/Bohr", "dipoles": "e*Bohr"}
+        N = self.n_states
+        columns = {
+            "energies": [f"S{s}" for s in range(N)],
+            "forces": [f"S{s}" for s in range(N)],
+            "smooth_nacs": [f"{i}{j}" for i, j in state_pairs(N)],
+            "nacs": [f"{i}{j}" for i, j in state_pairs(N)],
+            "dipoles": [f"{i}{j}" for i, j in dipole_pairs(N)],
+        }
+        table: dict[str, Any] = {}
+        for key, (abs_sum, sq_sum, count) in self.sums.items():
+            n = np.maximum(count, 1)
+            table[key] = {
+                "unit": units[key],
+                "mae": dict(zip(columns[key], (abs_sum / n * factors[key]).tolist())),
+                "rmse": dict(zip(columns[key], (np.sqrt(sq_sum / n) * factors[key]).tolist())),
+            }
+        if self.sign_choices:
+            table["sign_vectors_chosen"] = sign_vector_histogram(torch.cat(self.sign_choices), N)
+        return table
+
+
+def format_error_table(table: dict[str, Any]) -> str:
+    lines = [f"{'property':14s} {'unit':14s} {'column':>6s} {'MAE':>12s} {'RMSE':>12s}"]
+    for key, entry in table.items():
+        if key == "sign_vectors_chosen":
+            continue
+        for column, mae in entry["mae"].items():
+            lines.append(f"{key:14s} {entry['unit']:14s} {column:>6s} {mae:12.4f} {entry['rmse'][column]:12.4f}")
+    if "sign_vectors_chosen" in table:
+        lines.append("phase-free sign vectors chosen (state signs p0 p1 ...): " + ", ".join(f"{k} {v}" for k, v in table["sign_vectors_chosen"].items()))
+    return "\n".join(lines)
+
+
+__all__ = ["ErrorTable", "LabelScales", "LossWeights", "compute_loss", "format_error_table", "smooth_reference", "field"]
