@@ -9,7 +9,7 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("point", help="energies, gradients and NACs of every frame of an XYZ or exsnn HDF5 file")
-    p.add_argument("--potential", required=True, help="tully1|tully2|tully3, lvc:PATH/TO/LVC.template, ...")
+    p.add_argument("--potential", required=True, help="tully1|tully2|tully3, lvc:PATH/TO/LVC.template, model:PATH")
     p.add_argument("geometry", help="XYZ/extended XYZ (Angstrom) or exsnn HDF5 dataset (Bohr)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per frame")
@@ -19,11 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from exsnn.cli.potentials import load
     from exsnn.data.properties import state_pairs
-    from exsnn.dynamics.initial_conditions import from_file
-    from exsnn.potentials.spec import load_potential
+    from exsnn.dynamics.initial_conditions import from_file, read_numbers
 
-    potential = load_potential(args.potential, Path.cwd(), args.device)
+    potential = load(args.potential, Path.cwd(), args.device, numbers=read_numbers(args.geometry))
     positions, _ = from_file(args.geometry, potential.numbers.cpu().numpy())
     out = potential.compute(positions.to(potential.device), all_forces=True, nacs=True)
     energies = out.energies.cpu().numpy()

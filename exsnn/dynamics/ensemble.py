@@ -13,7 +13,7 @@ from tqdm import tqdm
 from exsnn.data.errors import DataError
 from exsnn.dynamics.config import DynamicsConfig
 from exsnn.dynamics.fssh import FAILED, FSSHEngine, HopEvents, STATUS_NAMES
-from exsnn.dynamics.initial_conditions import from_file, wigner_harmonic
+from exsnn.dynamics.initial_conditions import from_file, read_numbers, wigner_harmonic
 from exsnn.dynamics.runfile import RunMetadata, RunWriter, load_checkpoint, open_run, read_config_text
 from exsnn.dynamics.scattering import sample_initial_conditions
 from exsnn.potentials.base import Potential
@@ -58,7 +58,8 @@ def initial_conditions(config: DynamicsConfig, potential: Potential) -> tuple[to
 
 def run_ensemble(config: DynamicsConfig, resume: bool = False, overwrite: bool = False, progress: bool = True) -> EnsembleSummary:
     """Run (or resume) the ensemble described by `config`; return what happened."""
-    potential = load_potential(config.potential_spec, config.path.parent, config.device)
+    numbers = read_numbers(config.geometry_file) if config.geometry_file is not None else None
+    potential = load_potential(config.potential_spec, config.path.parent, config.device, numbers=numbers)
     if config.initial_state >= potential.n_states:
         raise DataError(config.path, "[initial_conditions] initial_state", f"S{config.initial_state} does not exist: the potential has {potential.n_states} states")
     engine = FSSHEngine(potential, config.settings)

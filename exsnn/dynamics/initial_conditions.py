@@ -34,6 +34,23 @@ def wigner_harmonic(
     return torch.as_tensor(positions), torch.as_tensor(v.reshape(n_samples, n, 3))
 
 
+def read_numbers(path: str | Path) -> np.ndarray:
+    """Atomic numbers of the first frame of an XYZ/extxyz or exsnn HDF5 file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file", "does not exist")
+    if path.suffix in (".h5", ".hdf5"):
+        from exsnn.data.store import read_frames
+
+        return read_frames(path, [0]).numbers.astype(np.int64)
+    import ase.io
+
+    try:
+        return ase.io.read(str(path), index=0).numbers
+    except Exception as exc:
+        raise DataError(path, "file", f"unreadable geometry file ({type(exc).__name__}: {exc})") from None
+
+
 def from_file(path: str | Path, numbers: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Geometries (and velocities, when the file has them) from XYZ/extended XYZ (Angstrom; ASE velocities in
     Angstrom/(ASE time)) or an exsnn HDF5 dataset (Bohr; zero velocities). Every frame must match `numbers`."""

@@ -11,12 +11,12 @@ from typing import Callable
 
 from exsnn.potentials.base import Potential
 
-Loader = Callable[[str, Path, str], Potential]
+Loader = Callable[..., Potential]  # (argument, base_dir, device, numbers=None) -> Potential
 _LOADERS: dict[str, Loader] = {}
 
 
 def register_potential(prefix: str, loader: Loader) -> None:
-    """Make `prefix:ARGUMENT` specs load with `loader(argument, base_dir, device)`."""
+    """Make `prefix:ARGUMENT` specs load with `loader(argument, base_dir, device, numbers=...)`."""
     _LOADERS[prefix] = loader
 
 
@@ -26,7 +26,7 @@ def _resolve(argument: str, base_dir: Path) -> Path:
 
 
 def _tully(name: str) -> Loader:
-    def load(argument: str, base_dir: Path, device: str) -> Potential:
+    def load(argument: str, base_dir: Path, device: str, numbers: object = None) -> Potential:
         from exsnn.potentials.tully import TullyPotential
 
         return TullyPotential(name, device=device)
@@ -34,7 +34,7 @@ def _tully(name: str) -> Loader:
     return load
 
 
-def _lvc(argument: str, base_dir: Path, device: str) -> Potential:
+def _lvc(argument: str, base_dir: Path, device: str, numbers: object = None) -> Potential:
     from exsnn.potentials.lvc import LVCPotential
 
     return LVCPotential(_resolve(argument, base_dir), device=device)
@@ -49,9 +49,10 @@ def known_prefixes() -> list[str]:
     return sorted(_LOADERS)
 
 
-def load_potential(spec: str, base_dir: str | Path = ".", device: str = "cpu") -> Potential:
-    """Build the potential named by `spec`; relative paths are taken from `base_dir`."""
+def load_potential(spec: str, base_dir: str | Path = ".", device: str = "cpu", numbers: object = None) -> Potential:
+    """Build the potential named by `spec`; relative paths are taken from `base_dir`. `numbers` (atomic numbers)
+    is needed by potentials that do not fix the molecule themselves (trained models)."""
     prefix, _, argument = spec.partition(":")
     if prefix not in _LOADERS:
         raise ValueError(f"unknown potential {spec!r}; expected one of {', '.join(known_prefixes())} (as PREFIX or PREFIX:ARGUMENT)")
-    return _LOADERS[prefix](argument, Path(base_dir), device)
+    return _LOADERS[prefix](argument, Path(base_dir), device, numbers=numbers)

@@ -1,0 +1,82 @@
+"""`exsnn train DATA.h5 -o DIR` (one model or a committee) and `exsnn evaluate MODEL DATA.h5` (error table)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a multi-state network (or a committee) on an exsnn dataset")
+    p.add_argument("data", help="exsnn HDF5 dataset")
+    p.add_argument("-o", "--output", required=True, help="folder for checkpoints, logs, plots and model.pt")
+    p.add_argument("--config", help="TOML file with any TrainingConfig field; flags override it")
+    p.add_argument("--committee", type=int, default=1, help="train K models with seeds seed..seed+K-1 (default 1)")
+    p.add_argument("--bootstrap", action="store_true", default=None, help="committee members train on bootstrap samples")
+    p.add_argument("--epochs", dest="max_epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", dest="learning_rate", type=float)
+    p.add_argument("--width", dest="n_atom_basis", type=int)
+    p.add_argument("--interactions", dest="n_interactions", type=int)
+    p.add_argument("--cutoff", type=float, help="Bohr")
+    p.add_argument("--representation", choices=("painn", "so3net"))
+    p.add_argument("--dipoles", action="store_true", default=None, help="also learn dipoles and transition dipoles")
+    p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    p.add_argument("--double", dest="double_precision", action="store_true", default=None, help="train in float64")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--accelerator", help="cpu, gpu or auto (default)")
+    p.add_argument("--devices", help="number of devices for Lightning (e.g. 2 GPUs)")
+    p.add_argument("--no-progress", dest="progress_bar", action="store_false", default=None)
+    p.add_argument("--restart", action="store_true", help="ignore existing checkpoints in the output folder")
+    p.set_defaults(run=run_train)
+
+    p = subparsers.add_parser("evaluate", help="error table of a trained model on a dataset")
+    p.add_argument("model", help="model.pt, a training folder, or a committee folder")
+    p.add_argument("data", help="exsnn HDF5 dataset")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_evaluate)
+
+
+FIELDS = ("max_epochs", "batch_size", "learning_rate", "n_atom_basis", "n_interactions", "cutoff", "representation",
+          "dipoles", "split", "seed", "patience", "double_precision", "threads", "accelerator", "devices", "progress_bar", "bootstrap")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from exsnn.model.training import TrainingConfig, train, train_committee
+
+    overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
+    if "split" in overrides:
+        overrides["split"] = tuple(overrides["split"])
+    if "devices" in overrides and str(overrides["devices"]).isdigit():
+        overrides["devices"] = int(overrides["devices"])
+    if args.config:
+        config = TrainingConfig.from_file(args.config, data=args.data, output=args.output, **overrides)
+    else:
+        config = TrainingConfig(data=args.data, output=args.output, **overrides)
+    if args.committee > 1:
+        results = train_committee(config, args.committee, resume=not args.restart)
+    else:
+        results = [train(config, resume=not args.restart)]
+    for k, result in enumerate(results):
+        header = f"member {k}: " if len(results) > 1 else ""
+        print(f"{header}trained {result['epochs']} epochs on split {result['split']}; test errors (phase-free couplings):")
+        print(result["table_text"])
+        print(f"model: {result['model']}  (learning curve, logs and checkpoints in {result['output']})")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from exsnn.model.evaluation import evaluate
+    from exsnn.model.loss import format_error_table
+    from exsnn.model.potential import model_files
+
+    tables = {str(path): evaluate(path, args.data) for path in model_files(args.model)}
+    if args.json:
+        print(json.dumps(tables))
+        return 0
+    for path, table in tables.items():
+        print(f"{path} on {args.data}:")
+        print(format_error_table(table))
+    return 0

@@ -1,0 +1,130 @@
+"""A trained network (or a committee of them) as a batched potential for dynamics and `exsnn point`.
+
+`model:PATH` loads PATH/model.pt, a model.pt file, or a committee folder (committee.json or member_*/model.pt).
+A committee predicts the mean over members; NAC signs of every member are first aligned to the first member's
+(the consistent state-sign vector that maximises the overlap), otherwise opposite signs would cancel. The spread
+over members of the last call is kept in `last_disagreement` (energies (B, N), forces (B, n, 3), nacs (B, P, n, 3)).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import schnetpack.properties as structure
+import torch
+
+from exsnn.dynamics.fssh import pair_signs, state_signs_from_nacs
+from exsnn.model.training import MODEL_FILE, load_network
+from exsnn.potentials.base import Potential, PotentialOutput
+from exsnn.potentials.spec import register_potential
+from exsnn.units import AMU_IN_ELECTRON_MASS
+
+
+def model_files(path: str | Path) -> list[Path]:
+    """The model.pt files behind a model path (one for a single model, several for a committee)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if (path / "committee.json").exists():
+        members = json.loads((path / "committee.json").read_text())["members"]
+        return [Path(m) if Path(m).is_absolute() else Path(m) for m in members]
+    if (path / MODEL_FILE).exists():
+        return [path / MODEL_FILE]
+    members = sorted(path.glob(f"member_*/{MODEL_FILE}"))
+    if not members:
+        raise ValueError(f"{path}: no {MODEL_FILE} and no committee members (member_*/{MODEL_FILE}) found")
+    return members
+
+
+class ModelPotential(Potential):
+    """Network potential for one molecule (atomic numbers fixed at construction)."""
+
+    def __init__(self, path: str | Path, numbers: np.ndarray, device: str | torch.device = "cpu") -> None:
+        from ase.data import atomic_masses
+
+        self.device = torch.device(device)
+        self.networks = [load_network(p, self.device) for p in model_files(path)]
+        self.n_states = self.networks[0].n_states
+        self.numbers = torch.as_tensor(np.asarray(numbers), dtype=torch.long, device=self.device)
+        self.masses = torch.as_tensor(atomic_masses[np.asarray(numbers)] * AMU_IN_ELECTRON_MASS, dtype=torch.float64, device=self.device)
+        self.cutoff = self.networks[0].config.cutoff
+        self.dtype = next(self.networks[0].parameters()).dtype
+        n = len(numbers)
+        pairs = torch.nonzero(~torch.eye(n, dtype=torch.bool, device=self.device))
+        self._pair_i, self._pair_j = pairs[:, 0], pairs[:, 1]
+        self.last_disagreement: dict[str, torch.Tensor] = {}
+        self.path = Path(path)
+
+    def batch(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """SchNetPack inputs for B copies of the molecule at positions (B, n, 3), with the neighbour list."""
+        B, n, _ = positions.shape
+        flat = positions.reshape(B * n, 3).to(self.dtype)
+        offsets = (torch.arange(B, device=self.device) * n)[:, None]
+        idx_i = (self._pair_i[None] + offsets).reshape(-1)
+        idx_j = (self._pair_j[None] + offsets).reshape(-1)
+        keep = torch.linalg.vector_norm(flat[idx_j] - flat[idx_i], dim=1) < self.cutoff
+        idx_i, idx_j = idx_i[keep], idx_j[keep]
+        return {
+            structure.Z: self.numbers.repeat(B),
+            structure.R: flat,
+            structure.n_atoms: torch.full((B,), n, dtype=torch.long, device=self.device),
+            structure.idx_m: torch.arange(B, device=self.device).repeat_interleave(n),
+            structure.idx_i: idx_i,
+            structure.idx_j: idx_j,
+            structure.offsets: torch.zeros((len(idx_i), 3), dtype=self.dtype, device=self.device),
+            structure.cell: torch.zeros((B, 3, 3), dtype=self.dtype, device=self.device),
+            structure.pbc: torch.zeros((B, 3), dtype=torch.bool, device=self.device),
+        }
+
+    def compute(
+        self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True
+    ) -> PotentialOutput:
+        B, n, _ = positions.shape
+        mode = "all" if all_forces else ("selected" if states is not None else None)
+        members = []
+        for network in self.networks:
+            out = network(self.batch(positions.to(self.device)), forces=mode, states=states)
+            members.append({k: v.detach().to(torch.float64) for k, v in out.items()})
+        energies = torch.stack([m["energies"] for m in members])
+        result = PotentialOutput(energies=energies.mean(0))
+        disagreement = {"energies": energies.std(0) if len(members) > 1 else torch.zeros_like(result.energies)}
+        if mode is not None:
+            forces = torch.stack([m["forces"] for m in members])
+            if mode == "all":
+                forces = forces.reshape(len(members), B, n, self.n_states, 3).permute(0, 1, 3, 2, 4)
+                result.all_forces = forces.mean(0)
+                if states is not None:
+                    result.forces = result.all_forces[torch.arange(B, device=self.device), states]
+            else:
+                forces = forces.reshape(len(members), B, n, 3)
+                result.forces = forces.mean(0)
+            if len(members) > 1:
+                disagreement["forces"] = forces.std(0)
+        if nacs and "nacs" in members[0]:
+            stacked = torch.stack([m["nacs"].reshape(B, n, -1, 3).permute(0, 2, 1, 3) for m in members])  # (K, B, P, n, 3)
+            for k in range(1, len(members)):
+                signs = state_signs_from_nacs(stacked[k], stacked[0], self.n_states)
+                stacked[k] = stacked[k] * pair_signs(signs, self.n_states)[:, :, None, None]
+            result.nacs = stacked.mean(0)
+            if len(members) > 1:
+                disagreement["nacs"] = stacked.std(0)
+        if "dipoles" in members[0]:
+            result.dipoles = torch.stack([m["dipoles"] for m in members]).mean(0)
+        self.last_disagreement = disagreement
+        return result
+
+    def describe(self) -> str:
+        kind = f"committee of {len(self.networks)}" if len(self.networks) > 1 else "model"
+        return f"exsnn {kind} {self.path} ({self.n_states} states)"
+
+
+def _load(argument: str, base_dir: Path, device: str, numbers: np.ndarray | None = None) -> Potential:
+    if numbers is None:
+        raise ValueError("model potentials need the molecule's atoms (give a geometry file)")
+    path = Path(argument).expanduser()
+    return ModelPotential(path if path.is_absolute() else base_dir / path, numbers, device)
+
+
+register_potential("model", _load)

@@ -1,0 +1,169 @@
+"""The multi-state network: symmetries, autograd forces, phase-free loss, active-state path, training, potential."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+import schnetpack.properties as structure
+from exsnn.data import DatasetMetadata, FrameArrays, append_frames
+from exsnn.data.torch_data import ExcitedStateTorchDataset
+from exsnn.dynamics.initial_conditions import wigner_harmonic
+from exsnn.model.loss import LabelScales, LossWeights, compute_loss
+from exsnn.model.network import MultiStateNetwork, NetworkConfig
+from exsnn.potentials.labelling import label_frames
+from exsnn.potentials.lvc import LVCPotential
+
+torch.manual_seed(0)
+
+
+def small_network(dipoles: bool = True) -> MultiStateNetwork:
+    torch.manual_seed(1)
+    config = NetworkConfig(n_states=3, n_atom_basis=16, n_interactions=2, n_rbf=8, cutoff=8.0, dipoles=dipoles,
+                           energy_mean_per_atom=[-1.0, -0.9, -0.8], energy_std_per_atom=0.1, coupling_scale=0.05)
+    return MultiStateNetwork(config).double()
+
+
+def molecule_batch(positions: torch.Tensor, numbers=(6, 7, 1, 1, 1, 1)) -> dict[str, torch.Tensor]:
+    """One molecule as a SchNetPack batch with a full neighbour list."""
+    n = len(numbers)
+    i, j = torch.nonzero(~torch.eye(n, dtype=torch.bool)).T
+    return {
+        structure.Z: torch.tensor(numbers), structure.R: positions.clone(), structure.n_atoms: torch.tensor([n]),
+        structure.idx_m: torch.zeros(n, dtype=torch.long), structure.idx_i: i, structure.idx_j: j,
+        structure.offsets: torch.zeros((len(i), 3), dtype=torch.float64),
+    }
+
+
+GEOMETRY = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, 2.5], [1.8, 0.2, -1.0], [-1.7, 0.1, -1.1], [1.7, -0.3, 3.4], [-1.8, 0.2, 3.5]], dtype=torch.float64)
+
+
+def test_energies_invariant_and_vectors_equivariant() -> None:
+    net = small_network()
+    base = net(molecule_batch(GEOMETRY), forces="all")
+    rotation = torch.tensor(Rotation.random(random_state=3).as_matrix())
+    moved = net(molecule_batch(GEOMETRY @ rotation.T + torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64)), forces="all")
+    torch.testing.assert_close(moved["energies"], base["energies"], atol=1e-10, rtol=0)
+    for key in ("forces", "smooth_nacs", "nacs", "dipoles"):
+        torch.testing.assert_close(moved[key], base[key] @ rotation.T, atol=1e-9, rtol=1e-7, msg=key)
+    perm = torch.tensor([0, 1, 3, 2, 5, 4])  # swap equivalent hydrogens' labels
+    permuted = net(molecule_batch(GEOMETRY[perm], numbers=tuple(np.array([6, 7, 1, 1, 1, 1])[perm.numpy()])), forces="all")
+    torch.testing.assert_close(permuted["energies"], base["energies"], atol=1e-10, rtol=0)
+    for key in ("forces", "smooth_nacs", "nacs"):
+        torch.testing.assert_close(permuted[key], base[key][perm], atol=1e-10, rtol=1e-8, msg=key)
+
+
+def test_forces_are_minus_the_finite_difference_gradient() -> None:
+    net = small_network(dipoles=False)
+    out = net(molecule_batch(GEOMETRY), forces="all")
+    h = 1e-5
+    fd = torch.zeros_like(out["forces"])
+    for a in range(6):
+        for c in range(3):
+            plus, minus = GEOMETRY.clone(), GEOMETRY.clone()
+            plus[a, c] += h
+            minus[a, c] -= h
+            fd[a, :, c] = -(net(molecule_batch(plus), forces=None)["energies"][0] - net(molecule_batch(minus), forces=None)["energies"][0]) / (2 * h)
+    torch.testing.assert_close(out["forces"], fd, atol=1e-8, rtol=1e-6)
+
+
+def test_active_state_path_equals_all_states_path() -> None:
+    net = small_network(dipoles=False)
+    positions = torch.cat([GEOMETRY, GEOMETRY + 0.1])
+    batch = molecule_batch(positions[:6])
+    batch = {k: v for k, v in batch.items()}
+    two = {  # two molecules in one batch
+        structure.Z: torch.tensor([6, 7, 1, 1, 1, 1] * 2), structure.R: torch.cat([GEOMETRY, GEOMETRY * 1.05]),
+        structure.n_atoms: torch.tensor([6, 6]), structure.idx_m: torch.arange(2).repeat_interleave(6),
+        structure.idx_i: torch.cat([batch[structure.idx_i], batch[structure.idx_i] + 6]),
+        structure.idx_j: torch.cat([batch[structure.idx_j], batch[structure.idx_j] + 6]),
+        structure.offsets: torch.zeros((60, 3), dtype=torch.float64),
+    }
+    states = torch.tensor([2, 0])
+    everything = net(two, forces="all")["forces"]
+    selected = net(two, forces="selected", states=states)["forces"]
+    torch.testing.assert_close(selected, everything[torch.arange(12), states.repeat_interleave(6)], atol=1e-12, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def lvc_dataset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """400 Wigner samples (at 3x the harmonic spread) of the SO2 LVC model with exact energies, forces, NACs."""
+    potential = LVCPotential(shared_data / "schnarc" / "lvc_so2_3s" / "LVC.template")
+    reference, masses, frequencies, modes = potential.harmonic_modes()
+    positions, _ = wigner_harmonic(reference, masses, frequencies / 9.0, modes, 400, seed=5)
+    path = tmp_path_factory.mktemp("lvc") / "so2_lvc.h5"
+    append_frames(path, label_frames(potential, positions, {"source": "wigner"}), DatasetMetadata(n_states=3, method="LVC"))
+    return path
+
+
+def test_phase_free_loss_ignores_consistent_flips_only(lvc_dataset: Path) -> None:
+    net = small_network(dipoles=False)
+    batch = ExcitedStateTorchDataset(lvc_dataset, cutoff=8.0, dtype=torch.float64).__getitems__(list(range(6)))
+    # LVC couples only S1-S2, so pairs 01 and 02 vanish; use generic couplings where every pair matters
+    batch["nacs"] = torch.randn(batch["nacs"].shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    out = net(batch, forces="all")
+    reference, _ = compute_loss(out, batch, LossWeights(), LabelScales(nacs=0.05))
+    flipped = dict(batch)
+    state_signs = torch.tensor([[1, -1, 1], [1, 1, -1], [1, -1, -1], [1, 1, 1], [1, -1, 1], [1, 1, -1]], dtype=torch.float64)
+    pair = torch.stack([state_signs[:, 0] * state_signs[:, 1], state_signs[:, 0] * state_signs[:, 2], state_signs[:, 1] * state_signs[:, 2]], 1)
+    flipped["nacs"] = batch["nacs"] * pair[batch[structure.idx_m]][:, :, None]
+    same, _ = compute_loss(out, flipped, LossWeights(), LabelScales(nacs=0.05))
+    torch.testing.assert_close(same, reference, atol=1e-12, rtol=1e-10)
+    broken = dict(batch)
+    broken["nacs"] = batch["nacs"].clone()
+    broken["nacs"][batch[structure.idx_m] == 0, 2] *= -1  # pair 12 alone in sample 0: no state-sign vector does this
+    changed, _ = compute_loss(out, broken, LossWeights(), LabelScales(nacs=0.05))
+    assert abs(changed.item() - reference.item()) > 1e-6
+
+
+def exsnn(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exsnn.cli.main", *map(str, args)], capture_output=True, text=True)
+
+
+def test_training_checkpoints_resume_and_model_potential(lvc_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    common = ("--width", 16, "--interactions", 1, "--batch-size", 32, "--threads", 1, "--no-progress", "--cutoff", 8.0)
+    first = exsnn("train", lvc_dataset, "-o", out, "--epochs", 2, *common)
+    assert first.returncode == 0, first.stderr
+    assert (out / "checkpoints" / "last.ckpt").exists() and (out / "model.pt").exists()
+    assert (out / "learning_curve.png").exists() and "energies" in (out / "test_errors.txt").read_text()
+    resumed = exsnn("train", lvc_dataset, "-o", out, "--epochs", 4, *common)
+    assert resumed.returncode == 0, resumed.stderr
+    epochs = []
+    for part in sorted((out / "logs").glob("metrics*.csv")):
+        with open(part) as handle:
+            epochs += [int(row["epoch"]) for row in csv.DictReader(handle) if row.get("val_loss")]
+    epochs.sort()
+    assert epochs == [0, 1, 2, 3]  # continued from the checkpoint, did not start over
+    evaluated = exsnn("evaluate", out, lvc_dataset, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    table = next(iter(json.loads(evaluated.stdout).values()))
+    assert set(table) >= {"energies", "forces", "nacs", "smooth_nacs", "sign_vectors_chosen"}
+    xyz = tmp_path / "so2.xyz"
+    xyz.write_text("3\nSO2\nS 0.0 0.0 0.0\nO 0.0 -1.26 0.72\nO 0.0 1.26 0.74\n")
+    point = exsnn("point", "--potential", f"model:{out}", xyz, "--json")
+    assert point.returncode == 0, point.stderr
+    frame = json.loads(point.stdout)[0]
+    assert np.shape(frame["energies"]) == (3,) and np.shape(frame["gradients"]) == (3, 3, 3) and np.shape(frame["nacs"]) == (3, 3, 3)
+
+
+@pytest.mark.slow
+def test_training_beats_the_mean_predictor(lvc_dataset: Path, tmp_path: Path) -> None:
+    from exsnn.data import read_frames
+    from exsnn.model.training import TrainingConfig, train
+
+    result = train(TrainingConfig(data=str(lvc_dataset), output=str(tmp_path / "fit"), n_atom_basis=32, n_interactions=2,
+                                  cutoff=8.0, max_epochs=60, batch_size=16, learning_rate=1e-3, progress_bar=False, threads=1))
+    test_idx = np.load(tmp_path / "fit" / "split.npz")["test_idx"]
+    energies = read_frames(lvc_dataset).energies
+    mean_predictor = np.abs(energies[test_idx] - energies.mean(0)).mean(0) * 27211.386  # meV
+    model_mae = np.array(list(result["test_errors"]["energies"]["mae"].values()))
+    assert np.all(model_mae < 0.2 * mean_predictor), (model_mae, mean_predictor)
