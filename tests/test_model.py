@@ -167,3 +167,43 @@ def test_training_beats_the_mean_predictor(lvc_dataset: Path, tmp_path: Path) ->
     mean_predictor = np.abs(energies[test_idx] - energies.mean(0)).mean(0) * 27211.386  # meV
     model_mae = np.array(list(result["test_errors"]["energies"]["mae"].values()))
     assert np.all(model_mae < 0.2 * mean_predictor), (model_mae, mean_predictor)
+
+
+def test_committee_potential_and_ase_calculator(lvc_dataset: Path, tmp_path: Path) -> None:
+    from ase import Atoms
+
+    from exsnn.model.ase_calculator import ExsnnCalculator
+    from exsnn.model.potential import ModelPotential
+    from exsnn.units import ANGSTROM_IN_BOHR, HARTREE_IN_EV
+
+    out = tmp_path / "committee"
+    result = exsnn("train", lvc_dataset, "-o", out, "--committee", 2, "--epochs", 1, "--width", 8, "--interactions", 1,
+                   "--threads", 1, "--no-progress", "--cutoff", 8.0)
+    assert result.returncode == 0, result.stderr
+    assert (out / "member_0" / "model.pt").exists() and (out / "member_1" / "model.pt").exists()
+    numbers = np.array([16, 8, 8])
+    committee = ModelPotential(out, numbers, dtype=torch.float64)
+    member = ModelPotential(out / "member_0", numbers, dtype=torch.float64)
+    positions = torch.tensor([[[0.0, 0.0, 0.0], [0.0, -2.38, 1.36], [0.0, 2.38, 1.36]]], dtype=torch.float64)
+    mean = committee.compute(positions, states=torch.tensor([1]), nacs=True)
+    assert len(committee.networks) == 2 and committee.last_disagreement["energies"].shape == (1, 3)
+    assert committee.last_disagreement["energies"].abs().sum() > 0  # different seeds disagree
+    assert mean.nacs.shape == (1, 3, 3, 3)
+    # a member whose S0 comes out with the opposite phase (couplings 01 and 02 negated) must not cancel the
+    # other member: members are aligned by the best consistent state-sign vector before averaging
+    import copy
+
+    single = member.compute(positions, nacs=True).nacs
+    flipped = copy.deepcopy(member.networks[0])
+    with torch.no_grad():  # negate output channels 0 and 1 (and their gating twins; the gate uses their norm)
+        flipped.nac_head[-1].mix_vectors.weight[[0, 1, 3, 4]] *= -1
+    twin = ModelPotential(out / "member_0", numbers, dtype=torch.float64)
+    twin.networks.append(flipped)
+    flipped_nacs = flipped(twin.batch(positions), forces=None)["nacs"].reshape(1, 3, 3, 3).permute(0, 2, 1, 3)
+    torch.testing.assert_close(flipped_nacs, single * torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64)[None, :, None, None])
+    torch.testing.assert_close(twin.compute(positions, nacs=True).nacs, single)
+    atoms = Atoms(numbers=numbers, positions=positions[0].numpy() / ANGSTROM_IN_BOHR)
+    atoms.calc = ExsnnCalculator(out / "member_0", state=1)
+    direct = member.compute(positions, states=torch.tensor([1]), all_forces=True)
+    assert atoms.get_potential_energy() == pytest.approx(direct.energies[0, 1].item() * HARTREE_IN_EV)
+    np.testing.assert_allclose(atoms.get_forces(), direct.forces[0].numpy() * HARTREE_IN_EV * ANGSTROM_IN_BOHR, rtol=1e-6, atol=1e-8)

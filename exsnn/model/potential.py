@@ -41,11 +41,16 @@ def model_files(path: str | Path) -> list[Path]:
 class ModelPotential(Potential):
     """Network potential for one molecule (atomic numbers fixed at construction)."""
 
-    def __init__(self, path: str | Path, numbers: np.ndarray, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, path: str | Path, numbers: np.ndarray, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    ) -> None:
+        """`dtype` (torch.float32 or torch.float64) casts the networks; default: as trained."""
         from ase.data import atomic_masses
 
         self.device = torch.device(device)
         self.networks = [load_network(p, self.device) for p in model_files(path)]
+        if dtype is not None:
+            self.networks = [network.to(dtype) for network in self.networks]
         self.n_states = self.networks[0].n_states
         self.numbers = torch.as_tensor(np.asarray(numbers), dtype=torch.long, device=self.device)
         self.masses = torch.as_tensor(atomic_masses[np.asarray(numbers)] * AMU_IN_ELECTRON_MASS, dtype=torch.float64, device=self.device)
