@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from exsnn.dynamics.fssh import FSSHEngine, LEFT_BOX, kinetic_energy, state_signs_from_nacs
+from exsnn.data.phases import state_signs_from_nacs
+from exsnn.dynamics.fssh import FSSHEngine, LEFT_BOX, kinetic_energy
 from exsnn.dynamics.scattering import run_scattering, sample_initial_conditions
 from exsnn.dynamics.settings import FSSHSettings
 from exsnn.potentials.lvc import LVCPotential
@@ -99,7 +100,7 @@ def test_nac_based_sign_tracking_undoes_random_state_flips() -> None:
     previous = torch.randn((50, 6, 4, 3), generator=g, dtype=torch.float64)  # 4 states, 6 pairs
     true_signs = torch.where(torch.rand((50, 4), generator=g) < 0.5, -1.0, 1.0).double()
     true_signs[:, 0] = 1
-    from exsnn.dynamics.fssh import pair_signs
+    from exsnn.data.phases import pair_signs
 
     flipped = (previous + 0.01 * torch.randn(previous.shape, generator=g, dtype=torch.float64)) * pair_signs(true_signs, 4)[:, :, None, None]
     found = state_signs_from_nacs(flipped, previous, 4)

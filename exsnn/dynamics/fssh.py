@@ -28,6 +28,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
+from exsnn.data.phases import pair_signs, state_signs_from_nacs
 from exsnn.data.properties import state_pairs
 from exsnn.dynamics.settings import FSSHSettings
 from exsnn.potentials.base import Potential, PotentialOutput
@@ -120,30 +121,9 @@ def step_uniforms(seed: int, step: int, n_trajectories: int) -> np.ndarray:
     return np.random.Generator(np.random.Philox(key=(seed << 64) | step)).random(n_trajectories)
 
 
-def pair_matrix(values: torch.Tensor, n_states: int) -> torch.Tensor:
-    """Antisymmetric (B, N, N) matrix from pair values (B, P) in exsnn pair order (value at [i, j], minus at [j, i])."""
-    matrix = torch.zeros((values.shape[0], n_states, n_states), dtype=values.dtype, device=values.device)
-    pairs = torch.tensor(state_pairs(n_states), device=values.device).reshape(-1, 2)
-    matrix[:, pairs[:, 0], pairs[:, 1]] = values
-    matrix[:, pairs[:, 1], pairs[:, 0]] = -values
-    return matrix
-
-
 def velocity_couplings(velocities: torch.Tensor, nacs: torch.Tensor) -> torch.Tensor:
     """T_ij = v . d_ij per pair: velocities (B, n, 3), NACs (B, P, n, 3) -> (B, P)."""
     return torch.bmm(nacs.flatten(2), velocities.flatten(1)[:, :, None])[..., 0]
-
-
-def consistent_sign_vectors(n_states: int, device: torch.device) -> torch.Tensor:
-    """All 2^(N-1) state-sign vectors with p_0 = +1, (S, N) float64."""
-    combos = torch.tensor([[1.0] + [1.0 - 2.0 * ((k >> b) & 1) for b in range(n_states - 1)] for k in range(2 ** (n_states - 1))])
-    return combos.to(device=device, dtype=torch.float64)
-
-
-def pair_signs(state_signs: torch.Tensor, n_states: int) -> torch.Tensor:
-    """p_i p_j for every pair, (..., P) from state signs (..., N)."""
-    pairs = torch.tensor(state_pairs(n_states), device=state_signs.device).reshape(-1, 2)
-    return state_signs[..., pairs[:, 0]] * state_signs[..., pairs[:, 1]]
 
 
 def state_signs_from_vectors(new: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
@@ -152,14 +132,6 @@ def state_signs_from_vectors(new: torch.Tensor, previous: torch.Tensor) -> torch
     for k in range(1, new.shape[1]):  # K is small: explicit adds beat a strided reduction
         overlap = overlap + new[:, k] * previous[:, k]
     return torch.where(overlap < 0, -1.0, 1.0).to(new.dtype)
-
-
-def state_signs_from_nacs(new: torch.Tensor, previous: torch.Tensor, n_states: int) -> torch.Tensor:
-    """The consistent sign vector (B, N) maximising sum_ij p_i p_j (d_ij . d_ij_previous), NACs (B, P, n, 3)."""
-    candidates = consistent_sign_vectors(n_states, new.device)  # (S, N)
-    overlap = (new.flatten(2) * previous.flatten(2)).sum(-1)  # (B, P)
-    scores = overlap @ pair_signs(candidates, n_states).T  # (B, S)
-    return candidates[torch.argmax(scores, dim=1)]
 
 
 class FSSHEngine:

@@ -10,33 +10,11 @@ plus a sign-weighted (e+ - e-)/2 term: one small matrix product for the whole ba
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 
-from exsnn.data.properties import state_pairs
+from exsnn.data.phases import pair_sign_table, sign_vectors
 
-
-@lru_cache(maxsize=16)
-def _sign_table(n_states: int) -> torch.Tensor:
-    """State-sign vectors (S, N) with p_0 = +1, S = 2^(N-1)."""
-    rows = [[1.0] + [1.0 - 2.0 * ((k >> b) & 1) for b in range(n_states - 1)] for k in range(2 ** (n_states - 1))]
-    return torch.tensor(rows, dtype=torch.float64)
-
-
-def sign_vectors(n_states: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    return _sign_table(n_states).to(device)
-
-
-def pair_sign_table(n_states: int, pairs: list[tuple[int, int]] | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-    """p_i p_j for each sign vector and pair, (S, P)."""
-    pairs = pairs if pairs is not None else list(state_pairs(n_states))
-    p = sign_vectors(n_states, device)
-    if not pairs:
-        return torch.ones((p.shape[0], 0), dtype=p.dtype, device=p.device)
-    i = torch.tensor([a for a, _ in pairs], device=p.device)
-    j = torch.tensor([b for _, b in pairs], device=p.device)
-    return p[:, i] * p[:, j]
+__all__ = ["pair_sign_table", "per_sample_pair_errors", "phase_free_squared_error", "sign_vector_histogram", "sign_vectors"]
 
 
 def per_sample_pair_errors(pred: torch.Tensor, ref: torch.Tensor, index: torch.Tensor | None, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:

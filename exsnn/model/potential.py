@@ -15,7 +15,7 @@ import numpy as np
 import schnetpack.properties as structure
 import torch
 
-from exsnn.dynamics.fssh import pair_signs, state_signs_from_nacs
+from exsnn.data.phases import pair_signs, state_signs_from_nacs
 from exsnn.model.training import MODEL_FILE, load_network
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.potentials.spec import register_potential

@@ -1,0 +1,46 @@
+"""State-sign (phase) conventions shared by training, committees and dynamics.
+
+An adiabatic state's sign is arbitrary; flipping state k flips every pair quantity (NAC, transition dipole) that
+involves k. The 2^(N-1) consistent state-sign vectors p (p_0 = +1) flip pair ij by p_i p_j.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import torch
+
+from exsnn.data.properties import state_pairs
+
+
+@lru_cache(maxsize=16)
+def _sign_table(n_states: int) -> torch.Tensor:
+    rows = [[1.0] + [1.0 - 2.0 * ((k >> b) & 1) for b in range(n_states - 1)] for k in range(2 ** (n_states - 1))]
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def sign_vectors(n_states: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """All consistent state-sign vectors, (S, N) float64, S = 2^(N-1), p_0 = +1."""
+    return _sign_table(n_states).to(device)
+
+
+def pair_signs(state_signs: torch.Tensor, n_states: int, pairs: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
+    """p_i p_j for each pair (default: all pairs i<j in exsnn order), (..., P) from state signs (..., N)."""
+    pairs = list(pairs) if pairs is not None else list(state_pairs(n_states))
+    if not pairs:
+        return torch.ones((*state_signs.shape[:-1], 0), dtype=state_signs.dtype, device=state_signs.device)
+    index = torch.tensor(pairs, device=state_signs.device).reshape(-1, 2)
+    return state_signs[..., index[:, 0]] * state_signs[..., index[:, 1]]
+
+
+def pair_sign_table(n_states: int, pairs: Sequence[tuple[int, int]] | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """p_i p_j for every consistent sign vector and pair, (S, P)."""
+    return pair_signs(sign_vectors(n_states, device), n_states, pairs)
+
+
+def state_signs_from_nacs(new: torch.Tensor, reference: torch.Tensor, n_states: int) -> torch.Tensor:
+    """The consistent sign vector (B, N) maximising sum_ij p_i p_j (d_ij . d_ij_reference); NACs (B, P, ...)."""
+    overlap = (new.flatten(2) * reference.flatten(2)).sum(-1)  # (B, P)
+    scores = overlap @ pair_sign_table(n_states, device=new.device).to(overlap.dtype).T  # (B, S)
+    return sign_vectors(n_states, new.device).to(new.dtype)[torch.argmax(scores, dim=1)]
