@@ -20,7 +20,7 @@ import schnetpack as spk
 import torch
 
 from exsnn.data import DatasetMetadata, FrameArrays, append_frames
-from exsnn.data.properties import CHARGE, FRAME_INTEGERS, LABELS, MULTIPLICITY
+from exsnn.data.properties import FRAME_INTEGERS, LABELS
 from exsnn.data.torch_data import ExcitedStateTorchDataset
 
 N_ATOMS, N_STATES, BATCH = 6, 3, 32

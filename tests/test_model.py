@@ -14,7 +14,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 import schnetpack.properties as structure
-from exsnn.data import DatasetMetadata, FrameArrays, append_frames
+from exsnn.data import DatasetMetadata, append_frames
 from exsnn.data.torch_data import ExcitedStateTorchDataset
 from exsnn.dynamics.initial_conditions import wigner_harmonic
 from exsnn.model.loss import LabelScales, LossWeights, compute_loss

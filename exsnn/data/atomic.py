@@ -1,4 +1,5 @@
-"""Crash-safe updates of HDF5 files: copy, modify the copy, fsync, rename over the original, under a lock.
+"""exsnn's HDF5 files: checked read-only opening, and crash-safe updates (copy, modify the copy, fsync, rename
+over the original, under a lock).
 
 A process killed at any instant leaves either the old or the new file; readers that opened the old file keep a
 consistent view. Writers of the same path are serialised by an advisory lock on a hidden sidecar `.NAME.lock`.
@@ -15,6 +16,24 @@ from pathlib import Path
 from typing import Iterator
 
 import h5py
+
+from exsnn.data.errors import DataError
+
+
+def open_readonly(path: str | os.PathLike[str], format_name: str, what: str) -> h5py.File:
+    """Open an exsnn HDF5 file of the given format read-only; DataError naming the file when it is missing,
+    unreadable or another kind of file (`what` describes the expected kind in the message)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file", "does not exist")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(path, "file", f"not a readable HDF5 file ({exc})") from None
+    if h5.attrs.get("format") != format_name:
+        h5.close()
+        raise DataError(path, "attrs/format", f"not {what} (expected format {format_name!r})")
+    return h5
 
 
 def lock_path(path: Path) -> Path:

@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 import h5py
 import numpy as np
 
-from exsnn.data.atomic import atomic_h5_update, exclusive_lock
+from exsnn.data.atomic import atomic_h5_update, exclusive_lock, open_readonly
 from exsnn.data.errors import DataError
 from exsnn.data.frame import Frame, FrameArrays
 from exsnn.data.properties import (
@@ -147,16 +147,7 @@ def read_metadata(path: str | os.PathLike[str]) -> DatasetMetadata:
 @contextmanager
 def open_h5(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
     """Open an exsnn dataset read-only, with a DataError naming the file if it is missing or not ours."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file", "does not exist")
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(path, "file", f"not a readable HDF5 file ({exc})") from None
-    with h5:
-        if h5.attrs.get("format") != FORMAT_NAME:
-            raise DataError(path, "attrs/format", f"not an exsnn dataset (expected format {FORMAT_NAME!r})")
+    with open_readonly(path, FORMAT_NAME, "an exsnn dataset") as h5:
         version = int(h5.attrs.get("format_version", -1))
         if version > FORMAT_VERSION:
             raise DataError(path, "attrs/format_version", f"written by a newer exsnn (version {version})")

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 import torch
 
-from exsnn.data.atomic import atomic_h5_update
+from exsnn.data.atomic import atomic_h5_update, open_readonly
 from exsnn.data.errors import DataError
 from exsnn.dynamics.fssh import EnsembleState, HopEvents, populations
 
@@ -158,17 +158,8 @@ class RunWriter:
 
 
 def open_run(path: str | Path) -> h5py.File:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file", "does not exist")
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(path, "file", f"not a readable HDF5 file ({exc})") from None
-    if h5.attrs.get("format") != FORMAT_NAME:
-        h5.close()
-        raise DataError(path, "attrs/format", f"not an exsnn surface-hopping run (expected {FORMAT_NAME!r})")
-    return h5
+    """Open a run file read-only (DataError naming the file if it is missing or not a run file)."""
+    return open_readonly(path, FORMAT_NAME, "an exsnn surface-hopping run")
 
 
 def load_checkpoint(path: str | Path, device: torch.device) -> EnsembleState | None:

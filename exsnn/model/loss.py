@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -181,4 +181,4 @@ def format_error_table(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ErrorTable", "LabelScales", "LossWeights", "compute_loss", "format_error_table", "smooth_reference", "field"]
+__all__ = ["ErrorTable", "LabelScales", "LossWeights", "compute_loss", "format_error_table", "smooth_reference"]
