@@ -58,7 +58,8 @@ def build_representation(config: NetworkConfig) -> nn.Module:
         )
     if config.representation == "so3net":
         return spk.representation.SO3net(
-            n_atom_basis=config.n_atom_basis, n_interactions=config.n_interactions, lmax=1, radial_basis=radial, cutoff_fn=cutoff_fn
+            n_atom_basis=config.n_atom_basis, n_interactions=config.n_interactions, lmax=1, radial_basis=radial,
+            cutoff_fn=cutoff_fn, return_vector_representation=True,
         )
     raise ValueError(f"unknown representation {config.representation!r}; expected 'painn' or 'so3net'")
 
