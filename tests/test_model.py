@@ -154,6 +154,27 @@ def test_training_checkpoints_resume_and_model_potential(lvc_dataset: Path, tmp_
     assert point.returncode == 0, point.stderr
     frame = json.loads(point.stdout)[0]
     assert np.shape(frame["energies"]) == (3,) and np.shape(frame["gradients"]) == (3, 3, 3) and np.shape(frame["nacs"]) == (3, 3, 3)
+    # the trained model drives surface hopping (geometries from the dataset itself)
+    config = tmp_path / "ml.toml"
+    config.write_text(
+        f'[potential]\nspec = "model:{out}"\n[initial_conditions]\nsampling = "file"\nfile = "{lvc_dataset}"\n'
+        'n_trajectories = 4\ninitial_state = 2\n[integrator]\ndt_fs = 0.5\nduration_fs = 2.0\n[output]\nfile = "ml.h5"\n'
+    )
+    dynamics = exsnn("dynamics", config, "--json", "--no-progress")
+    assert dynamics.returncode == 0, dynamics.stderr
+    assert json.loads(dynamics.stdout)["steps"] == 4
+
+
+def test_dipole_head_trains_on_ch2nh2_dipoles(shared_data: Path, tmp_path: Path) -> None:
+    from conftest import CH2NH2_FILES
+
+    data = tmp_path / "ch2nh2.h5"
+    assert exsnn("data", "import", CH2NH2_FILES["spainn"], data).returncode == 0
+    result = exsnn("train", data, "-o", tmp_path / "dip", "--dipoles", "--epochs", 1, "--width", 8, "--interactions", 1,
+                   "--threads", 1, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    table = json.loads((tmp_path / "dip" / "test_errors.json").read_text())
+    assert set(table["dipoles"]["mae"]) == {"00", "01", "02", "11", "12", "22"}
 
 
 @pytest.mark.slow
