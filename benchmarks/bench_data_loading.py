@@ -3,7 +3,7 @@
 Builds a 100k-frame exsnn dataset (CH2NH2+-sized: 6 atoms, 3 states, energies/forces/NACs/dipoles), then measures
 frames per second for random batches of 32 read (a) from memory and (b) straight from the HDF5 file, and compares
 each with one training step (forward + autograd forces + backward) of a small SchNetPack PaiNN on batches of the same
-size, all in this process. Threads: torch.set_num_threads(1) (set --threads to change).
+size, all in this process; and times one crash-safe append to the big file. Threads: torch.set_num_threads(1) (set --threads to change).
 
     .venv/bin/python benchmarks/bench_data_loading.py [--frames 100000] [--batches 200]
 """
@@ -96,6 +96,10 @@ def main() -> None:
         start = time.perf_counter()
         in_memory = ExcitedStateTorchDataset(path, cutoff=10.0)
         print(f"loaded into memory in {time.perf_counter() - start:.1f} s")
+        start = time.perf_counter()
+        for _ in range(3):
+            append_frames(path, synthetic_arrays(1, seed=9))
+        append_seconds = (time.perf_counter() - start) / 3
         lazy = ExcitedStateTorchDataset(path, cutoff=10.0, in_memory=False)
         memory_fps = frames_per_second(in_memory, args.batches)
         lazy_fps = frames_per_second(lazy, max(args.batches // 4, 10))
@@ -106,6 +110,7 @@ def main() -> None:
     print(f"  training step (PaiNN 64x3, forces by autograd): {train_fps:10.0f} frames/s")
     print(f"  in-memory read / training throughput : {memory_fps / train_fps:8.1f}x")
     print(f"  HDF5 read / training throughput      : {lazy_fps / train_fps:8.1f}x")
+    print(f"  one crash-safe append (1 frame) to the {args.frames}-frame file: {append_seconds:.3f} s (copy-on-write)")
 
 
 if __name__ == "__main__":
