@@ -10,12 +10,13 @@ from exsnn import __version__
 from exsnn.cli import data as data_cli
 from exsnn.cli import demo as demo_cli
 from exsnn.cli import dynamics as dynamics_cli
+from exsnn.cli import label as label_cli
 from exsnn.cli import point as point_cli
 from exsnn.cli import train as train_cli
 from exsnn.cli import scatter as scatter_cli
 from exsnn.data.errors import DataError
 
-SUBCOMMAND_MODULES = (demo_cli, dynamics_cli, scatter_cli, point_cli, train_cli, data_cli)
+SUBCOMMAND_MODULES = (demo_cli, dynamics_cli, scatter_cli, point_cli, train_cli, label_cli, data_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from exsnn.data.errors import DataError
-from exsnn.units import ANGSTROM_IN_BOHR, AU_TIME_IN_FS
+from exsnn.data.geometries import read_structures
 
 
 def wigner_harmonic(
@@ -36,49 +36,17 @@ def wigner_harmonic(
 
 def read_numbers(path: str | Path) -> np.ndarray:
     """Atomic numbers of the first frame of an XYZ/extxyz or exsnn HDF5 file."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file", "does not exist")
-    if path.suffix in (".h5", ".hdf5"):
-        from exsnn.data.store import read_frames
-
-        return read_frames(path, [0]).numbers.astype(np.int64)
-    import ase.io
-
-    try:
-        return ase.io.read(str(path), index=0).numbers
-    except Exception as exc:
-        raise DataError(path, "file", f"unreadable geometry file ({type(exc).__name__}: {exc})") from None
+    return read_structures(path)[0][0]
 
 
 def from_file(path: str | Path, numbers: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Geometries (and velocities, when the file has them) from XYZ/extended XYZ (Angstrom; ASE velocities in
-    Angstrom/(ASE time)) or an exsnn HDF5 dataset (Bohr; zero velocities). Every frame must match `numbers`."""
+    """Geometries (and velocities, when the file has them) from XYZ/extended XYZ (Angstrom unless the file declares
+    `length_unit`) or an exsnn HDF5 dataset (Bohr; zero velocities). Every frame must match `numbers`."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, "file", "does not exist")
-    if path.suffix in (".h5", ".hdf5"):
-        from exsnn.data.store import read_frames
-
-        arrays = read_frames(path)
-        frames = [arrays.frame(k) for k in range(arrays.n_frames)]
-        positions = [f.positions for f in frames]
-        velocities = [np.zeros_like(f.positions) for f in frames]
-        found = [f.numbers for f in frames]
-    else:
-        import ase.io
-        from ase import units as ase_units
-
-        try:
-            images = ase.io.read(str(path), index=":")
-        except Exception as exc:
-            raise DataError(path, "file", f"unreadable geometry file ({type(exc).__name__}: {exc})") from None
-        positions = [a.positions * ANGSTROM_IN_BOHR for a in images]
-        # ASE velocities are in Angstrom per ASE time unit (1 fs = ase.units.fs); atomic: Bohr per atomic time unit
-        ase_velocity_to_au = ANGSTROM_IN_BOHR * AU_TIME_IN_FS * ase_units.fs
-        velocities = [a.get_velocities() * ase_velocity_to_au if a.has("momenta") else np.zeros((len(a), 3)) for a in images]
-        found = [a.numbers for a in images]
-    for k, z in enumerate(found):
+    structures = read_structures(path)
+    for k, (z, _, _) in enumerate(structures):
         if len(z) != len(numbers) or np.any(np.asarray(z) != numbers):
             raise DataError(path, f"frame {k}", f"atoms {[int(x) for x in z]} do not match the potential's {[int(x) for x in numbers]}")
-    return torch.as_tensor(np.array(positions)), torch.as_tensor(np.array(velocities))
+    positions = np.array([p for _, p, _ in structures])
+    velocities = np.array([v if v is not None else np.zeros_like(p) for _, p, v in structures])
+    return torch.as_tensor(positions), torch.as_tensor(velocities)

@@ -39,6 +39,26 @@ def _read_all(source: Path) -> list[Any]:
     return images
 
 
+def read_structures(source: str | Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(numbers, positions in Bohr, velocities in Bohr/atomic time or None) of every frame of an XYZ/extended XYZ
+    file; positions are in Angstrom unless the frame declares `length_unit`."""
+    from ase import units as ase_units
+
+    from exsnn.units import AU_TIME_IN_FS
+
+    source = Path(source)
+    structures = []
+    for k, atoms in enumerate(_read_all(source)):
+        try:
+            to_bohr = to_atomic(str(atoms.info.get("length_unit", DEFAULT_LENGTH_UNIT)), "length")
+        except ValueError as exc:
+            raise DataError(source, f"frame {k}: units", str(exc)) from None
+        # ASE velocities are Angstrom per ASE time unit (1 fs = ase.units.fs)
+        velocities = atoms.get_velocities() * (to_atomic("Angstrom", "length") * AU_TIME_IN_FS * ase_units.fs) if atoms.has("momenta") else None
+        structures.append((atoms.numbers, atoms.positions * to_bohr, velocities))
+    return structures
+
+
 def import_extxyz(source: str | Path) -> ImportedData:
     """Read an extended XYZ file with exsnn per-state arrays."""
     source = Path(source)

@@ -1,0 +1,40 @@
+"""`exsnn label INPUT -o DATA.h5 --method tda-hf/sto-3g`: label geometries with PySCF, resumable and parallel."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("label", help="label every geometry of an XYZ/HDF5 file with PySCF into an exsnn dataset")
+    p.add_argument("input", help="XYZ/extended XYZ (Angstrom) or exsnn HDF5 dataset (Bohr)")
+    p.add_argument("-o", "--output", required=True, help="exsnn HDF5 dataset to write or continue")
+    p.add_argument("--method", required=True, help="EXCITED-XC/BASIS, e.g. tda-hf/sto-3g, tda-b3lyp/6-31g*, tddft-pbe0/def2-svp")
+    p.add_argument("--states", type=int, default=3, help="number of states including S0 (default %(default)s)")
+    p.add_argument("--charge", type=int, default=0)
+    p.add_argument("--nacs", choices=("overlap", "none"), default="overlap",
+                   help="NACs from finite differences of wavefunction overlaps (TDA only), or none")
+    p.add_argument("--executor", default="local", help="serial, local[:N], dask-local[:N] or dask:ADDRESS (default local)")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker (default %(default)s)")
+    p.add_argument("--commit-every", type=int, default=8, help="frames per atomic commit (default %(default)s)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from exsnn.qm.labelling import label_file
+    from exsnn.qm.settings import parse_method
+
+    settings = parse_method(args.method, n_states=args.states, charge=args.charge, nacs=args.nacs, threads=args.threads)
+    summary = label_file(args.input, args.output, settings, executor=args.executor, threads=args.threads,
+                         commit_every=args.commit_every, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(summary.__dict__))
+        return 0
+    print(f"exsnn label: {summary.labelled} labelled, {summary.failed} failed, {summary.skipped} already in {summary.output} "
+          f"({summary.seconds:.1f} s, {settings.method_label}/{settings.basis}, executor {args.executor})")
+    for index, reason in summary.failures.items():
+        print(f"  geometry {index}: {reason}")
+    return 0

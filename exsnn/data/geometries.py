@@ -1,0 +1,24 @@
+"""Geometries (and velocities) from any structure file exsnn reads: XYZ/extended XYZ or an exsnn HDF5 dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from exsnn.data.errors import DataError
+
+
+def read_structures(path: str | Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(numbers, positions in Bohr, velocities in Bohr/atomic time or None) per frame. XYZ positions are in
+    Angstrom unless the frame declares `length_unit`; HDF5 datasets are in Bohr and carry no velocities."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file", "does not exist")
+    if path.suffix in (".h5", ".hdf5"):
+        from exsnn.data.store import read_frames
+
+        return [(f.numbers.astype(np.int64), f.positions, None) for f in read_frames(path).frames()]
+    from exsnn.data.importers.extxyz import read_structures as read_xyz
+
+    return read_xyz(path)

@@ -1,0 +1,1 @@
+"""Quantum-chemistry labelling with PySCF: ground and excited states, gradients, couplings, failure handling."""

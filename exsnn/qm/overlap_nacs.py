@@ -1,0 +1,96 @@
+"""NAC vectors of TDA (CIS-like) states from finite differences of wavefunction overlaps.
+
+A closed-shell TDA singlet is Psi_I = sum_ia X_ia (Phi_ia(alpha) + Phi_ia(beta)) / sqrt(2) with sum X^2 = 1. Overlaps
+between determinants at two geometries follow from the MO overlap matrix S = C^T S_AO(R, R') C' (occupied block O,
+D0 = det O): R[i,a] (bra row i -> virtual a), C[j,b] (ket column j -> virtual b) and M[ia,jb] (both) are
+determinants of O with those replacements, and
+
+    <0|0'> = D0^2,   <0|J'> = sqrt(2) D0 sum_jb X'_jb C[j,b],   <I|0'> = sqrt(2) D0 sum_ia X_ia R[i,a],
+    <I|J'> = sum_ia,jb X_ia X'_jb (M[ia,jb] D0 + R[i,a] C[j,b]).
+
+d_IJ along each Cartesian coordinate is (<I(R)|J(R+h)> - <I(R)|J(R-h)>) / 2h after fixing the signs of the displaced
+states by their overlap with themselves at R (6n displaced calculations). These are NACs without electron-translation
+factors (the basis functions move with the nuclei). A state that swaps order between displacements (small
+self-overlap) is reported as a root flip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from exsnn.data.properties import state_pairs
+from exsnn.qm.settings import QMSettings
+
+
+@dataclass
+class CISWavefunction:
+    mol: Any
+    occupied: np.ndarray  # (nao, nocc) MO coefficients
+    virtual: np.ndarray  # (nao, nvir)
+    amplitudes: np.ndarray  # (N-1, nocc, nvir), each normalised to 1
+
+
+def cis_wavefunction(states: Any) -> CISWavefunction:
+    mf, td = states.mf, states.td
+    occ = mf.mo_occ > 0
+    amplitudes = []
+    for root in states.roots:
+        x = np.asarray(td.xy[root][0])
+        amplitudes.append(x / np.linalg.norm(x))
+    return CISWavefunction(states.mol, mf.mo_coeff[:, occ], mf.mo_coeff[:, ~occ], np.array(amplitudes))
+
+
+def state_overlaps(bra: CISWavefunction, ket: CISWavefunction) -> np.ndarray:
+    """<Psi_I(bra geometry)|Psi_J(ket geometry)> for I, J = S0, S1, ..., (N, N)."""
+    from pyscf import gto
+
+    s_ao = gto.intor_cross("int1e_ovlp", bra.mol, ket.mol)
+    bra_orbitals = np.hstack([bra.occupied, bra.virtual])
+    ket_orbitals = np.hstack([ket.occupied, ket.virtual])
+    s = bra_orbitals.T @ s_ao @ ket_orbitals
+    nocc, nvir = bra.occupied.shape[1], bra.virtual.shape[1]
+    O = s[:nocc, :nocc]
+    D0 = np.linalg.det(O)
+    i, a = np.meshgrid(np.arange(nocc), np.arange(nvir), indexing="ij")
+    i, a = i.ravel(), a.ravel()  # excitation index k = i * nvir + a
+    rows = np.tile(np.arange(nocc), (len(i), 1))
+    rows[np.arange(len(i)), i] = nocc + a
+    R = np.linalg.det(s[rows[:, :, None], np.arange(nocc)[None, None, :]]).reshape(nocc, nvir)
+    C = np.linalg.det(s[np.arange(nocc)[None, :, None], rows[:, None, :]]).reshape(nocc, nvir)
+    M = np.linalg.det(s[rows[:, None, :, None], rows[None, :, None, :]])  # (K, K) bra k, ket l
+    X, Xp = bra.amplitudes.reshape(len(bra.amplitudes), -1), ket.amplitudes.reshape(len(ket.amplitudes), -1)
+    n = 1 + len(X)
+    out = np.zeros((n, n))
+    out[0, 0] = D0**2
+    out[0, 1:] = np.sqrt(2) * D0 * (Xp @ C.ravel())
+    out[1:, 0] = np.sqrt(2) * D0 * (X @ R.ravel())
+    out[1:, 1:] = X @ (M * D0 + np.outer(R.ravel(), C.ravel())) @ Xp.T
+    return out
+
+
+def finite_difference_nacs(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, reference: Any) -> np.ndarray:
+    """NACs (n, P, 3) in 1/Bohr at `positions` from central differences of state overlaps (see module docstring)."""
+    from exsnn.qm.pyscf_backend import QMFailure, excited_states
+
+    wave = cis_wavefunction(reference)
+    guess = reference.mf.make_rdm1()
+    n, N, h = len(numbers), settings.n_states, settings.fd_step
+    derivative = np.zeros((n, 3, N, N))
+    for atom in range(n):
+        for axis in range(3):
+            overlaps = []
+            for sign in (1.0, -1.0):
+                displaced = positions.copy()
+                displaced[atom, axis] += sign * h
+                other = cis_wavefunction(excited_states(numbers, displaced, settings, guess_dm=guess))
+                s = state_overlaps(wave, other)
+                diagonal = np.diag(s)
+                if np.abs(diagonal).min() < 0.5:
+                    raise QMFailure(f"root flip between displaced geometries (self-overlap {np.abs(diagonal).min():.2f}, atom {atom}, axis {'xyz'[axis]})")
+                overlaps.append(s * np.sign(diagonal)[None, :])
+            derivative[atom, axis] = (overlaps[0] - overlaps[1]) / (2 * h)
+    pairs = state_pairs(N)
+    return np.stack([derivative[:, :, i, j] for i, j in pairs], axis=1)  # (n, P, 3)

@@ -1,0 +1,158 @@
+"""One labelled geometry with PySCF: SCF with retries, TDA/TDDFT roots with checks, gradients, transition dipoles,
+and (TDA) NACs from finite differences of wavefunction overlaps. Every failure is caught and returned with its
+reason; nothing here raises for a bad geometry."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from exsnn.qm.settings import QMSettings
+
+
+class QMFailure(Exception):
+    """A calculation that could not give trustworthy results; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class ExcitedStates:
+    """Ground + excited states at one geometry: the PySCF objects and what was read from them (atomic units)."""
+
+    mol: Any
+    mf: Any
+    td: Any | None
+    energies: np.ndarray  # (N,)
+    roots: list[int]  # indices of the kept TD roots
+    scf_attempts: list[str]
+
+
+@dataclass
+class QMResult:
+    """Labels of one geometry, or the reason it failed. Arrays in atomic units, exsnn layout."""
+
+    energies: np.ndarray | None = None  # (N,)
+    forces: np.ndarray | None = None  # (n, N, 3)
+    nacs: np.ndarray | None = None  # (n, P, 3)
+    transition_dipoles: np.ndarray | None = None  # (N-1, 3) S0 -> Sk
+    oscillator_strengths: np.ndarray | None = None  # (N-1,)
+    failure: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def build_molecule(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings) -> Any:
+    from pyscf import gto
+
+    try:
+        return gto.M(atom=[(int(z), tuple(map(float, r))) for z, r in zip(numbers, positions)], unit="Bohr",
+                     basis=settings.basis, charge=settings.charge, spin=0, verbose=0)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise QMFailure(f"cannot build the molecule ({type(exc).__name__}: {exc})") from None
+
+
+def _mean_field(mol: Any, settings: QMSettings) -> Any:
+    from pyscf import dft, scf
+
+    if settings.xc == "hf":
+        return scf.RHF(mol)
+    mf = dft.RKS(mol)
+    mf.xc = settings.xc
+    return mf
+
+
+def run_scf(mol: Any, settings: QMSettings, guess_dm: np.ndarray | None = None) -> tuple[Any, list[str]]:
+    """Converge the ground state, retrying with a level shift, damping and the second-order solver."""
+    attempts: list[str] = []
+    strategies = [("default", {}), ("level shift 0.3", {"level_shift": 0.3}), ("damping 0.5", {"damp": 0.5, "diis_start_cycle": 4}), ("second order", None)]
+    for name, options in strategies:
+        mf = _mean_field(mol, settings)
+        mf.conv_tol = settings.scf_conv_tol
+        mf.max_cycle = 100
+        if options is None:
+            mf = mf.newton()
+        else:
+            for key, value in options.items():
+                setattr(mf, key, value)
+        try:
+            mf.kernel(dm0=guess_dm)
+        except (np.linalg.LinAlgError, RuntimeError, ValueError) as exc:
+            attempts.append(f"{name}: {type(exc).__name__}")
+            continue
+        attempts.append(f"{name}: {'converged' if mf.converged else 'not converged'}")
+        if mf.converged and np.isfinite(mf.e_tot):
+            if getattr(mf, "level_shift", 0):  # a level shift biases nothing at convergence, but recheck without it
+                mf.level_shift = 0
+            return mf, attempts
+    raise QMFailure("SCF did not converge (" + "; ".join(attempts) + ")")
+
+
+def excited_states(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, guess_dm: np.ndarray | None = None) -> ExcitedStates:
+    """SCF + the lowest n_states - 1 singlet roots, checked (converged, enough roots, positive excitations)."""
+    from pyscf.lib import num_threads
+
+    num_threads(settings.threads)
+    mol = build_molecule(numbers, positions, settings)
+    mf, attempts = run_scf(mol, settings, guess_dm)
+    n_roots = settings.n_states - 1
+    if n_roots == 0:
+        return ExcitedStates(mol, mf, None, np.array([mf.e_tot]), [], attempts)
+    n_occ = int((mf.mo_occ > 0).sum())
+    available = n_occ * (len(mf.mo_occ) - n_occ)
+    if n_roots > available:
+        raise QMFailure(f"{n_roots} excited states asked, but only {available} singlet excitations exist in this basis")
+    td = mf.TDA() if settings.excited == "tda" else mf.TDDFT()
+    td.nstates = min(n_roots + settings.extra_roots, available)
+    td.conv_tol = settings.td_conv_tol
+    td.max_cycle = 200
+    td.kernel()
+    converged = np.atleast_1d(td.converged)
+    if len(td.e) < n_roots or not np.all(converged[:n_roots]):
+        raise QMFailure(f"excited-state roots not converged ({int(np.sum(converged[:n_roots]))} of {n_roots})")
+    excitations = np.asarray(td.e[:n_roots])
+    if np.any(~np.isfinite(excitations)) or excitations.min() < settings.min_excitation:
+        raise QMFailure(f"excitation energy {excitations.min():.2e} Hartree below {settings.min_excitation} (instability or a broken reference)")
+    return ExcitedStates(mol, mf, td, np.concatenate([[mf.e_tot], mf.e_tot + excitations]), list(range(n_roots)), attempts)
+
+
+def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings) -> QMResult:
+    """Everything the settings ask for at one geometry; failures are returned, not raised."""
+    result = QMResult()
+    start = time.perf_counter()
+    try:
+        states = excited_states(numbers, positions, settings)
+        result.timings["scf_and_excited"] = time.perf_counter() - start
+        result.energies = states.energies
+        result.notes += states.scf_attempts
+        N, n = settings.n_states, len(numbers)
+        t = time.perf_counter()
+        gradients = np.zeros((n, N, 3))
+        gradients[:, 0] = states.mf.nuc_grad_method().kernel()
+        if states.td is not None:
+            td_gradient = states.td.nuc_grad_method()
+            for k in range(1, N):
+                gradients[:, k] = td_gradient.kernel(state=k)
+            dipoles = np.asarray(states.td.transition_dipole())[: N - 1]
+            result.transition_dipoles = dipoles
+            result.oscillator_strengths = np.asarray(states.td.oscillator_strength())[: N - 1]
+        result.forces = -gradients
+        result.timings["gradients"] = time.perf_counter() - t
+        if settings.nacs == "overlap" and N > 1:
+            from exsnn.qm.overlap_nacs import finite_difference_nacs
+
+            t = time.perf_counter()
+            result.nacs = finite_difference_nacs(numbers, positions, settings, states)
+            result.timings["nacs"] = time.perf_counter() - t
+        if not (np.all(np.isfinite(result.energies)) and np.all(np.isfinite(result.forces))):
+            raise QMFailure("non-finite energies or gradients")
+    except QMFailure as exc:
+        result.failure = exc.reason
+        result.energies = result.forces = result.nacs = None
+    result.timings["total"] = time.perf_counter() - start
+    return result

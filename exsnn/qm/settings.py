@@ -1,0 +1,57 @@
+"""What to compute with PySCF, as the command line spells it: `tda-hf/sto-3g`, `tddft-b3lyp/6-31g*`, ..."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+EXCITED_METHODS = ("tda", "tddft")
+
+
+@dataclass(frozen=True)
+class QMSettings:
+    """Closed-shell ground state (RHF for xc = 'hf', RKS otherwise) + TDA or full TDDFT (RPA) singlets.
+
+    n_states counts S0: n_states = 3 asks for S0, S1, S2. extra_roots are solved on top and dropped (the Davidson
+    solver can miss a root otherwise). nacs: 'overlap' (finite differences of wavefunction overlaps, TDA only) or
+    'none'. fd_step: displacement (Bohr) of the finite differences.
+    """
+
+    excited: str = "tda"
+    xc: str = "hf"
+    basis: str = "sto-3g"
+    n_states: int = 3
+    charge: int = 0
+    nacs: str = "overlap"
+    extra_roots: int = 2
+    scf_conv_tol: float = 1e-10
+    td_conv_tol: float = 1e-7
+    fd_step: float = 1e-3
+    min_excitation: float = 1e-3  # Hartree: smaller or negative excitation energies are failures
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.excited not in EXCITED_METHODS:
+            raise ValueError(f"excited-state method must be one of {EXCITED_METHODS}, got {self.excited!r}")
+        if self.n_states < 1:
+            raise ValueError("n_states must be at least 1 (S0)")
+        if self.nacs not in ("overlap", "none"):
+            raise ValueError("nacs must be 'overlap' or 'none'")
+        if self.nacs == "overlap" and self.excited != "tda":
+            raise ValueError("overlap NACs need TDA (CIS-like) wavefunctions; use excited = 'tda' or nacs = 'none'")
+
+    @property
+    def method_label(self) -> str:
+        return f"{self.excited.upper()}-{self.xc.upper()}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_method(spec: str, **options: Any) -> QMSettings:
+    """'tda-hf/sto-3g' or 'tddft-b3lyp/6-31g*' (case-insensitive) plus keyword options -> QMSettings."""
+    method, _, basis = spec.partition("/")
+    excited, _, xc = method.lower().partition("-")
+    if not basis or not xc:
+        raise ValueError(f"method {spec!r}: expected EXCITED-XC/BASIS, e.g. tda-hf/sto-3g or tddft-b3lyp/6-31g*")
+    return QMSettings(excited=excited, xc=xc, basis=basis, **options)
