@@ -1,0 +1,80 @@
+"""PySCF labelling cost: time split per geometry, and throughput with 1 and 2 Dask workers on loopback.
+
+1. CH2NH2+ (charge +1), 3 states: SCF + TDA roots, gradients of all states, overlap finite-difference NACs
+   (6n displaced SCF + TDA calculations), at TDA-HF/STO-3G and TDA-B3LYP/6-31G* (NACs at the cheap level only unless
+   --nacs-everywhere).
+2. Labelling throughput (geometries per minute) of `label_file` on 8 displaced CH2NH2+ geometries at TDA-HF/6-31G
+   without NACs, through a Dask LocalCluster with 1 and then 2 worker processes (1 thread each); the cluster start-up
+   is not counted.
+
+    .venv/bin/python benchmarks/bench_labelling.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from exsnn.qm.labelling import label_file
+from exsnn.qm.pyscf_backend import label_geometry
+from exsnn.qm.settings import parse_method
+from exsnn.units import ANGSTROM_IN_BOHR
+
+NUMBERS = np.array([6, 7, 1, 1, 1, 1])
+GEOMETRY = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.28], [0.0, 0.94, -0.54], [0.0, -0.94, -0.54],
+                     [0.0, 0.87, 1.85], [0.0, -0.87, 1.85]]) * ANGSTROM_IN_BOHR
+
+
+def split(method: str, nacs: bool) -> None:
+    settings = parse_method(method, n_states=3, charge=1, nacs="overlap" if nacs else "none")
+    result = label_geometry(NUMBERS, GEOMETRY, settings)
+    if result.failure:
+        print(f"{method}: failed: {result.failure}")
+        return
+    t = result.timings
+    parts = f"SCF+TDA {t['scf_and_excited']:.2f} s, gradients (3 states) {t['gradients']:.2f} s"
+    if nacs:
+        parts += f", overlap NACs (36 displacements) {t['nacs']:.2f} s"
+    print(f"{method:18s} {parts}; total {t['total']:.2f} s")
+
+
+def throughput(workers: int, folder: Path) -> float:
+    from distributed import Client, LocalCluster
+
+    rng = np.random.default_rng(0)
+    xyz = folder / f"geometries_{workers}.xyz"
+    with open(xyz, "w") as handle:
+        for _ in range(8):
+            handle.write("6\nCH2NH2+\n")
+            for z, r in zip(NUMBERS, GEOMETRY / ANGSTROM_IN_BOHR + rng.normal(0, 0.03, (6, 3))):
+                handle.write(f"{chemical_symbols[z]} {r[0]:.6f} {r[1]:.6f} {r[2]:.6f}\n")
+    settings = parse_method("tda-hf/6-31g", n_states=3, charge=1, nacs="none")
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1",
+                      env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}) as cluster, Client(cluster):
+        start = time.perf_counter()
+        summary = label_file(xyz, folder / f"out_{workers}.h5", settings, executor=f"dask:{cluster.scheduler_address}", progress=False)
+        elapsed = time.perf_counter() - start
+    assert summary.labelled == 8, summary.failures
+    return 8 / elapsed * 60
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nacs-everywhere", action="store_true")
+    args = parser.parse_args()
+    print("CH2NH2+, 3 states, 1 thread:")
+    split("tda-hf/sto-3g", nacs=True)
+    split("tda-b3lyp/6-31g*", nacs=args.nacs_everywhere)
+    with tempfile.TemporaryDirectory() as folder:
+        one = throughput(1, Path(folder))
+        two = throughput(2, Path(folder))
+    print(f"labelling throughput (TDA-HF/6-31G, 8 geometries): 1 worker {one:.1f}/min, 2 workers {two:.1f}/min -> {two / one:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
