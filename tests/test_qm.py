@@ -88,6 +88,8 @@ def test_label_resumes_and_records_failures(tmp_path: Path) -> None:
     failed = [k for k, p in enumerate(provenance) if "failure" in p]
     assert len(failed) == 1 and not arrays.masks["energies"][failed[0]]  # written, masked, with its reason
     assert all("timings" in p and p["input_index"] in range(4) for p in provenance)
+    info = subprocess.run([sys.executable, "-m", "exsnn.cli.main", "data", "info", str(output), "--json"], capture_output=True, text=True)
+    assert [entry["frame"] for entry in json.loads(info.stdout)["failed_frames"]] == failed
     again = label_file(source, output, parse_method("tda-hf/sto-3g", n_states=3, nacs="none"), executor="serial", progress=False)
     assert (again.labelled, again.failed, again.skipped) == (0, 0, 4)
     assert read_frames(output).n_frames == 4

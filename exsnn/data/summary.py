@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -38,6 +39,11 @@ def summarize(arrays: FrameArrays, metadata: DatasetMetadata, settings: CheckSet
             metadata.state_labels[s]: _range((energies[:, s] - energies[:, 0]) * HARTREE_IN_EV) for s in range(1, N)
         }
     problems = check_frames(arrays, settings)
+    failed = []
+    for k, record in enumerate(arrays.provenance):
+        reason = json.loads(record).get("failure")
+        if reason:
+            failed.append({"frame": k, "reason": reason})
     n_atoms = arrays.n_atoms
     return {
         "n_frames": arrays.n_frames,
@@ -53,6 +59,7 @@ def summarize(arrays: FrameArrays, metadata: DatasetMetadata, settings: CheckSet
         "ranges": ranges,
         "problem_counts": dict(Counter(p.kind for p in problems)),
         "problems": [p.as_dict() for p in problems],
+        "failed_frames": failed,
     }
 
 
@@ -78,6 +85,11 @@ def format_summary(summary: dict[str, Any], path: str, max_problems: int = 12) -
     if "excitation_energies_eV" in ranges:
         shown = [f"{name} [{r[0]:.3f}, {r[1]:.3f}]" for name, r in ranges["excitation_energies_eV"].items() if r is not None]
         lines.append("  excitation energies (eV): " + "; ".join(shown))
+    failed = summary.get("failed_frames", [])
+    if failed:
+        lines.append(f"  labelling failures: {len(failed)} frames (written without labels)")
+        for entry in failed[:max_problems]:
+            lines.append(f"    frame {entry['frame']}: {entry['reason']}")
     problems = summary["problems"]
     if not problems:
         lines.append("  data check: no problems found")
