@@ -133,3 +133,29 @@ def test_pyscf_potential_in_point(tmp_path: Path) -> None:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+CH2NH2 = np.array([[0.0, 0.0, 0.0], [0.0, 0.02, 1.28], [0.01, 0.94, -0.54], [0.0, -0.94, -0.55], [0.02, 0.87, 1.85],
+                   [0.0, -0.87, 1.86]]) * 1.8897261254578281
+
+
+@pytest.mark.parametrize(
+    "numbers, positions, method, charge",
+    [(NUMBERS, WATER, "tda-hf/sto-3g", 0), (NUMBERS, WATER, "tda-b3lyp/sto-3g", 0),
+     (np.array([6, 7, 1, 1, 1, 1]), CH2NH2, "tda-hf/sto-3g", 1)],
+    ids=["H2O-CIS", "H2O-TDA-B3LYP", "CH2NH2+-CIS"],
+)
+def test_analytic_ground_excited_nacs_match_overlap_finite_differences(numbers, positions, method, charge) -> None:
+    from exsnn.qm.analytic_nacs import ground_excited_nacs
+
+    tight = parse_method(method, n_states=3, charge=charge, fd_step=5e-4, scf_conv_tol=1e-14, scf_conv_tol_grad=1e-10)
+    states = excited_states(numbers, positions, tight)
+    states.mf.conv_tol_cpscf = 1e-12
+    analytic = ground_excited_nacs(states)
+    reference = label_geometry(numbers, positions, tight)
+    assert reference.failure is None
+    np.testing.assert_allclose(analytic, reference.nacs[:, :2], atol=1e-5)  # pairs 01 and 02
+    with_etf = ground_excited_nacs(states, etf=True)
+    # electron-translation factors: no net translation (exact for HF; DFT integration grids leave ~1e-6)
+    assert np.abs(with_etf.sum(axis=0)).max() < 1e-5
+    assert np.abs(analytic.sum(axis=0)).max() > 1e-2  # without them the sum over atoms does not vanish

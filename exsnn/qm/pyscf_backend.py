@@ -74,6 +74,7 @@ def run_scf(mol: Any, settings: QMSettings, guess_dm: np.ndarray | None = None) 
     for name, options in strategies:
         mf = _mean_field(mol, settings)
         mf.conv_tol = settings.scf_conv_tol
+        mf.conv_tol_grad = settings.scf_conv_tol_grad
         mf.max_cycle = 100
         if options is None:
             mf = mf.newton()
@@ -111,7 +112,10 @@ def excited_states(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
     td.nstates = min(n_roots + settings.extra_roots, available)
     td.conv_tol = settings.td_conv_tol
     td.max_cycle = 200
-    td.kernel()
+    if settings.excited == "tda" and available <= settings.dense_limit:
+        _diagonalise_tda_exactly(td, n_occ, available)
+    else:
+        td.kernel()
     converged = np.atleast_1d(td.converged)
     if len(td.e) < n_roots or not np.all(converged[:n_roots]):
         raise QMFailure(f"excited-state roots not converged ({int(np.sum(converged[:n_roots]))} of {n_roots})")
@@ -119,6 +123,17 @@ def excited_states(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
     if np.any(~np.isfinite(excitations)) or excitations.min() < settings.min_excitation:
         raise QMFailure(f"excitation energy {excitations.min():.2e} Hartree below {settings.min_excitation} (instability or a broken reference)")
     return ExcitedStates(mol, mf, td, np.concatenate([[mf.e_tot], mf.e_tot + excitations]), list(range(n_roots)), attempts)
+
+
+def _diagonalise_tda_exactly(td: Any, n_occ: int, dimension: int) -> None:
+    """Fill td.e, td.xy, td.converged from a dense diagonalisation of the TDA matrix A (singlets)."""
+    a_matrix, _ = td.get_ab()
+    energies, vectors = np.linalg.eigh(np.asarray(a_matrix).reshape(dimension, dimension))
+    n_vir = dimension // n_occ
+    keep = td.nstates
+    td.e = energies[:keep]
+    td.xy = [(vectors[:, k].reshape(n_occ, n_vir) * np.sqrt(0.5), 0) for k in range(keep)]  # PySCF: sum X^2 = 1/2
+    td.converged = np.ones(keep, dtype=bool)
 
 
 def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings) -> QMResult:

@@ -25,9 +25,11 @@ class QMSettings:
     nacs: str = "overlap"
     extra_roots: int = 2
     scf_conv_tol: float = 1e-10
+    scf_conv_tol_grad: float = 1e-7  # orbital gradient; finite-difference references need ~1e-10
     td_conv_tol: float = 1e-7
     fd_step: float = 1e-3
     min_excitation: float = 1e-3  # Hartree: smaller or negative excitation energies are failures
+    dense_limit: int = 2000  # TDA spaces up to this many excitations are diagonalised exactly (no missed roots)
     threads: int = 1
 
     def __post_init__(self) -> None:
