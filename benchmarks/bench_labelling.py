@@ -3,7 +3,8 @@
 1. CH2NH2+ (charge +1), 3 states: SCF + TDA roots, gradients of all states, overlap finite-difference NACs
    (6n displaced SCF + TDA calculations), at TDA-HF/STO-3G and TDA-B3LYP/6-31G* (NACs at the cheap level only unless
    --nacs-everywhere).
-2. Labelling throughput (geometries per minute) of `label_file` on 8 displaced CH2NH2+ geometries at TDA-HF/6-31G
+2. S0-S1 NAC cost: analytic (one CPHF/CPKS solve) vs overlap finite differences, at TDA-HF and TDA-B3LYP/6-31G*.
+3. Labelling throughput (geometries per minute) of `label_file` on 8 displaced CH2NH2+ geometries at TDA-HF/6-31G
    without NACs, through a Dask LocalCluster with 1 and then 2 worker processes (1 thread each); the cluster start-up
    is not counted.
 
@@ -43,6 +44,18 @@ def split(method: str, nacs: bool) -> None:
     print(f"{method:18s} {parts}; total {t['total']:.2f} s")
 
 
+def analytic_vs_overlap(method: str) -> None:
+    """S0-S1 NAC at one geometry: analytic (one CPHF solve) vs overlap finite differences (6n displacements),
+    both after the same SCF + TDA + gradients."""
+    timings = {}
+    for mode in ("analytic", "overlap"):
+        result = label_geometry(NUMBERS, GEOMETRY, parse_method(method, n_states=2, charge=1, nacs=mode, etf=False))
+        timings[mode] = result.timings
+    print(f"{method:18s} S0-S1 NAC: analytic {timings['analytic']['nacs']:.2f} s, overlap finite differences "
+          f"{timings['overlap']['nacs']:.2f} s ({timings['overlap']['nacs'] / timings['analytic']['nacs']:.0f}x); "
+          f"gradients of S0 and S1 together {timings['analytic']['gradients']:.2f} s")
+
+
 def throughput(workers: int, folder: Path) -> float:
     from distributed import Client, LocalCluster
 
@@ -70,6 +83,8 @@ def main() -> None:
     print("CH2NH2+, 3 states, 1 thread:")
     split("tda-hf/sto-3g", nacs=True)
     split("tda-b3lyp/6-31g*", nacs=args.nacs_everywhere)
+    analytic_vs_overlap("tda-hf/6-31g*")
+    analytic_vs_overlap("tda-b3lyp/6-31g*")
     with tempfile.TemporaryDirectory() as folder:
         one = throughput(1, Path(folder))
         two = throughput(2, Path(folder))

@@ -159,3 +159,11 @@ def test_analytic_ground_excited_nacs_match_overlap_finite_differences(numbers, 
     # electron-translation factors: no net translation (exact for HF; DFT integration grids leave ~1e-6)
     assert np.abs(with_etf.sum(axis=0)).max() < 1e-5
     assert np.abs(analytic.sum(axis=0)).max() > 1e-2  # without them the sum over atoms does not vanish
+
+
+def test_analytic_mode_labels_s0_s1_and_refuses_more_states() -> None:
+    result = label_geometry(NUMBERS, WATER, parse_method("tda-hf/sto-3g", n_states=2, nacs="analytic"))
+    assert result.failure is None and result.nacs.shape == (3, 1, 3)
+    assert np.abs(result.nacs.sum(axis=0)).max() < 1e-10  # ETF by default
+    with pytest.raises(ValueError, match="not implemented yet"):
+        parse_method("tda-hf/sto-3g", n_states=3, nacs="analytic")

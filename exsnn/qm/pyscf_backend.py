@@ -158,6 +158,12 @@ def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
             result.oscillator_strengths = np.asarray(states.td.oscillator_strength())[: N - 1]
         result.forces = -gradients
         result.timings["gradients"] = time.perf_counter() - t
+        if settings.nacs == "analytic" and N > 1:
+            from exsnn.qm.analytic_nacs import ground_excited_nacs
+
+            t = time.perf_counter()
+            result.nacs = ground_excited_nacs(states, etf=settings.etf)
+            result.timings["nacs"] = time.perf_counter() - t
         if settings.nacs == "overlap" and N > 1:
             from exsnn.qm.overlap_nacs import finite_difference_nacs
 

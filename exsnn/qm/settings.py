@@ -23,6 +23,7 @@ class QMSettings:
     n_states: int = 3
     charge: int = 0
     nacs: str = "overlap"
+    etf: bool = True
     extra_roots: int = 2
     scf_conv_tol: float = 1e-10
     scf_conv_tol_grad: float = 1e-7  # orbital gradient; finite-difference references need ~1e-10
@@ -37,10 +38,13 @@ class QMSettings:
             raise ValueError(f"excited-state method must be one of {EXCITED_METHODS}, got {self.excited!r}")
         if self.n_states < 1:
             raise ValueError("n_states must be at least 1 (S0)")
-        if self.nacs not in ("overlap", "none"):
-            raise ValueError("nacs must be 'overlap' or 'none'")
-        if self.nacs == "overlap" and self.excited != "tda":
-            raise ValueError("overlap NACs need TDA (CIS-like) wavefunctions; use excited = 'tda' or nacs = 'none'")
+        if self.nacs not in ("overlap", "analytic", "none"):
+            raise ValueError("nacs must be 'overlap', 'analytic' or 'none'")
+        if self.nacs != "none" and self.excited != "tda":
+            raise ValueError("NACs need TDA (CIS-like) wavefunctions; use excited = 'tda' or nacs = 'none'")
+        if self.nacs == "analytic" and self.n_states > 2:
+            raise ValueError("analytic NACs between excited states are not implemented yet: use nacs = 'analytic' with "
+                             "2 states (S0, S1) or nacs = 'overlap'")
 
     @property
     def method_label(self) -> str:
