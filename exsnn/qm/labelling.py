@@ -1,7 +1,8 @@
 """Label every geometry of an input file with PySCF into an exsnn dataset: resumable, parallel, failure-tolerant.
 
-Each output frame's provenance records the input file and index, the method, per-stage timings and, for a failed
-geometry, the reason (its labels are then absent and masked): nothing is dropped or silently kept. Frames already
+Each output frame's provenance records the input file and index, the method, per-stage timings, adjacent states
+closer than 1e-3 Hartree (`near_degenerate_pairs`: their NACs are large; h = gap * d is the finite quantity) and,
+for a failed geometry, the reason (its labels are then absent and masked): nothing is dropped or silently kept. Frames already
 in the output (by input index) are skipped, so a run killed at any point continues where it stopped without
 duplicates. Results are committed atomically in batches.
 """
@@ -23,6 +24,9 @@ from exsnn.data.geometries import read_structures
 from exsnn.parallel.executors import open_pool
 from exsnn.qm.pyscf_backend import label_geometry
 from exsnn.qm.settings import QMSettings
+
+
+NEAR_DEGENERATE = 1e-3  # Hartree: adjacent states closer than this are recorded in the provenance
 
 
 @dataclass
@@ -84,6 +88,10 @@ def label_file(
                 provenance["failure"] = result["failure"]
             else:
                 labelled += 1
+                gaps = np.diff(np.sort(np.asarray(result["energies"])))
+                close = [[k, k + 1, float(g)] for k, g in enumerate(gaps) if g < NEAR_DEGENERATE]
+                if close:  # couplings blow up as 1/gap here: keep the gaps beside them (h = gap * d stays finite)
+                    provenance["near_degenerate_pairs"] = close
                 if result["transition_dipoles"] is not None:
                     provenance["transition_dipoles"] = np.asarray(result["transition_dipoles"]).tolist()
                     provenance["oscillator_strengths"] = np.asarray(result["oscillator_strengths"]).tolist()
