@@ -20,7 +20,6 @@ from exsnn.data.properties import (
     DIPOLES,
     ENERGIES,
     FORCES,
-    FRAME_INTEGERS,
     LABELS,
     MULTIPLICITY,
     NACS,
@@ -243,4 +242,4 @@ class FrameArrays:
         )
 
 
-__all__ = ["Frame", "FrameArrays", "FRAME_INTEGERS"]
+__all__ = ["Frame", "FrameArrays"]
