@@ -167,3 +167,20 @@ def test_analytic_mode_labels_s0_s1_and_refuses_more_states() -> None:
     assert np.abs(result.nacs.sum(axis=0)).max() < 1e-10  # ETF by default
     with pytest.raises(ValueError, match="not implemented yet"):
         parse_method("tda-hf/sto-3g", n_states=3, nacs="analytic")
+
+
+def test_sa_casscf_option_gradients_and_nacs() -> None:
+    numbers = np.array([6, 7, 1, 1, 1, 1])
+    settings = parse_method("casscf(2,2)/sto-3g", n_states=2, charge=1)
+    assert settings.nacs == "analytic" and settings.method_label == "SA-CASSCF(2,2)"
+    result = label_geometry(numbers, CH2NH2, settings)
+    assert result.failure is None and result.nacs.shape == (6, 1, 3)
+    assert np.abs(result.nacs.sum(axis=0)).max() < 1e-8  # PySCF's ETF option is on by default here
+    h = 1e-4
+    plus, minus = CH2NH2.copy(), CH2NH2.copy()
+    plus[1, 2] += h
+    minus[1, 2] -= h
+    energies = [label_geometry(numbers, p, parse_method("casscf(2,2)/sto-3g", n_states=2, charge=1, nacs="none")).energies for p in (plus, minus)]
+    np.testing.assert_allclose(result.forces[1, :, 2], -(energies[0] - energies[1]) / (2 * h), atol=1e-6)
+    with pytest.raises(ValueError, match="analytic"):
+        parse_method("casscf(2,2)/sto-3g", n_states=2, nacs="overlap")

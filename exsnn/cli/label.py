@@ -10,12 +10,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("label", help="label every geometry of an XYZ/HDF5 file with PySCF into an exsnn dataset")
     p.add_argument("input", help="XYZ/extended XYZ (Angstrom) or exsnn HDF5 dataset (Bohr)")
     p.add_argument("-o", "--output", required=True, help="exsnn HDF5 dataset to write or continue")
-    p.add_argument("--method", required=True, help="EXCITED-XC/BASIS, e.g. tda-hf/sto-3g, tda-b3lyp/6-31g*, tddft-pbe0/def2-svp")
+    p.add_argument("--method", required=True, help="EXCITED-XC/BASIS (tda-hf/sto-3g, tda-b3lyp/6-31g*, tddft-pbe0/def2-svp) "
+                   "or casscf(NELECAS,NCAS)/BASIS for state-averaged CASSCF")
     p.add_argument("--states", type=int, default=3, help="number of states including S0 (default %(default)s)")
     p.add_argument("--charge", type=int, default=0)
-    p.add_argument("--nacs", choices=("overlap", "analytic", "none"), default="overlap",
-                   help="overlap: finite differences of wavefunction overlaps (TDA); analytic: S0-S1 only (TDA), "
-                        "with electron-translation factors unless --no-etf; none")
+    p.add_argument("--nacs", choices=("overlap", "analytic", "none"),
+                   help="overlap (default for TDA): finite differences of wavefunction overlaps; analytic: S0-S1 only for "
+                        "TDA, all pairs for casscf(N,M) (default there); with electron-translation factors unless --no-etf; none")
     p.add_argument("--no-etf", dest="etf", action="store_false", help="analytic NACs without electron-translation factors")
     p.add_argument("--executor", default="local", help="serial, local[:N], dask-local[:N] or dask:ADDRESS (default local)")
     p.add_argument("--threads", type=int, default=1, help="threads per worker (default %(default)s)")
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from exsnn.qm.labelling import label_file
     from exsnn.qm.settings import parse_method
 
-    settings = parse_method(args.method, n_states=args.states, charge=args.charge, nacs=args.nacs, etf=args.etf, threads=args.threads)
+    options = {"nacs": args.nacs} if args.nacs else {}
+    settings = parse_method(args.method, n_states=args.states, charge=args.charge, etf=args.etf, threads=args.threads, **options)
     summary = label_file(args.input, args.output, settings, executor=args.executor, threads=args.threads,
                          commit_every=args.commit_every, progress=not args.no_progress)
     if args.json:

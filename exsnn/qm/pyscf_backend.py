@@ -136,10 +136,51 @@ def _diagonalise_tda_exactly(td: Any, n_occ: int, dimension: int) -> None:
     td.converged = np.ones(keep, dtype=bool)
 
 
+def _label_casscf(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, result: QMResult) -> None:
+    """SA-CASSCF (equal weights over n_states) energies, analytic gradients and NACs (PySCF's own)."""
+    from pyscf import mcscf
+
+    from exsnn.data.properties import state_pairs
+
+    mol = build_molecule(numbers, positions, settings)
+    mf, attempts = run_scf(mol, settings)
+    result.notes += attempts
+    N = settings.n_states
+    t = time.perf_counter()
+    mc = mcscf.CASSCF(mf, settings.ncas, settings.nelecas).state_average_([1.0 / N] * N)
+    mc.conv_tol = settings.scf_conv_tol
+    mc.kernel()
+    if not mc.converged:
+        raise QMFailure("SA-CASSCF did not converge")
+    result.energies = np.asarray(mc.e_states)
+    if np.any(np.diff(result.energies) < 0):
+        raise QMFailure("SA-CASSCF states are not ordered by energy")
+    result.timings["scf_and_excited"] = time.perf_counter() - t
+    t = time.perf_counter()
+    gradient = mc.nuc_grad_method()
+    result.forces = -np.stack([gradient.kernel(state=k) for k in range(N)], axis=1)
+    result.timings["gradients"] = time.perf_counter() - t
+    if settings.nacs == "analytic" and N > 1:
+        t = time.perf_counter()
+        coupling = mc.nac_method()
+        coupling.use_etfs = settings.etf
+        result.nacs = np.stack([coupling.kernel(state=(i, j)) for i, j in state_pairs(N)], axis=1)
+        result.timings["nacs"] = time.perf_counter() - t
+
+
 def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings) -> QMResult:
     """Everything the settings ask for at one geometry; failures are returned, not raised."""
     result = QMResult()
     start = time.perf_counter()
+    if settings.excited == "casscf":
+        try:
+            _label_casscf(numbers, positions, settings, result)
+        except QMFailure as exc:
+            result.failure, result.energies, result.forces, result.nacs = exc.reason, None, None, None
+        except (np.linalg.LinAlgError, RuntimeError, ValueError) as exc:
+            result.failure, result.energies, result.forces, result.nacs = f"SA-CASSCF failed ({type(exc).__name__}: {exc})", None, None, None
+        result.timings["total"] = time.perf_counter() - start
+        return result
     try:
         states = excited_states(numbers, positions, settings)
         result.timings["scf_and_excited"] = time.perf_counter() - start

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-EXCITED_METHODS = ("tda", "tddft")
+import re
+
+EXCITED_METHODS = ("tda", "tddft", "casscf")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class QMSettings:
     min_excitation: float = 1e-3  # Hartree: smaller or negative excitation energies are failures
     dense_limit: int = 2000  # TDA spaces up to this many excitations are diagonalised exactly (no missed roots)
     threads: int = 1
+    ncas: int = 0  # SA-CASSCF active orbitals
+    nelecas: int = 0  # SA-CASSCF active electrons
 
     def __post_init__(self) -> None:
         if self.excited not in EXCITED_METHODS:
@@ -40,6 +44,12 @@ class QMSettings:
             raise ValueError("n_states must be at least 1 (S0)")
         if self.nacs not in ("overlap", "analytic", "none"):
             raise ValueError("nacs must be 'overlap', 'analytic' or 'none'")
+        if self.excited == "casscf":
+            if self.ncas < 1 or self.nelecas < 1:
+                raise ValueError("SA-CASSCF needs an active space: casscf(NELECAS,NCAS)/BASIS, e.g. casscf(2,2)/sto-3g")
+            if self.nacs == "overlap":
+                raise ValueError("SA-CASSCF NACs are analytic (PySCF's pyscf.nac.sacasscf): use nacs = 'analytic' or 'none'")
+            return
         if self.nacs != "none" and self.excited != "tda":
             raise ValueError("NACs need TDA (CIS-like) wavefunctions; use excited = 'tda' or nacs = 'none'")
         if self.nacs == "analytic" and self.n_states > 2:
@@ -48,6 +58,8 @@ class QMSettings:
 
     @property
     def method_label(self) -> str:
+        if self.excited == "casscf":
+            return f"SA-CASSCF({self.nelecas},{self.ncas})"
         return f"{self.excited.upper()}-{self.xc.upper()}"
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,8 +67,15 @@ class QMSettings:
 
 
 def parse_method(spec: str, **options: Any) -> QMSettings:
-    """'tda-hf/sto-3g' or 'tddft-b3lyp/6-31g*' (case-insensitive) plus keyword options -> QMSettings."""
+    """'tda-hf/sto-3g', 'tddft-b3lyp/6-31g*' or 'casscf(2,2)/sto-3g' (SA-CASSCF over all states, equal weights;
+    NACs analytic by default) plus keyword options -> QMSettings."""
     method, _, basis = spec.partition("/")
+    cas = re.fullmatch(r"(?:sa-)?casscf\((\d+),(\d+)\)", method.lower().replace(" ", ""))
+    if cas:
+        if not basis:
+            raise ValueError(f"method {spec!r}: expected casscf(NELECAS,NCAS)/BASIS")
+        options.setdefault("nacs", "analytic")
+        return QMSettings(excited="casscf", xc="hf", basis=basis, nelecas=int(cas.group(1)), ncas=int(cas.group(2)), **options)
     excited, _, xc = method.lower().partition("-")
     if not basis or not xc:
         raise ValueError(f"method {spec!r}: expected EXCITED-XC/BASIS, e.g. tda-hf/sto-3g or tddft-b3lyp/6-31g*")
