@@ -72,3 +72,15 @@ def test_demo_runs_and_says_where_it_wrote(tmp_path: Path) -> None:
     for name in ("tully1_k20_run.h5", "tully1_k20_run_populations.png", "h2o_dataset.h5", "h2o_dataset_spainn.db"):
         assert (tmp_path / "demo" / name).exists(), name
         assert str(tmp_path / "demo" / name) in result.stdout
+
+
+def test_filter_drops_flagged_frames(shared_data: Path, tmp_path: Path) -> None:
+    source = tmp_path / "all.h5"
+    assert exsnn("data", "import", CH2NH2_FILES["spainn"], source).returncode == 0
+    result = exsnn("data", "filter", source, tmp_path / "clean.h5")
+    assert result.returncode == 0, result.stderr
+    assert "kept 89 of 99" in result.stdout
+    clean = read_frames(tmp_path / "clean.h5")
+    original = [json.loads(p)["original_frame"] for p in clean.provenance]
+    assert original == list(range(10, 99))
+    np.testing.assert_array_equal(clean.energies, read_frames(source).energies[10:])

@@ -37,6 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_check_options(p)
     p.set_defaults(run=run_info)
 
+    p = commands.add_parser("filter", help="copy a dataset without the frames the data check flags (or that failed)")
+    p.add_argument("file", help="exsnn HDF5 dataset")
+    p.add_argument("destination", help="new exsnn HDF5 dataset")
+    p.add_argument("--drop", default="short_distance,non_finite,energy_order",
+                   help="comma-separated problem kinds to drop (default %(default)s; also: nac_translation)")
+    p.add_argument("--keep-failed", action="store_true", help="keep frames whose labelling failed (no labels)")
+    p.add_argument("--overwrite", action="store_true")
+    _add_check_options(p)
+    p.set_defaults(run=run_filter)
+
     p = commands.add_parser("export", help="export a dataset to a SPaiNN ASE database (.db) or extended XYZ")
     p.add_argument("file", help="exsnn HDF5 dataset")
     p.add_argument("destination", help="output file (.db or .xyz/.extxyz)")
@@ -91,4 +101,27 @@ def run_export(args: argparse.Namespace) -> int:
     options = {"units": args.units} if fmt == "extxyz" else {}
     EXPORTERS[fmt](arrays, metadata, args.destination, overwrite=args.overwrite, **options)
     print(f"exported {arrays.n_frames} frames from {args.file} to {args.destination} [{fmt}]")
+    return 0
+
+
+def run_filter(args: argparse.Namespace) -> int:
+    from exsnn.data.check import check_frames
+
+    destination = Path(args.destination)
+    if destination.exists() and not args.overwrite:
+        raise DataError(destination, "file", "already exists (pass --overwrite)")
+    kinds = {kind.strip() for kind in args.drop.split(",") if kind.strip()}
+    metadata, arrays = read_metadata(args.file), read_frames(args.file)
+    settings = CheckSettings(distance_factor=args.distance_factor, nac_translation_ratio=args.nac_translation_ratio)
+    dropped = {p.frame for p in check_frames(arrays, settings) if p.kind in kinds}
+    if not args.keep_failed:
+        dropped |= {k for k, record in enumerate(arrays.provenance) if json.loads(record).get("failure")}
+    kept = [k for k in range(arrays.n_frames) if k not in dropped]
+    selected = arrays.select(kept)
+    selected.provenance = [json.dumps({**json.loads(record), "filtered_from": str(args.file), "original_frame": k})
+                           for record, k in zip(selected.provenance, kept)]
+    destination.unlink(missing_ok=True)
+    append_frames(destination, selected, metadata)
+    print(f"kept {len(kept)} of {arrays.n_frames} frames from {args.file} in {destination} "
+          f"(dropped {len(dropped)}: {', '.join(sorted(kinds))}{'' if args.keep_failed else ', failed labelling'})")
     return 0
