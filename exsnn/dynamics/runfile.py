@@ -111,6 +111,7 @@ class RunWriter:
         m = self.metadata
         if state.step % m.record_every == 0:
             energies = state.energies
+            total = self.total_energy(state)
             self.buffer.steps.append(
                 {
                     "step": np.array([state.step]),
@@ -119,8 +120,8 @@ class RunWriter:
                     "status": state.status.cpu().numpy().astype(np.int8)[None],
                     "populations": populations(state.coefficients).cpu().numpy().astype(np.float32)[None],
                     "energies": energies.cpu().numpy()[None],
-                    "kinetic": (self.total_energy(state) - energies.gather(1, state.active[:, None])[:, 0]).cpu().numpy()[None],
-                    "total": self.total_energy(state).cpu().numpy()[None],
+                    "kinetic": (total - energies.gather(1, state.active[:, None])[:, 0]).cpu().numpy()[None],
+                    "total": total.cpu().numpy()[None],
                 }
             )
         if state.step % m.geometry_every == 0:
