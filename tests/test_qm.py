@@ -23,7 +23,7 @@ from exsnn.qm.settings import parse_method
 
 WATER = np.array([[0.01, 0.02, 0.2217], [0.0, 1.3809, -0.8567], [0.02, -1.4309, -0.9267]])
 NUMBERS = np.array([8, 1, 1])
-CIS = parse_method("tda-hf/sto-3g", n_states=3)
+CIS = parse_method("tda-hf/sto-3g", n_states=3, nacs="overlap")
 
 
 def test_gradients_match_finite_differences_of_energies() -> None:
@@ -139,34 +139,100 @@ CH2NH2 = np.array([[0.0, 0.0, 0.0], [0.0, 0.02, 1.28], [0.01, 0.94, -0.54], [0.0
                    [0.0, -0.87, 1.86]]) * 1.8897261254578281
 
 
-@pytest.mark.parametrize(
-    "numbers, positions, method, charge",
-    [(NUMBERS, WATER, "tda-hf/sto-3g", 0), (NUMBERS, WATER, "tda-b3lyp/sto-3g", 0),
-     (np.array([6, 7, 1, 1, 1, 1]), CH2NH2, "tda-hf/sto-3g", 1)],
-    ids=["H2O-CIS", "H2O-TDA-B3LYP", "CH2NH2+-CIS"],
-)
-def test_analytic_ground_excited_nacs_match_overlap_finite_differences(numbers, positions, method, charge) -> None:
-    from exsnn.qm.analytic_nacs import ground_excited_nacs
-
-    tight = parse_method(method, n_states=3, charge=charge, fd_step=5e-4, scf_conv_tol=1e-14, scf_conv_tol_grad=1e-10)
+def tight_states(numbers, positions, method, charge, n_states=3):
+    """Settings and states converged tightly enough for finite-difference references at 1e-6."""
+    tight = parse_method(method, n_states=n_states, charge=charge, nacs="overlap", fd_step=2.5e-4, scf_conv_tol=1e-14,
+                         scf_conv_tol_grad=1e-10)
     states = excited_states(numbers, positions, tight)
     states.mf.conv_tol_cpscf = 1e-12
-    analytic = ground_excited_nacs(states)
-    reference = label_geometry(numbers, positions, tight)
-    assert reference.failure is None
-    np.testing.assert_allclose(analytic, reference.nacs[:, :2], atol=1e-5)  # pairs 01 and 02
-    with_etf = ground_excited_nacs(states, etf=True)
-    # electron-translation factors: no net translation (exact for HF; DFT integration grids leave ~1e-6)
-    assert np.abs(with_etf.sum(axis=0)).max() < 1e-5
-    assert np.abs(analytic.sum(axis=0)).max() > 1e-2  # without them the sum over atoms does not vanish
+    return tight, states
 
 
-def test_analytic_mode_labels_s0_s1_and_refuses_more_states() -> None:
-    result = label_geometry(NUMBERS, WATER, parse_method("tda-hf/sto-3g", n_states=2, nacs="analytic"))
-    assert result.failure is None and result.nacs.shape == (3, 1, 3)
-    assert np.abs(result.nacs.sum(axis=0)).max() < 1e-10  # ETF by default
-    with pytest.raises(ValueError, match="not implemented yet"):
-        parse_method("tda-hf/sto-3g", n_states=3, nacs="analytic")
+def ground_with_etf(states) -> np.ndarray:
+    from exsnn.qm.analytic_nacs import ground_excited_nacs
+
+    return ground_excited_nacs(states, etf=True)
+
+
+def all_gradients(states) -> np.ndarray:
+    """Total gradients (n, N, 3) of S0 and every kept root."""
+    from exsnn.qm.analytic_nacs import excited_gradient_tool
+
+    td_gradient = excited_gradient_tool(states)
+    excited = [td_gradient.kernel(state=k) for k in range(1, len(states.energies))]
+    return np.stack([states.mf.nuc_grad_method().kernel(), *excited], axis=1)
+
+
+@pytest.mark.parametrize(
+    "numbers, positions, method, charge, atol",
+    [(NUMBERS, WATER, "tda-hf/sto-3g", 0, 1e-5), (NUMBERS, WATER, "tda-hf/6-31g", 0, 1e-5),
+     (np.array([6, 7, 1, 1, 1, 1]), CH2NH2, "tda-hf/sto-3g", 1, 1e-5),
+     # TDA-DFT: the pseudo-wavefunction couplings differ from overlaps of CIS-like states by the XC-grid noise (~1e-5)
+     (NUMBERS, WATER, "tda-b3lyp/sto-3g", 0, 5e-5)],
+    ids=["H2O-CIS-STO-3G", "H2O-CIS-6-31G", "CH2NH2+-CIS-STO-3G", "H2O-TDA-B3LYP"],
+)
+def test_analytic_nacs_of_every_pair_match_overlap_finite_differences(numbers, positions, method, charge, atol) -> None:
+    from exsnn.qm.analytic_nacs import analytic_nacs
+
+    tight, states = tight_states(numbers, positions, method, charge)
+    gradients = all_gradients(states)
+    plain = analytic_nacs(states, gradients, etf=False)
+    reference = label_geometry(numbers, positions, tight)  # 6n displaced calculations, wavefunction overlaps
+    assert reference.failure is None and plain.nacs.shape == reference.nacs.shape == (len(numbers), 3, 3)
+    np.testing.assert_allclose(plain.nacs, reference.nacs, atol=atol)  # pairs 01, 02 and 12
+    gaps = np.array([states.energies[j] - states.energies[i] for i, j in [(0, 1), (0, 2), (1, 2)]])
+    np.testing.assert_allclose(plain.numerators, plain.nacs * gaps[None, :, None], atol=1e-12)
+    with_etf = analytic_nacs(states, gradients, etf=True)
+    # electron-translation factors: no net translation (exact for HF; DFT integration grids leave ~1e-5)
+    assert np.abs(with_etf.nacs.sum(axis=0)).max() < (1e-9 if "hf" in method else 5e-5)
+    assert np.abs(plain.nacs.sum(axis=0)).max() > 1e-2  # without them the sum over atoms does not vanish
+    np.testing.assert_allclose(with_etf.nacs[:, :2], ground_with_etf(states), atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["tda-hf/sto-3g", "tda-b3lyp/sto-3g"])
+def test_excited_pair_code_with_equal_states_is_the_gradient_and_antisymmetric(method) -> None:
+    from exsnn.qm.analytic_nacs import excited_gradient_tool, excited_pair_numerator, transition_gradient
+
+    _, states = tight_states(NUMBERS, WATER, method, 0, n_states=4)
+    gradients = all_gradients(states)
+    td_gradient = excited_gradient_tool(states)
+    for state in (1, 2, 3):  # h_II + grad E_0 is PySCF's gradient of state I
+        np.testing.assert_allclose(transition_gradient(states, td_gradient, gradients, state, state) + gradients[:, 0],
+                                   states.td.nuc_grad_method().kernel(state=state), atol=1e-6)  # PySCF's own Z-vector tolerance
+    E = states.energies
+    for etf in (True, False):
+        d12 = excited_pair_numerator(states, td_gradient, gradients, 1, 2, etf) / (E[2] - E[1])
+        d21 = excited_pair_numerator(states, td_gradient, gradients, 2, 1, etf) / (E[1] - E[2])
+        np.testing.assert_allclose(d21, -d12, atol=1e-9)
+        assert np.abs(d12).max() > 1e-2
+
+
+def test_analytic_is_the_default_for_tda_and_refused_for_full_tddft() -> None:
+    result = label_geometry(NUMBERS, WATER, parse_method("tda-hf/sto-3g", n_states=3))
+    assert result.failure is None and result.nacs.shape == (3, 3, 3)
+    assert np.abs(result.nacs.sum(axis=0)).max() < 1e-9  # ETF by default
+    assert parse_method("tddft-b3lyp/sto-3g").nacs == "none"  # RPA: energies, gradients, transition dipoles
+    with pytest.raises(ValueError, match="RPA"):
+        parse_method("tddft-hf/sto-3g", nacs="analytic")
+
+
+def test_states_follow_a_reference_geometry_root_flips_and_phases() -> None:
+    from exsnn.qm.pyscf_backend import reference_wavefunction
+
+    settings = parse_method("tda-hf/sto-3g", n_states=3, nacs="analytic")
+    nearby = WATER + 0.02 * np.random.default_rng(1).normal(size=WATER.shape)
+    reference = reference_wavefunction(NUMBERS, WATER, settings)
+    followed = label_geometry(NUMBERS, nearby, settings, reference=reference)
+    assert followed.root_flips == [] and min(followed.reference_overlaps) > 0.9
+    flipped = reference_wavefunction(NUMBERS, WATER, settings)
+    flipped.amplitudes[0] *= -1  # the reference's S1 with the other sign: S1's couplings change sign here too
+    opposite = label_geometry(NUMBERS, nearby, settings, reference=flipped)
+    np.testing.assert_allclose(opposite.nacs[:, [0, 2]], -followed.nacs[:, [0, 2]], atol=1e-6)  # 01, 12 (two separate runs)
+    np.testing.assert_allclose(opposite.nacs[:, 1], followed.nacs[:, 1], atol=1e-6)  # 02
+    swapped = reference_wavefunction(NUMBERS, WATER, settings)
+    swapped.amplitudes = swapped.amplitudes[::-1].copy()  # a reference whose S1 and S2 have exchanged characters
+    flips = label_geometry(NUMBERS, nearby, settings, reference=swapped).root_flips
+    assert [flip[:2] for flip in flips] == [[1, 2], [2, 1]] and min(flip[2] for flip in flips) > 0.9
 
 
 def test_sa_casscf_option_gradients_and_nacs() -> None:
@@ -184,3 +250,67 @@ def test_sa_casscf_option_gradients_and_nacs() -> None:
     np.testing.assert_allclose(result.forces[1, :, 2], -(energies[0] - energies[1]) / (2 * h), atol=1e-6)
     with pytest.raises(ValueError, match="analytic"):
         parse_method("casscf(2,2)/sto-3g", n_states=2, nacs="overlap")
+
+
+def test_label_cli_with_a_reference_records_overlaps_and_near_degenerate_couplings(tmp_path: Path) -> None:
+    from exsnn.qm.labelling import near_degenerate_pairs
+
+    source = geometries_file(tmp_path, 2)
+    output = tmp_path / "out.h5"
+    command = [sys.executable, "-m", "exsnn.cli.main", "label", str(source), "-o", str(output), "--method", "tda-hf/sto-3g",
+               "--reference", str(source), "--executor", "serial", "--no-progress", "--json"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    provenance = [json.loads(p) for p in read_frames(output).provenance]
+    first = next(p for p in provenance if p["input_index"] == 0)
+    np.testing.assert_allclose(first["reference_overlaps"], 1.0, atol=1e-8)  # frame 0 is the reference itself
+    assert first["root_flips"] == [] and all(len(p["reference_overlaps"]) == 3 for p in provenance)
+    hydrogen = tmp_path / "h2.xyz"
+    hydrogen.write_text("2\n\nH 0 0 0\nH 0 0 0.74\n")
+    wrong = subprocess.run(command[:-6] + ["--reference", str(hydrogen)], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "atoms differ" in wrong.stderr
+    # h = gap * d is kept for close pairs (threshold raised here so that every adjacent pair counts)
+    labels = label_geometry(NUMBERS, WATER, parse_method("tda-hf/sto-3g", n_states=3))
+    close = near_degenerate_pairs(labels.__dict__, threshold=1.0)
+    assert [pair[:2] for pair in close] == [[0, 1], [1, 2]]
+    gap = labels.energies[2] - labels.energies[1]
+    np.testing.assert_allclose(close[1][2], gap)
+    np.testing.assert_allclose(close[1][3], gap * labels.nacs[:, 2], atol=1e-12)
+
+
+def test_scf_falls_back_to_a_previous_density() -> None:
+    from exsnn.qm.pyscf_backend import build_molecule, run_scf
+
+    settings = parse_method("tda-hf/sto-3g", n_states=3)
+    nearby = excited_states(NUMBERS, WATER * 1.02, settings).density()
+    broken_guess = np.full_like(nearby, np.nan)
+    mf, attempts = run_scf(build_molecule(NUMBERS, WATER, settings), settings, guess_dm=broken_guess, previous_dm=nearby)
+    assert attempts == ["default: ValueError", "previous density: converged"]
+    np.testing.assert_allclose(mf.e_tot, excited_states(NUMBERS, WATER, settings).energies[0], atol=1e-9)
+
+
+def test_on_the_fly_surface_hopping_with_pyscf_conserves_energy(tmp_path: Path) -> None:
+    import h5py
+
+    from exsnn.dynamics.fssh import FINISHED, RUNNING
+
+    lines = H2O_DATASET.read_text().splitlines()
+    (tmp_path / "start.xyz").write_text("\n".join(lines[:10]) + "\n")  # two geometries (Bohr, declared), at rest
+    drifts = []
+    for dt in (0.1, 0.05):  # fs; water on S2 is steep here: 0.1 Hartree of kinetic energy within 2 fs
+        (tmp_path / "run.toml").write_text(
+            '[potential]\nspec = "pyscf:tda-hf/sto-3g,states=3"\n'
+            '[initial_conditions]\nsampling = "file"\nfile = "start.xyz"\nn_trajectories = 2\ninitial_state = 2\nseed = 3\n'
+            f'[integrator]\ndt_fs = {dt}\nduration_fs = 0.4\ndecoherence = "edc"\nrescale = "nac"\n'
+            '[output]\nfile = "run.h5"\nrecord_every = 1\ngeometry_every = 4\ncheckpoint_every = 4\n')
+        command = [sys.executable, "-m", "exsnn.cli.main", "dynamics", str(tmp_path / "run.toml"), "--no-progress", "--overwrite"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        with h5py.File(tmp_path / "run.h5") as h5:
+            total, populations, status = h5["steps/total"][()], h5["steps/populations"][()], h5["steps/status"][()]
+        assert np.all(status[:-1] == RUNNING) and np.all(status[-1] == FINISHED)
+        np.testing.assert_allclose(populations.sum(axis=-1), 1.0, atol=1e-5)
+        assert populations[-1, :, 2].min() < 1.0 - 1e-6  # the analytic NACs move population out of S2
+        drifts.append(np.abs(total - total[0]).max())
+    # velocity Verlet on exact gradients: the energy error falls as dt^2 (inconsistent forces would leave a floor)
+    assert 3.0 < drifts[0] / drifts[1] < 5.0 and drifts[1] < 1e-4

@@ -14,10 +14,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "or casscf(NELECAS,NCAS)/BASIS for state-averaged CASSCF")
     p.add_argument("--states", type=int, default=3, help="number of states including S0 (default %(default)s)")
     p.add_argument("--charge", type=int, default=0)
-    p.add_argument("--nacs", choices=("overlap", "analytic", "none"),
-                   help="overlap (default for TDA): finite differences of wavefunction overlaps; analytic: S0-S1 only for "
-                        "TDA, all pairs for casscf(N,M) (default there); with electron-translation factors unless --no-etf; none")
+    p.add_argument("--nacs", choices=("analytic", "overlap", "none"),
+                   help="analytic (default for TDA and casscf): every pair, with electron-translation factors unless "
+                        "--no-etf; overlap: finite differences of wavefunction overlaps (TDA, no ETF; the reference); "
+                        "none (the default, and the only choice, for full TDDFT)")
     p.add_argument("--no-etf", dest="etf", action="store_false", help="analytic NACs without electron-translation factors")
+    p.add_argument("--reference", help="geometry file whose first structure's states every frame is matched to by "
+                   "wavefunction overlaps: root flips are recorded and NAC phases follow the reference (TDA)")
     p.add_argument("--executor", default="local", help="serial, local[:N], dask-local[:N] or dask:ADDRESS (default local)")
     p.add_argument("--threads", type=int, default=1, help="threads per worker (default %(default)s)")
     p.add_argument("--commit-every", type=int, default=8, help="frames per atomic commit (default %(default)s)")
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     options = {"nacs": args.nacs} if args.nacs else {}
     settings = parse_method(args.method, n_states=args.states, charge=args.charge, etf=args.etf, threads=args.threads, **options)
     summary = label_file(args.input, args.output, settings, executor=args.executor, threads=args.threads,
-                         commit_every=args.commit_every, progress=not args.no_progress)
+                         commit_every=args.commit_every, progress=not args.no_progress, reference=args.reference)
     if args.json:
         print(json.dumps(summary.__dict__))
         return 0

@@ -1,8 +1,10 @@
 """Label every geometry of an input file with PySCF into an exsnn dataset: resumable, parallel, failure-tolerant.
 
 Each output frame's provenance records the input file and index, the method, per-stage timings, adjacent states
-closer than 1e-3 Hartree (`near_degenerate_pairs`: their NACs are large; h = gap * d is the finite quantity) and,
-for a failed geometry, the reason (its labels are then absent and masked): nothing is dropped or silently kept. Frames already
+closer than 1e-3 Hartree (`near_degenerate_pairs`: [i, j, gap, h] with h = gap * d_ij (n, 3) in Hartree/Bohr, finite
+where d_ij is not), overlaps with the states of a reference geometry and root flips against it when one is given
+(`reference_overlaps`, `root_flips`; NAC phases then follow the reference) and, for a failed geometry, the reason
+(its labels are then absent and masked): nothing is dropped or silently kept. Frames already
 in the output (by input index) are skipped, so a run killed at any point continues where it stopped without
 duplicates. Results are committed atomically in batches.
 """
@@ -21,10 +23,10 @@ from tqdm import tqdm
 
 from exsnn.data import DatasetMetadata, DatasetWriter, Frame, read_frames
 from exsnn.data.geometries import read_structures
+from exsnn.data.properties import state_pairs
 from exsnn.parallel.executors import open_pool
-from exsnn.qm.pyscf_backend import label_geometry
+from exsnn.qm.pyscf_backend import QMFailure, label_geometry, reference_wavefunction
 from exsnn.qm.settings import QMSettings
-
 
 NEAR_DEGENERATE = 1e-3  # Hartree: adjacent states closer than this are recorded in the provenance
 
@@ -44,11 +46,41 @@ def read_geometries(path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(numbers, positions) for numbers, positions, _ in read_structures(path)]
 
 
-def _task(job: tuple[int, np.ndarray, np.ndarray, QMSettings]) -> tuple[int, dict[str, Any]]:
+def _task(job: tuple[int, np.ndarray, np.ndarray, QMSettings, Any]) -> tuple[int, dict[str, Any]]:
     """Worker entry point (top level so that process pools and Dask can pickle it)."""
-    index, numbers, positions, settings = job
-    result = label_geometry(numbers, positions, settings)
+    index, numbers, positions, settings, reference = job
+    result = label_geometry(numbers, positions, settings, reference=reference)
+    result.density = None  # not stored; keeps the message from the worker small
     return index, result.__dict__
+
+
+def near_degenerate_pairs(result: dict[str, Any], threshold: float = 1e-3) -> list[list[Any]]:
+    """[i, j, gap (Hartree), h_ij (n, 3) or None] for adjacent states closer than threshold."""
+    energies = np.asarray(result["energies"])
+    pairs = state_pairs(len(energies))
+    close = []
+    for k, gap in enumerate(np.diff(energies)):
+        if gap < threshold:
+            p = pairs.index((k, k + 1))
+            if result["nac_numerators"] is not None:
+                h = np.asarray(result["nac_numerators"])[:, p].tolist()
+            elif result["nacs"] is not None:
+                h = (gap * np.asarray(result["nacs"])[:, p]).tolist()
+            else:
+                h = None
+            close.append([k, k + 1, float(gap), h])
+    return close
+
+
+def _reference_states(reference: str | Path, geometries: list[tuple[np.ndarray, np.ndarray]], settings: QMSettings) -> Any:
+    """The states at the first structure of `reference` (computed once, sent with every task)."""
+    numbers, positions = read_geometries(reference)[0]
+    if geometries and not np.array_equal(numbers, geometries[0][0]):
+        raise ValueError(f"reference {reference}: its atoms differ from those of the input")
+    try:
+        return reference_wavefunction(numbers, positions, settings)
+    except QMFailure as exc:
+        raise ValueError(f"reference {reference}: {exc.reason}") from None
 
 
 def _labelled_indices(output: Path, source: str) -> set[int]:
@@ -64,15 +96,17 @@ def _labelled_indices(output: Path, source: str) -> set[int]:
 
 def label_file(
     source: str | Path, output: str | Path, settings: QMSettings, executor: str = "local", threads: int = 1,
-    commit_every: int = 8, progress: bool = True,
+    commit_every: int = 8, progress: bool = True, reference: str | Path | None = None,
 ) -> LabellingSummary:
-    """Label every geometry of `source` into `output` (see module docstring)."""
+    """Label every geometry of `source` into `output` (see module docstring). reference: a geometry file whose first
+    structure's states the states of every frame are matched to (root flips, NAC phases)."""
     start = time.perf_counter()
     source_key = str(Path(source).resolve())
     geometries = read_geometries(source)
     output = Path(output)
     done = _labelled_indices(output, source_key)
-    jobs = [(k, numbers, positions, settings) for k, (numbers, positions) in enumerate(geometries) if k not in done]
+    reference_states = _reference_states(reference, geometries, settings) if reference is not None else None
+    jobs = [(k, numbers, positions, settings, reference_states) for k, (numbers, positions) in enumerate(geometries) if k not in done]
     metadata = DatasetMetadata(n_states=settings.n_states, method=settings.method_label, basis=settings.basis,
                                program="PySCF", program_version=pyscf.__version__, extra={"settings": settings.as_dict()})
     failures: dict[int, str] = {}
@@ -88,10 +122,12 @@ def label_file(
                 provenance["failure"] = result["failure"]
             else:
                 labelled += 1
-                gaps = np.diff(np.sort(np.asarray(result["energies"])))
-                close = [[k, k + 1, float(g)] for k, g in enumerate(gaps) if g < NEAR_DEGENERATE]
-                if close:  # couplings blow up as 1/gap here: keep the gaps beside them (h = gap * d stays finite)
+                close = near_degenerate_pairs(result, NEAR_DEGENERATE)
+                if close:  # couplings blow up as 1/gap here: keep h = gap * d (finite) and the gap beside them
                     provenance["near_degenerate_pairs"] = close
+                if result["reference_overlaps"] is not None:
+                    provenance["reference_overlaps"] = result["reference_overlaps"]
+                    provenance["root_flips"] = result["root_flips"]
                 if result["transition_dipoles"] is not None:
                     provenance["transition_dipoles"] = np.asarray(result["transition_dipoles"]).tolist()
                     provenance["oscillator_strengths"] = np.asarray(result["oscillator_strengths"]).tolist()

@@ -32,6 +32,10 @@ class CISWavefunction:
     virtual: np.ndarray  # (nao, nvir)
     amplitudes: np.ndarray  # (N-1, nocc, nvir), each normalised to 1
 
+    def density(self) -> np.ndarray:
+        """Closed-shell ground-state AO density matrix (nao, nao)."""
+        return 2.0 * self.occupied @ self.occupied.T
+
 
 def cis_wavefunction(states: Any) -> CISWavefunction:
     mf, td = states.mf, states.td

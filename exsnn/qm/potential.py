@@ -36,7 +36,9 @@ def parse_spec(argument: str) -> QMSettings:
 
 
 class PySCFPotential(Potential):
-    """Labels each structure with PySCF (one after another); a failed calculation raises with its reason."""
+    """Labels each structure with PySCF (one after another); a failed calculation raises with its reason. The SCF
+    of structure k starts from the converged density of structure k of the previous call (consecutive steps of a
+    trajectory ensemble), falling back to PySCF's own guess."""
 
     def __init__(self, settings: QMSettings, numbers: np.ndarray) -> None:
         from ase.data import atomic_masses
@@ -45,14 +47,19 @@ class PySCFPotential(Potential):
         self.n_states = settings.n_states
         self.numbers = torch.as_tensor(np.asarray(numbers), dtype=torch.long)
         self.masses = torch.as_tensor(atomic_masses[np.asarray(numbers)] * AMU_IN_ELECTRON_MASS, dtype=torch.float64)
+        self._densities: dict[int, np.ndarray] = {}
 
     def compute(self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True) -> PotentialOutput:
         numbers = self.numbers.numpy()
         energies, forces, couplings = [], [], []
         for k in range(len(positions)):
-            result = label_geometry(numbers, positions[k].detach().cpu().numpy().astype(np.float64), self.settings)
+            geometry = positions[k].detach().cpu().numpy().astype(np.float64)
+            result = label_geometry(numbers, geometry, self.settings, guess_dm=self._densities.get(k))
+            if result.failure is not None and k in self._densities:  # the previous density may belong elsewhere
+                result = label_geometry(numbers, geometry, self.settings)
             if result.failure is not None:
                 raise ValueError(f"PySCF failed at structure {k}: {result.failure}")
+            self._densities[k] = result.density  # type: ignore[assignment]
             energies.append(result.energies)
             forces.append(result.forces.transpose(1, 0, 2))  # type: ignore[union-attr]
             if result.nacs is not None:

@@ -32,6 +32,10 @@ class ExcitedStates:
     roots: list[int]  # indices of the kept TD roots
     scf_attempts: list[str]
 
+    def density(self) -> np.ndarray:
+        """Ground-state AO density matrix (nao, nao)."""
+        return np.asarray(self.mf.make_rdm1())
+
 
 @dataclass
 class QMResult:
@@ -40,9 +44,13 @@ class QMResult:
     energies: np.ndarray | None = None  # (N,)
     forces: np.ndarray | None = None  # (n, N, 3)
     nacs: np.ndarray | None = None  # (n, P, 3)
+    nac_numerators: np.ndarray | None = None  # (n, P, 3) h_ij = (E_j - E_i) d_ij, Hartree/Bohr (analytic TDA NACs)
     transition_dipoles: np.ndarray | None = None  # (N-1, 3) S0 -> Sk
     oscillator_strengths: np.ndarray | None = None  # (N-1,)
     failure: str | None = None
+    reference_overlaps: list[float] | None = None  # |<state k at the reference|state k here>|, k = 0..N-1
+    root_flips: list[list[float]] | None = None  # [state here, matching reference state, |overlap|] where they differ
+    density: np.ndarray | None = None  # converged ground-state AO density (nao, nao): a start for a nearby geometry
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -67,11 +75,18 @@ def _mean_field(mol: Any, settings: QMSettings) -> Any:
     return mf
 
 
-def run_scf(mol: Any, settings: QMSettings, guess_dm: np.ndarray | None = None) -> tuple[Any, list[str]]:
-    """Converge the ground state, retrying with a level shift, damping and the second-order solver."""
+def run_scf(mol: Any, settings: QMSettings, guess_dm: np.ndarray | None = None,
+            previous_dm: np.ndarray | None = None) -> tuple[Any, list[str]]:
+    """Converge the ground state: from guess_dm (default: PySCF's guess), then from previous_dm (a converged density
+    of a nearby geometry, e.g. the reference's or the previous step's) when given, then with a level shift, damping
+    and the second-order solver."""
     attempts: list[str] = []
-    strategies = [("default", {}), ("level shift 0.3", {"level_shift": 0.3}), ("damping 0.5", {"damp": 0.5, "diis_start_cycle": 4}), ("second order", None)]
-    for name, options in strategies:
+    strategies: list[tuple[str, np.ndarray | None, dict[str, Any] | None]] = [("default", guess_dm, {})]
+    if previous_dm is not None:
+        strategies.append(("previous density", previous_dm, {}))
+    strategies += [("level shift 0.3", guess_dm, {"level_shift": 0.3}),
+                   ("damping 0.5", guess_dm, {"damp": 0.5, "diis_start_cycle": 4}), ("second order", guess_dm, None)]
+    for name, start, options in strategies:
         mf = _mean_field(mol, settings)
         mf.conv_tol = settings.scf_conv_tol
         mf.conv_tol_grad = settings.scf_conv_tol_grad
@@ -82,7 +97,7 @@ def run_scf(mol: Any, settings: QMSettings, guess_dm: np.ndarray | None = None) 
             for key, value in options.items():
                 setattr(mf, key, value)
         try:
-            mf.kernel(dm0=guess_dm)
+            mf.kernel(dm0=start)
         except (np.linalg.LinAlgError, RuntimeError, ValueError) as exc:
             attempts.append(f"{name}: {type(exc).__name__}")
             continue
@@ -94,13 +109,14 @@ def run_scf(mol: Any, settings: QMSettings, guess_dm: np.ndarray | None = None) 
     raise QMFailure("SCF did not converge (" + "; ".join(attempts) + ")")
 
 
-def excited_states(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, guess_dm: np.ndarray | None = None) -> ExcitedStates:
+def excited_states(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, guess_dm: np.ndarray | None = None,
+                   previous_dm: np.ndarray | None = None) -> ExcitedStates:
     """SCF + the lowest n_states - 1 singlet roots, checked (converged, enough roots, positive excitations)."""
     from pyscf.lib import num_threads
 
     num_threads(settings.threads)
     mol = build_molecule(numbers, positions, settings)
-    mf, attempts = run_scf(mol, settings, guess_dm)
+    mf, attempts = run_scf(mol, settings, guess_dm, previous_dm)
     n_roots = settings.n_states - 1
     if n_roots == 0:
         return ExcitedStates(mol, mf, None, np.array([mf.e_tot]), [], attempts)
@@ -168,8 +184,37 @@ def _label_casscf(numbers: np.ndarray, positions: np.ndarray, settings: QMSettin
         result.timings["nacs"] = time.perf_counter() - t
 
 
-def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings) -> QMResult:
-    """Everything the settings ask for at one geometry; failures are returned, not raised."""
+def follow_reference(states: ExcitedStates, reference: Any, result: QMResult) -> None:
+    """Match the states to those of a reference geometry by wavefunction overlaps: record the overlaps and any root
+    flip (a state whose best match at the reference is another state), and fix each state's sign so that its overlap
+    with its match is positive (NACs then carry the reference's phases)."""
+    from exsnn.qm.overlap_nacs import cis_wavefunction, state_overlaps
+
+    overlaps = state_overlaps(reference, cis_wavefunction(states))  # (N, N): reference state, state here
+    matches = np.abs(overlaps).argmax(axis=0)
+    result.reference_overlaps = [float(abs(overlaps[k, k])) for k in range(len(overlaps))]
+    result.root_flips = [[k, int(m), float(abs(overlaps[m, k]))] for k, m in enumerate(matches) if m != k]
+    for k in range(1, len(overlaps)):
+        if overlaps[matches[k], k] < 0:
+            root = states.roots[k - 1]
+            x, y = states.td.xy[root]
+            states.td.xy[root] = (-np.asarray(x), -np.asarray(y) if not np.isscalar(y) else y)
+
+
+def reference_wavefunction(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings) -> Any:
+    """The CIS-like states at a reference geometry, for `label_geometry(..., reference=...)`."""
+    from exsnn.qm.overlap_nacs import cis_wavefunction
+
+    if settings.excited != "tda":
+        raise ValueError("following states against a reference geometry needs TDA (CIS-like) wavefunctions")
+    return cis_wavefunction(excited_states(numbers, positions, settings))
+
+
+def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, reference: Any = None,
+                   guess_dm: np.ndarray | None = None) -> QMResult:
+    """Everything the settings ask for at one geometry; failures are returned, not raised. reference: the states at a
+    reference geometry (`reference_wavefunction`) to detect root flips against and take phases from (TDA); its
+    density is also the SCF's second starting point. guess_dm: the SCF's first starting point (AO density)."""
     result = QMResult()
     start = time.perf_counter()
     if settings.excited == "casscf":
@@ -182,16 +227,22 @@ def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
         result.timings["total"] = time.perf_counter() - start
         return result
     try:
-        states = excited_states(numbers, positions, settings)
+        states = excited_states(numbers, positions, settings, guess_dm=guess_dm,
+                                previous_dm=None if reference is None else reference.density())
         result.timings["scf_and_excited"] = time.perf_counter() - start
         result.energies = states.energies
+        result.density = states.density()
         result.notes += states.scf_attempts
+        if reference is not None and states.td is not None:
+            follow_reference(states, reference, result)
         N, n = settings.n_states, len(numbers)
         t = time.perf_counter()
         gradients = np.zeros((n, N, 3))
         gradients[:, 0] = states.mf.nuc_grad_method().kernel()
         if states.td is not None:
-            td_gradient = states.td.nuc_grad_method()
+            from exsnn.qm.analytic_nacs import excited_gradient_tool
+
+            td_gradient = excited_gradient_tool(states)  # the same Z-vector tolerance as the pair couplings
             for k in range(1, N):
                 gradients[:, k] = td_gradient.kernel(state=k)
             dipoles = np.asarray(states.td.transition_dipole())[: N - 1]
@@ -200,10 +251,11 @@ def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
         result.forces = -gradients
         result.timings["gradients"] = time.perf_counter() - t
         if settings.nacs == "analytic" and N > 1:
-            from exsnn.qm.analytic_nacs import ground_excited_nacs
+            from exsnn.qm.analytic_nacs import analytic_nacs
 
             t = time.perf_counter()
-            result.nacs = ground_excited_nacs(states, etf=settings.etf)
+            couplings = analytic_nacs(states, gradients, etf=settings.etf)
+            result.nacs, result.nac_numerators = couplings.nacs, couplings.numerators
             result.timings["nacs"] = time.perf_counter() - t
         if settings.nacs == "overlap" and N > 1:
             from exsnn.qm.overlap_nacs import finite_difference_nacs
@@ -213,8 +265,10 @@ def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
             result.timings["nacs"] = time.perf_counter() - t
         if not (np.all(np.isfinite(result.energies)) and np.all(np.isfinite(result.forces))):
             raise QMFailure("non-finite energies or gradients")
+        if result.nacs is not None and not np.all(np.isfinite(result.nacs)):
+            raise QMFailure("non-finite NACs (degenerate states)")
     except QMFailure as exc:
         result.failure = exc.reason
-        result.energies = result.forces = result.nacs = None
+        result.energies = result.forces = result.nacs = result.nac_numerators = None
     result.timings["total"] = time.perf_counter() - start
     return result

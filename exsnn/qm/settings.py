@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
-
-import re
 
 EXCITED_METHODS = ("tda", "tddft", "casscf")
 
@@ -15,8 +14,10 @@ class QMSettings:
     """Closed-shell ground state (RHF for xc = 'hf', RKS otherwise) + TDA or full TDDFT (RPA) singlets.
 
     n_states counts S0: n_states = 3 asks for S0, S1, S2. extra_roots are solved on top and dropped (the Davidson
-    solver can miss a root otherwise). nacs: 'overlap' (finite differences of wavefunction overlaps, TDA only) or
-    'none'. fd_step: displacement (Bohr) of the finite differences.
+    solver can miss a root otherwise). nacs (TDA and SA-CASSCF): 'analytic' (every pair; with electron-translation
+    factors when etf), 'overlap' (finite differences of wavefunction overlaps, TDA, no ETF: the independent reference)
+    or 'none'. Full TDDFT (RPA) gives energies, gradients and transition dipoles; its NACs are not implemented.
+    fd_step: displacement (Bohr) of the finite differences.
     """
 
     excited: str = "tda"
@@ -24,7 +25,7 @@ class QMSettings:
     basis: str = "sto-3g"
     n_states: int = 3
     charge: int = 0
-    nacs: str = "overlap"
+    nacs: str = "analytic"
     etf: bool = True
     extra_roots: int = 2
     scf_conv_tol: float = 1e-10
@@ -51,10 +52,8 @@ class QMSettings:
                 raise ValueError("SA-CASSCF NACs are analytic (PySCF's pyscf.nac.sacasscf): use nacs = 'analytic' or 'none'")
             return
         if self.nacs != "none" and self.excited != "tda":
-            raise ValueError("NACs need TDA (CIS-like) wavefunctions; use excited = 'tda' or nacs = 'none'")
-        if self.nacs == "analytic" and self.n_states > 2:
-            raise ValueError("analytic NACs between excited states are not implemented yet: use nacs = 'analytic' with "
-                             "2 states (S0, S1) or nacs = 'overlap'")
+            raise ValueError("NACs need TDA (CIS-like) states: full TDDFT (RPA) NACs are not implemented; use "
+                             "tda-XC/BASIS or nacs = 'none'")
 
     @property
     def method_label(self) -> str:
@@ -67,16 +66,18 @@ class QMSettings:
 
 
 def parse_method(spec: str, **options: Any) -> QMSettings:
-    """'tda-hf/sto-3g', 'tddft-b3lyp/6-31g*' or 'casscf(2,2)/sto-3g' (SA-CASSCF over all states, equal weights;
-    NACs analytic by default) plus keyword options -> QMSettings."""
+    """'tda-hf/sto-3g', 'tddft-b3lyp/6-31g*' or 'casscf(2,2)/sto-3g' (SA-CASSCF over all states, equal weights)
+    plus keyword options -> QMSettings. NACs are analytic unless asked otherwise; full TDDFT (RPA) labels energies
+    and gradients only (nacs = 'none' unless asked, which is refused)."""
     method, _, basis = spec.partition("/")
     cas = re.fullmatch(r"(?:sa-)?casscf\((\d+),(\d+)\)", method.lower().replace(" ", ""))
     if cas:
         if not basis:
             raise ValueError(f"method {spec!r}: expected casscf(NELECAS,NCAS)/BASIS")
-        options.setdefault("nacs", "analytic")
         return QMSettings(excited="casscf", xc="hf", basis=basis, nelecas=int(cas.group(1)), ncas=int(cas.group(2)), **options)
     excited, _, xc = method.lower().partition("-")
     if not basis or not xc:
         raise ValueError(f"method {spec!r}: expected EXCITED-XC/BASIS, e.g. tda-hf/sto-3g or tddft-b3lyp/6-31g*")
+    if excited == "tddft":
+        options.setdefault("nacs", "none")
     return QMSettings(excited=excited, xc=xc, basis=basis, **options)
