@@ -1,5 +1,5 @@
-"""Analytic NAC vectors between TDA (CIS-like) states: ground-excited and excited-excited, with or without
-electron-translation factors (ETF).
+"""Analytic NAC vectors between TDA (CIS-like) and full TDDFT (RPA) states: ground-excited and excited-excited, with
+or without electron-translation factors (ETF).
 
 States: Psi_I = sum_ia X_ia (Phi_ia(alpha) + Phi_ia(beta)) / sqrt(2) with sum X^2 = 1 (PySCF stores x = X / sqrt(2)).
 K_pq = <phi_p|d chi -> phi_q> is the half-derivative overlap of basis functions moving with their nucleus and
@@ -34,6 +34,14 @@ form G(v) = G_0 + v.(dA).v for any amplitude vector v, so by polarisation
 
 where G(x_I) and G_0 are the state gradients the labels need anyway: one extra gradient-like evaluation per pair. For
 TDA-DFT this is the pseudo-wavefunction level (no quadratic-response terms).
+
+Full TDDFT (RPA): M Z_J = w_J D Z_J with M = [[A, B], [B, A]], Z = (X, Y), metric D = diag(1, -1), Z_I.D.Z_J = delta_IJ.
+The same steps give X_I.dX_J - Y_I.dY_J = Z_I.(dM).Z_J / (w_J - w_I), where Z.(dM).Z is again the quadratic form of
+PySCF's TDDFT gradient, and the basis-rotation term becomes X_I T X_J - Y_I T Y_J. Ground-excited: d_0I = -sqrt(2)
+(X - Y).(U + K); in a complete basis (K = 0, U = -(A+B)^-1 dV) this is sqrt(2) (X + Y).dV / w, the exact
+Chernyak-Mukamel coupling of linear-response theory, because (A + B)(X + Y) = w (X - Y). For Y = 0 everything
+reduces to the TDA expressions; the finite-difference reference in `overlap_nacs` uses the same pseudo-wavefunction
+overlaps.
 """
 
 from __future__ import annotations
@@ -56,11 +64,6 @@ class AnalyticCouplings:
     numerators: np.ndarray
 
 
-def amplitudes(states: Any) -> list[np.ndarray]:
-    """PySCF-normalised TDA amplitudes x (nocc, nvir) of the kept roots (sum x^2 = 1/2)."""
-    return [np.asarray(states.td.xy[root][0]) for root in states.roots]
-
-
 def basis_derivative_overlaps(mol: Any, mo_coeff: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
     """(atom, axis, K) with K_pq = <phi_p | (d/dR_atom,axis chi) phi_q>, (nmo, nmo), one atom and axis at a time."""
     ip = mol.intor("int1e_ipovlp", comp=3)  # <d/dr chi_mu | chi_nu>
@@ -72,7 +75,8 @@ def basis_derivative_overlaps(mol: Any, mo_coeff: np.ndarray) -> Iterator[tuple[
 
 
 def ground_excited_nacs(states: Any, etf: bool = False, tol: float = 1e-10) -> np.ndarray:
-    """d_0I for every kept root, (n_atoms, N-1, 3) in 1/Bohr, signs as PySCF's amplitudes at this geometry."""
+    """d_0I for every kept root, (n_atoms, N-1, 3) in 1/Bohr, signs as PySCF's amplitudes at this geometry. Full
+    TDDFT: X - Y takes the place of X (see the module docstring)."""
     from pyscf.hessian import rhf as rhf_hessian
     from pyscf.scf import cphf
 
@@ -91,7 +95,8 @@ def ground_excited_nacs(states: Any, etf: bool = False, tol: float = 1e-10) -> n
     def response_vo(z: np.ndarray) -> np.ndarray:
         return response(pad(z.reshape(-1, nvir, nocc))).reshape(-1, nmo, nocc)[:, nocc:]
 
-    X = np.array([x.T / np.linalg.norm(x) for x in amplitudes(states)])  # (R, nvir, nocc), sum X^2 = 1
+    X_all, Y_all = states.amplitudes()
+    X = np.ascontiguousarray((X_all - Y_all).transpose(0, 2, 1))  # (R, nvir, nocc): X - Y (= X for TDA)
     Z = cphf.solve(response_vo, mf.mo_energy, mf.mo_occ, -X, max_cycle=100, tol=tol)[0].reshape(X.shape)
     V = response(pad(Z)).reshape(len(X), nmo, nocc)[:, :nocc]  # (R, nocc, nocc)
     skeleton_fock = mf.Hessian().make_h1(C, mf.mo_occ)  # per atom (3, nao, nao)
@@ -109,19 +114,21 @@ def ground_excited_nacs(states: Any, etf: bool = False, tol: float = 1e-10) -> n
 def transition_gradient(states: Any, td_gradient: Any, gradients: np.ndarray, I: int, J: int) -> np.ndarray:
     """h_IJ = X_I.(dA).X_J, (n_atoms, 3) in Hartree/Bohr, for excited states I, J >= 1 (I = J: the gradient of the
     excitation energy). gradients: the total gradients (n_atoms, N, 3) of S0 and the excited states."""
-    x = amplitudes(states)
-    combined = td_gradient.kernel(xy=(x[I - 1] + x[J - 1], 0))
+    X, Y = states.amplitudes()
+    pyscf_scale = 1.0 / np.sqrt(2.0)  # PySCF's TD gradient takes x, y normalised to 1/2
+    combined = td_gradient.kernel(xy=(pyscf_scale * (X[I - 1] + X[J - 1]), pyscf_scale * (Y[I - 1] + Y[J - 1])))
     return 0.5 * (combined - gradients[:, I] - gradients[:, J] + gradients[:, 0])
 
 
 def basis_rotation_coupling(states: Any, I: int, J: int) -> np.ndarray:
-    """sum_iab X_I,ia X_J,ib T_ab - sum_ija X_I,ia X_J,ja T_ji with T = (K - K^T)/2, (n_atoms, 3) in 1/Bohr: the part
-    of d_IJ (I, J >= 1) that electron-translation factors remove."""
+    """sum_iab X_I,ia X_J,ib T_ab - sum_ija X_I,ia X_J,ja T_ji (minus the same with Y) with T = (K - K^T)/2,
+    (n_atoms, 3) in 1/Bohr: the part of d_IJ (I, J >= 1) that electron-translation factors remove."""
     mf = states.mf
     nocc = int((mf.mo_occ > 0).sum())
-    x = amplitudes(states)
-    X_I, X_J = np.sqrt(2) * x[I - 1], np.sqrt(2) * x[J - 1]  # (nocc, nvir), sum X^2 = 1
-    virtual, occupied = X_I.T @ X_J, X_I @ X_J.T  # (a, b): sum_i X_I,ia X_J,ib; (i, j): sum_a X_I,ia X_J,ja
+    X, Y = states.amplitudes()  # (R, nocc, nvir)
+    # (a, b): sum_i X_I,ia X_J,ib - Y_I,ia Y_J,ib;  (i, j): sum_a X_I,ia X_J,ja - Y_I,ia Y_J,ja
+    virtual = X[I - 1].T @ X[J - 1] - Y[I - 1].T @ Y[J - 1]
+    occupied = X[I - 1] @ X[J - 1].T - Y[I - 1] @ Y[J - 1].T
     out = np.zeros((states.mol.natm, 3))
     for atom, axis, K in basis_derivative_overlaps(states.mol, mf.mo_coeff):
         T = 0.5 * (K - K.T)

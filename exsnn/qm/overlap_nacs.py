@@ -1,12 +1,17 @@
-"""NAC vectors of TDA (CIS-like) states from finite differences of wavefunction overlaps.
+"""NAC vectors from finite differences of wavefunction overlaps: CIS-like TDA states, and the pseudo-wavefunctions
+of full TDDFT (RPA) states.
 
 A closed-shell TDA singlet is Psi_I = sum_ia X_ia (Phi_ia(alpha) + Phi_ia(beta)) / sqrt(2) with sum X^2 = 1. Overlaps
 between determinants at two geometries follow from the MO overlap matrix S = C^T S_AO(R, R') C' (occupied block O,
 D0 = det O): R[i,a] (bra row i -> virtual a), C[j,b] (ket column j -> virtual b) and M[ia,jb] (both) are
-determinants of O with those replacements, and
+determinants of O with those replacements, and with G = M D0 + R (x) C
 
     <0|0'> = D0^2,   <0|J'> = sqrt(2) D0 sum_jb X'_jb C[j,b],   <I|0'> = sqrt(2) D0 sum_ia X_ia R[i,a],
-    <I|J'> = sum_ia,jb X_ia X'_jb (M[ia,jb] D0 + R[i,a] C[j,b]).
+    <I|J'> = sum_ia,jb X_ia X'_jb G[ia,jb].
+
+Full TDDFT states (X, Y with X.X - Y.Y = 1) have no wavefunction; their pseudo-wavefunction overlaps use the response
+metric, <I|J'> = X G X' - Y G Y', and X - Y in the ground-excited overlaps (the combination whose derivative gives the
+Chernyak-Mukamel coupling (X + Y).dV / w in a complete basis). For Y = 0 both are the TDA overlaps.
 
 d_IJ along each Cartesian coordinate is (<I(R)|J(R+h)> - <I(R)|J(R-h)>) / 2h after fixing the signs of the displaced
 states by their overlap with themselves at R (6n displaced calculations). These are NACs without electron-translation
@@ -30,7 +35,8 @@ class CISWavefunction:
     mol: Any
     occupied: np.ndarray  # (nao, nocc) MO coefficients
     virtual: np.ndarray  # (nao, nvir)
-    amplitudes: np.ndarray  # (N-1, nocc, nvir), each normalised to 1
+    amplitudes: np.ndarray  # X (N-1, nocc, nvir), X.X - Y.Y = 1
+    deexcitations: np.ndarray  # Y (N-1, nocc, nvir), zero for TDA
 
     def density(self) -> np.ndarray:
         """Closed-shell ground-state AO density matrix (nao, nao)."""
@@ -38,13 +44,10 @@ class CISWavefunction:
 
 
 def cis_wavefunction(states: Any) -> CISWavefunction:
-    mf, td = states.mf, states.td
+    mf = states.mf
     occ = mf.mo_occ > 0
-    amplitudes = []
-    for root in states.roots:
-        x = np.asarray(td.xy[root][0])
-        amplitudes.append(x / np.linalg.norm(x))
-    return CISWavefunction(states.mol, mf.mo_coeff[:, occ], mf.mo_coeff[:, ~occ], np.array(amplitudes))
+    X, Y = states.amplitudes()
+    return CISWavefunction(states.mol, mf.mo_coeff[:, occ], mf.mo_coeff[:, ~occ], X, Y)
 
 
 def state_overlaps(bra: CISWavefunction, ket: CISWavefunction) -> np.ndarray:
@@ -66,12 +69,14 @@ def state_overlaps(bra: CISWavefunction, ket: CISWavefunction) -> np.ndarray:
     C = np.linalg.det(s[np.arange(nocc)[None, :, None], rows[:, None, :]]).reshape(nocc, nvir)
     M = np.linalg.det(s[rows[:, None, :, None], rows[None, :, None, :]])  # (K, K) bra k, ket l
     X, Xp = bra.amplitudes.reshape(len(bra.amplitudes), -1), ket.amplitudes.reshape(len(ket.amplitudes), -1)
+    Y, Yp = bra.deexcitations.reshape(X.shape), ket.deexcitations.reshape(Xp.shape)
+    G = M * D0 + np.outer(R.ravel(), C.ravel())
     n = 1 + len(X)
     out = np.zeros((n, n))
     out[0, 0] = D0**2
-    out[0, 1:] = np.sqrt(2) * D0 * (Xp @ C.ravel())
-    out[1:, 0] = np.sqrt(2) * D0 * (X @ R.ravel())
-    out[1:, 1:] = X @ (M * D0 + np.outer(R.ravel(), C.ravel())) @ Xp.T
+    out[0, 1:] = np.sqrt(2) * D0 * ((Xp - Yp) @ C.ravel())
+    out[1:, 0] = np.sqrt(2) * D0 * ((X - Y) @ R.ravel())
+    out[1:, 1:] = X @ G @ Xp.T - Y @ G @ Yp.T
     return out
 
 

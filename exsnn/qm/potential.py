@@ -1,4 +1,4 @@
-"""PySCF as a potential for `exsnn point` and on-the-fly surface hopping: `pyscf:tda-hf/sto-3g[,states=3,charge=0,nacs=overlap]`."""
+"""PySCF as a potential for `exsnn point` and on-the-fly surface hopping: `pyscf:tda-hf/sto-3g[,states=3,charge=0,nacs=analytic]`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """One labelled geometry with PySCF: SCF with retries, TDA/TDDFT roots with checks, gradients, transition dipoles,
-and (TDA) NACs from finite differences of wavefunction overlaps. Every failure is caught and returned with its
+and NACs (analytic, or from finite differences of wavefunction overlaps). Every failure is caught and returned with its
 reason; nothing here raises for a bad geometry."""
 
 from __future__ import annotations
@@ -36,6 +36,19 @@ class ExcitedStates:
         """Ground-state AO density matrix (nao, nao)."""
         return np.asarray(self.mf.make_rdm1())
 
+    def amplitudes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Excitation and de-excitation amplitudes X, Y (R, nocc, nvir) of the kept roots, normalised to
+        X.X - Y.Y = 1 (PySCF stores them divided by sqrt(2)); Y = 0 for TDA."""
+        X, Y = [], []
+        for root in self.roots:
+            x, y = self.td.xy[root]
+            x = np.asarray(x)
+            y = np.zeros_like(x) if np.isscalar(y) else np.asarray(y)
+            norm = np.sqrt(np.sum(x * x) - np.sum(y * y))
+            X.append(x / norm)
+            Y.append(y / norm)
+        return np.array(X), np.array(Y)
+
 
 @dataclass
 class QMResult:
@@ -44,7 +57,7 @@ class QMResult:
     energies: np.ndarray | None = None  # (N,)
     forces: np.ndarray | None = None  # (n, N, 3)
     nacs: np.ndarray | None = None  # (n, P, 3)
-    nac_numerators: np.ndarray | None = None  # (n, P, 3) h_ij = (E_j - E_i) d_ij, Hartree/Bohr (analytic TDA NACs)
+    nac_numerators: np.ndarray | None = None  # (n, P, 3) h_ij = (E_j - E_i) d_ij, Hartree/Bohr (analytic NACs)
     transition_dipoles: np.ndarray | None = None  # (N-1, 3) S0 -> Sk
     oscillator_strengths: np.ndarray | None = None  # (N-1,)
     failure: str | None = None
@@ -124,7 +137,10 @@ def excited_states(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
     available = n_occ * (len(mf.mo_occ) - n_occ)
     if n_roots > available:
         raise QMFailure(f"{n_roots} excited states asked, but only {available} singlet excitations exist in this basis")
-    td = mf.TDA() if settings.excited == "tda" else mf.TDDFT()
+    if settings.excited == "tda":
+        td = mf.TDA()
+    else:
+        td = mf.TDHF() if settings.xc == "hf" else mf.TDDFT()  # full TDHF / TDDFT (RPA)
     td.nstates = min(n_roots + settings.extra_roots, available)
     td.conv_tol = settings.td_conv_tol
     td.max_cycle = 200
@@ -205,15 +221,15 @@ def reference_wavefunction(numbers: np.ndarray, positions: np.ndarray, settings:
     """The CIS-like states at a reference geometry, for `label_geometry(..., reference=...)`."""
     from exsnn.qm.overlap_nacs import cis_wavefunction
 
-    if settings.excited != "tda":
-        raise ValueError("following states against a reference geometry needs TDA (CIS-like) wavefunctions")
+    if settings.excited == "casscf":
+        raise ValueError("following states against a reference geometry needs TDA or TDDFT states (not SA-CASSCF)")
     return cis_wavefunction(excited_states(numbers, positions, settings))
 
 
 def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, reference: Any = None,
                    guess_dm: np.ndarray | None = None) -> QMResult:
     """Everything the settings ask for at one geometry; failures are returned, not raised. reference: the states at a
-    reference geometry (`reference_wavefunction`) to detect root flips against and take phases from (TDA); its
+    reference geometry (`reference_wavefunction`) to detect root flips against and take phases from; its
     density is also the SCF's second starting point. guess_dm: the SCF's first starting point (AO density)."""
     result = QMResult()
     start = time.perf_counter()

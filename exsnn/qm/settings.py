@@ -14,10 +14,9 @@ class QMSettings:
     """Closed-shell ground state (RHF for xc = 'hf', RKS otherwise) + TDA or full TDDFT (RPA) singlets.
 
     n_states counts S0: n_states = 3 asks for S0, S1, S2. extra_roots are solved on top and dropped (the Davidson
-    solver can miss a root otherwise). nacs (TDA and SA-CASSCF): 'analytic' (every pair; with electron-translation
-    factors when etf), 'overlap' (finite differences of wavefunction overlaps, TDA, no ETF: the independent reference)
-    or 'none'. Full TDDFT (RPA) gives energies, gradients and transition dipoles; its NACs are not implemented.
-    fd_step: displacement (Bohr) of the finite differences.
+    solver can miss a root otherwise). nacs: 'analytic' (every pair; with electron-translation factors when etf),
+    'overlap' (finite differences of (pseudo-)wavefunction overlaps, TDA or TDDFT, no ETF: the independent reference)
+    or 'none'. fd_step: displacement (Bohr) of the finite differences.
     """
 
     excited: str = "tda"
@@ -51,9 +50,6 @@ class QMSettings:
             if self.nacs == "overlap":
                 raise ValueError("SA-CASSCF NACs are analytic (PySCF's pyscf.nac.sacasscf): use nacs = 'analytic' or 'none'")
             return
-        if self.nacs != "none" and self.excited != "tda":
-            raise ValueError("NACs need TDA (CIS-like) states: full TDDFT (RPA) NACs are not implemented; use "
-                             "tda-XC/BASIS or nacs = 'none'")
 
     @property
     def method_label(self) -> str:
@@ -67,8 +63,7 @@ class QMSettings:
 
 def parse_method(spec: str, **options: Any) -> QMSettings:
     """'tda-hf/sto-3g', 'tddft-b3lyp/6-31g*' or 'casscf(2,2)/sto-3g' (SA-CASSCF over all states, equal weights)
-    plus keyword options -> QMSettings. NACs are analytic unless asked otherwise; full TDDFT (RPA) labels energies
-    and gradients only (nacs = 'none' unless asked, which is refused)."""
+    plus keyword options -> QMSettings. NACs are analytic unless asked otherwise."""
     method, _, basis = spec.partition("/")
     cas = re.fullmatch(r"(?:sa-)?casscf\((\d+),(\d+)\)", method.lower().replace(" ", ""))
     if cas:
@@ -78,6 +73,4 @@ def parse_method(spec: str, **options: Any) -> QMSettings:
     excited, _, xc = method.lower().partition("-")
     if not basis or not xc:
         raise ValueError(f"method {spec!r}: expected EXCITED-XC/BASIS, e.g. tda-hf/sto-3g or tddft-b3lyp/6-31g*")
-    if excited == "tddft":
-        options.setdefault("nacs", "none")
     return QMSettings(excited=excited, xc=xc, basis=basis, **options)
