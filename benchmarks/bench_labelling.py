@@ -1,7 +1,7 @@
 """PySCF labelling cost: time split per geometry, and throughput with 1 and 2 Dask workers on loopback.
 
-1. CH2NH2+ (charge +1), 3 states: SCF + TDA roots, gradients of all states, analytic NACs of all pairs (the
-   default), at TDA-HF/STO-3G and TDA-B3LYP/6-31G*.
+1. CH2NH2+ (charge +1), 3 states: SCF + TDA/TDDFT roots, gradients of all states, analytic NACs of all pairs (the
+   default), at TDA-HF/STO-3G, TDA-B3LYP/6-31G* and TDDFT-B3LYP/6-31G* (full TDDFT).
 2. NAC cost for all three pairs: analytic (S0-Sk: one multi-right-hand-side CPHF/CPKS solve; S1-S2: one pair
    quadratic form of the TD gradient) vs overlap finite differences (6n displaced SCF + TDA calculations), at
    TDA-HF/6-31G* and TDA-B3LYP/6-31G*, beside the time of one excited-state gradient.
@@ -92,6 +92,7 @@ def main() -> None:
     print("CH2NH2+, 3 states, 1 thread:")
     split("tda-hf/sto-3g")
     split("tda-b3lyp/6-31g*")
+    split("tddft-b3lyp/6-31g*")
     analytic_vs_overlap("tda-hf/6-31g*")
     analytic_vs_overlap("tda-b3lyp/6-31g*")
     with tempfile.TemporaryDirectory() as folder:

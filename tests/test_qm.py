@@ -23,7 +23,7 @@ from exsnn.qm.settings import parse_method
 
 WATER = np.array([[0.01, 0.02, 0.2217], [0.0, 1.3809, -0.8567], [0.02, -1.4309, -0.9267]])
 NUMBERS = np.array([8, 1, 1])
-CIS = parse_method("tda-hf/sto-3g", n_states=3, nacs="overlap")
+CIS = parse_method("tda-hf/sto-3g", n_states=3, nacs="overlap", etf=False)
 
 
 def test_gradients_match_finite_differences_of_energies() -> None:
@@ -141,8 +141,8 @@ CH2NH2 = np.array([[0.0, 0.0, 0.0], [0.0, 0.02, 1.28], [0.01, 0.94, -0.54], [0.0
 
 def tight_states(numbers, positions, method, charge, n_states=3):
     """Settings and states converged tightly enough for finite-difference references at 1e-6."""
-    tight = parse_method(method, n_states=n_states, charge=charge, nacs="overlap", fd_step=2.5e-4, scf_conv_tol=1e-14,
-                         scf_conv_tol_grad=1e-10)
+    tight = parse_method(method, n_states=n_states, charge=charge, nacs="overlap", etf=False, fd_step=2.5e-4,
+                         scf_conv_tol=1e-14, scf_conv_tol_grad=1e-10)
     states = excited_states(numbers, positions, tight)
     states.mf.conv_tol_cpscf = 1e-12
     return tight, states
@@ -177,6 +177,7 @@ def all_gradients(states) -> np.ndarray:
 )
 def test_analytic_nacs_of_every_pair_match_overlap_finite_differences(numbers, positions, method, charge, atol) -> None:
     from exsnn.qm.analytic_nacs import analytic_nacs
+    from exsnn.qm.overlap_nacs import basis_translation_nacs
 
     tight, states = tight_states(numbers, positions, method, charge)
     gradients = all_gradients(states)
@@ -189,6 +190,8 @@ def test_analytic_nacs_of_every_pair_match_overlap_finite_differences(numbers, p
     gaps = np.array([states.energies[j] - states.energies[i] for i, j in [(0, 1), (0, 2), (1, 2)]])
     np.testing.assert_allclose(plain.numerators, plain.nacs * gaps[None, :, None], atol=1e-12)
     with_etf = analytic_nacs(states, gradients, etf=True)
+    # ETF reference: the overlap NACs minus the antisymmetric frozen-orbital overlap derivative (finite differences)
+    np.testing.assert_allclose(with_etf.nacs, reference.nacs - basis_translation_nacs(numbers, positions, tight, states), atol=atol)
     # electron-translation factors: no net translation (exact for HF; DFT integration grids leave ~1e-5)
     assert np.abs(with_etf.nacs.sum(axis=0)).max() < (1e-9 if "hf" in method else 5e-5)
     assert np.abs(plain.nacs.sum(axis=0)).max() > 1e-2  # without them the sum over atoms does not vanish
@@ -218,6 +221,10 @@ def test_analytic_nacs_are_the_default() -> None:
         result = label_geometry(NUMBERS, WATER, parse_method(method, n_states=3))
         assert result.failure is None and result.nacs.shape == (3, 3, 3)
         assert np.abs(result.nacs.sum(axis=0)).max() < 1e-9  # ETF by default
+    fallback = label_geometry(NUMBERS, WATER, parse_method("tda-hf/sto-3g", n_states=3, nacs="overlap"))
+    # the finite-difference fallback applies ETF too (default SCF tolerance and step: agreement to ~1e-4)
+    assert np.abs(fallback.nacs.sum(axis=0)).max() < 2e-4
+    np.testing.assert_allclose(fallback.nacs, label_geometry(NUMBERS, WATER, parse_method("tda-hf/sto-3g", n_states=3)).nacs, atol=2e-4)
 
 
 def test_states_follow_a_reference_geometry_root_flips_and_phases() -> None:

@@ -15,9 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--states", type=int, default=3, help="number of states including S0 (default %(default)s)")
     p.add_argument("--charge", type=int, default=0)
     p.add_argument("--nacs", choices=("analytic", "overlap", "none"),
-                   help="analytic (default): every pair, with electron-translation factors unless --no-etf; overlap: "
-                        "finite differences of (pseudo-)wavefunction overlaps (TDA or TDDFT, no ETF; the reference); none")
-    p.add_argument("--no-etf", dest="etf", action="store_false", help="analytic NACs without electron-translation factors")
+                   help="analytic (default): every pair; overlap: finite differences of (pseudo-)wavefunction overlaps "
+                        "at 6n displaced geometries (the reference); none")
+    p.add_argument("--no-etf", dest="etf", action="store_false", help="NACs without electron-translation factors")
     p.add_argument("--reference", help="geometry file whose first structure's states every frame is matched to by "
                    "wavefunction overlaps: root flips are recorded and NAC phases follow the reference (TDA/TDDFT)")
     p.add_argument("--executor", default="local", help="serial, local[:N], dask-local[:N] or dask:ADDRESS (default local)")

@@ -14,9 +14,11 @@ metric, <I|J'> = X G X' - Y G Y', and X - Y in the ground-excited overlaps (the 
 Chernyak-Mukamel coupling (X + Y).dV / w in a complete basis). For Y = 0 both are the TDA overlaps.
 
 d_IJ along each Cartesian coordinate is (<I(R)|J(R+h)> - <I(R)|J(R-h)>) / 2h after fixing the signs of the displaced
-states by their overlap with themselves at R (6n displaced calculations). These are NACs without electron-translation
-factors (the basis functions move with the nuclei). A state that swaps order between displacements (small
-self-overlap) is reported as a root flip.
+states by their overlap with themselves at R (6n displaced calculations): NACs without electron-translation factors
+(the basis functions move with the nuclei). Electron-translation factors (Fatehi and Subotnik, J. Phys. Chem. Lett. 3,
+2039 (2012): drop the antisymmetric part of the basis-function overlap derivative) remove the antisymmetric part of
+the same derivative taken with the MO coefficients and amplitudes frozen, which needs overlaps only. A state that
+swaps order between displacements (small self-overlap) is reported as a root flip.
 """
 
 from __future__ import annotations
@@ -80,26 +82,62 @@ def state_overlaps(bra: CISWavefunction, ket: CISWavefunction) -> np.ndarray:
     return out
 
 
+def _central_differences(n_atoms: int, step: float, overlaps_at: Any) -> np.ndarray:
+    """(n, 3, N, N) derivative of overlaps_at(displaced index (atom, axis), sign) by central differences."""
+    out = None
+    for atom in range(n_atoms):
+        for axis in range(3):
+            plus, minus = overlaps_at(atom, axis, 1.0), overlaps_at(atom, axis, -1.0)
+            if out is None:
+                out = np.zeros((n_atoms, 3, *plus.shape))
+            out[atom, axis] = (plus - minus) / (2 * step)
+    assert out is not None
+    return out
+
+
+def _pairs(derivative: np.ndarray) -> np.ndarray:
+    """(n, 3, N, N) -> (n, P, 3) in exsnn pair order."""
+    return np.stack([derivative[:, :, i, j] for i, j in state_pairs(derivative.shape[-1])], axis=1)
+
+
+def basis_translation_nacs(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, reference: Any) -> np.ndarray:
+    """The part of the NACs (n, P, 3) that electron-translation factors remove: the antisymmetric part of the overlap
+    derivative with the MO coefficients frozen (only the basis functions move with their nuclei), by central
+    differences (no electronic-structure calculation at the displaced geometries)."""
+    from dataclasses import replace
+
+    from exsnn.qm.pyscf_backend import build_molecule
+
+    wave = cis_wavefunction(reference)
+
+    def frozen(atom: int, axis: int, sign: float) -> np.ndarray:
+        displaced = positions.copy()
+        displaced[atom, axis] += sign * settings.fd_step
+        return state_overlaps(wave, replace(wave, mol=build_molecule(numbers, displaced, settings)))
+
+    derivative = _central_differences(len(numbers), settings.fd_step, frozen)
+    return _pairs(0.5 * (derivative - derivative.transpose(0, 1, 3, 2)))
+
+
 def finite_difference_nacs(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, reference: Any) -> np.ndarray:
-    """NACs (n, P, 3) in 1/Bohr at `positions` from central differences of state overlaps (see module docstring)."""
+    """NACs (n, P, 3) in 1/Bohr at `positions` from central differences of state overlaps (see module docstring);
+    with electron-translation factors (settings.etf) the basis-translation part is removed."""
     from exsnn.qm.pyscf_backend import QMFailure, excited_states
 
     wave = cis_wavefunction(reference)
     guess = reference.mf.make_rdm1()
-    n, N, h = len(numbers), settings.n_states, settings.fd_step
-    derivative = np.zeros((n, 3, N, N))
-    for atom in range(n):
-        for axis in range(3):
-            overlaps = []
-            for sign in (1.0, -1.0):
-                displaced = positions.copy()
-                displaced[atom, axis] += sign * h
-                other = cis_wavefunction(excited_states(numbers, displaced, settings, guess_dm=guess))
-                s = state_overlaps(wave, other)
-                diagonal = np.diag(s)
-                if np.abs(diagonal).min() < 0.5:
-                    raise QMFailure(f"root flip between displaced geometries (self-overlap {np.abs(diagonal).min():.2f}, atom {atom}, axis {'xyz'[axis]})")
-                overlaps.append(s * np.sign(diagonal)[None, :])
-            derivative[atom, axis] = (overlaps[0] - overlaps[1]) / (2 * h)
-    pairs = state_pairs(N)
-    return np.stack([derivative[:, :, i, j] for i, j in pairs], axis=1)  # (n, P, 3)
+
+    def displaced_overlaps(atom: int, axis: int, sign: float) -> np.ndarray:
+        displaced = positions.copy()
+        displaced[atom, axis] += sign * settings.fd_step
+        other = cis_wavefunction(excited_states(numbers, displaced, settings, guess_dm=guess))
+        s = state_overlaps(wave, other)
+        diagonal = np.diag(s)
+        if np.abs(diagonal).min() < 0.5:
+            raise QMFailure(f"root flip between displaced geometries (self-overlap {np.abs(diagonal).min():.2f}, atom {atom}, axis {'xyz'[axis]})")
+        return s * np.sign(diagonal)[None, :]
+
+    nacs = _pairs(_central_differences(len(numbers), settings.fd_step, displaced_overlaps))
+    if settings.etf:
+        nacs = nacs - basis_translation_nacs(numbers, positions, settings, reference)
+    return nacs

@@ -14,9 +14,9 @@ class QMSettings:
     """Closed-shell ground state (RHF for xc = 'hf', RKS otherwise) + TDA or full TDDFT (RPA) singlets.
 
     n_states counts S0: n_states = 3 asks for S0, S1, S2. extra_roots are solved on top and dropped (the Davidson
-    solver can miss a root otherwise). nacs: 'analytic' (every pair; with electron-translation factors when etf),
-    'overlap' (finite differences of (pseudo-)wavefunction overlaps, TDA or TDDFT, no ETF: the independent reference)
-    or 'none'. fd_step: displacement (Bohr) of the finite differences.
+    solver can miss a root otherwise). nacs: 'analytic' (every pair), 'overlap' (finite differences of
+    (pseudo-)wavefunction overlaps at 6n displaced geometries: the independent reference) or 'none'; both with
+    electron-translation factors when etf. fd_step: displacement (Bohr) of the finite differences.
     """
 
     excited: str = "tda"
