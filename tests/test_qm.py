@@ -325,3 +325,19 @@ def test_on_the_fly_surface_hopping_with_pyscf_conserves_energy(tmp_path: Path) 
         drifts.append(np.abs(total - total[0]).max())
     # velocity Verlet on exact gradients: the energy error falls as dt^2 (inconsistent forces would leave a floor)
     assert 3.0 < drifts[0] / drifts[1] < 5.0 and drifts[1] < 1e-4
+
+
+def test_internally_unstable_scf_solution_is_followed_to_the_ground_state() -> None:
+    import re
+
+    # square H4 (side 2 Bohr) in 6-31G: the symmetric RHF solution PySCF converges to is a saddle point
+    square = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [2.0, 2.0, 0.0], [0.0, 2.0, 0.0]])
+    hydrogens = np.array([1, 1, 1, 1])
+    unchecked = label_geometry(hydrogens, square, parse_method("tda-hf/6-31g", n_states=2, check_stability=False))
+    assert unchecked.failure is not None and "instability" in unchecked.failure  # a negative TDA root, recorded
+    result = label_geometry(hydrogens, square, parse_method("tda-hf/6-31g", n_states=2))
+    assert result.failure is None and result.energies[1] - result.energies[0] > 1e-3
+    followed = [note for note in result.notes if note.startswith("internal instability")]
+    assert len(followed) == 1
+    saddle, minimum = (float(e) for e in re.findall(r"E = (-?\d+\.\d+)", followed[0]))
+    assert minimum < saddle - 0.02 and abs(result.energies[0] - minimum) < 1e-7

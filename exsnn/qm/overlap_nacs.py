@@ -130,7 +130,8 @@ def finite_difference_nacs(numbers: np.ndarray, positions: np.ndarray, settings:
     def displaced_overlaps(atom: int, axis: int, sign: float) -> np.ndarray:
         displaced = positions.copy()
         displaced[atom, axis] += sign * settings.fd_step
-        other = cis_wavefunction(excited_states(numbers, displaced, settings, guess_dm=guess))
+        # displaced geometries start from the checked reference density: no stability analysis of their own
+        other = cis_wavefunction(excited_states(numbers, displaced, settings, guess_dm=guess, check_stability=False))
         s = state_overlaps(wave, other)
         diagonal = np.diag(s)
         if np.abs(diagonal).min() < 0.5:

@@ -89,10 +89,12 @@ def _mean_field(mol: Any, settings: QMSettings) -> Any:
 
 
 def run_scf(mol: Any, settings: QMSettings, guess_dm: np.ndarray | None = None,
-            previous_dm: np.ndarray | None = None) -> tuple[Any, list[str]]:
+            previous_dm: np.ndarray | None = None, check_stability: bool | None = None) -> tuple[Any, list[str]]:
     """Converge the ground state: from guess_dm (default: PySCF's guess), then from previous_dm (a converged density
     of a nearby geometry, e.g. the reference's or the previous step's) when given, then with a level shift, damping
-    and the second-order solver."""
+    and the second-order solver; then follow internal instabilities (settings.check_stability unless given)."""
+    if check_stability is None:
+        check_stability = settings.check_stability
     attempts: list[str] = []
     strategies: list[tuple[str, np.ndarray | None, dict[str, Any] | None]] = [("default", guess_dm, {})]
     if previous_dm is not None:
@@ -118,18 +120,43 @@ def run_scf(mol: Any, settings: QMSettings, guess_dm: np.ndarray | None = None,
         if mf.converged and np.isfinite(mf.e_tot):
             if getattr(mf, "level_shift", 0):  # a level shift biases nothing at convergence, but recheck without it
                 mf.level_shift = 0
+            if check_stability:
+                mf = follow_internal_instabilities(mf, mol, settings, attempts)
             return mf, attempts
     raise QMFailure("SCF did not converge (" + "; ".join(attempts) + ")")
 
 
+def follow_internal_instabilities(mf: Any, mol: Any, settings: QMSettings, attempts: list[str], max_follow: int = 2) -> Any:
+    """Check the converged closed-shell solution for an internal (RHF -> RHF / RKS -> RKS) instability, a saddle point
+    of the energy whose excited states would be meaningless; rotate the orbitals along the unstable direction and
+    converge again, at most max_follow times. Raises QMFailure if it stays unstable."""
+    for _ in range(max_follow + 1):
+        rotated, _, stable, _ = mf.stability(internal=True, external=False, return_status=True)
+        if stable:
+            return mf
+        if len([a for a in attempts if a.startswith("internal instability")]) >= max_follow:
+            break
+        energy = mf.e_tot
+        follow = _mean_field(mol, settings)
+        follow.conv_tol, follow.conv_tol_grad, follow.max_cycle = settings.scf_conv_tol, settings.scf_conv_tol_grad, 100
+        follow.kernel(dm0=mf.make_rdm1(rotated, mf.mo_occ))
+        attempts.append(f"internal instability at E = {energy:.8f}: followed, "
+                        f"{'converged' if follow.converged else 'not converged'} at E = {follow.e_tot:.8f}")
+        if not follow.converged:
+            break
+        mf = follow
+    raise QMFailure("SCF solution internally unstable (" + "; ".join(attempts) + ")")
+
+
 def excited_states(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, guess_dm: np.ndarray | None = None,
-                   previous_dm: np.ndarray | None = None) -> ExcitedStates:
-    """SCF + the lowest n_states - 1 singlet roots, checked (converged, enough roots, positive excitations)."""
+                   previous_dm: np.ndarray | None = None, check_stability: bool | None = None) -> ExcitedStates:
+    """SCF + the lowest n_states - 1 singlet roots, checked (stable reference, converged, enough roots, positive
+    excitations)."""
     from pyscf.lib import num_threads
 
     num_threads(settings.threads)
     mol = build_molecule(numbers, positions, settings)
-    mf, attempts = run_scf(mol, settings, guess_dm, previous_dm)
+    mf, attempts = run_scf(mol, settings, guess_dm, previous_dm, check_stability)
     n_roots = settings.n_states - 1
     if n_roots == 0:
         return ExcitedStates(mol, mf, None, np.array([mf.e_tot]), [], attempts)

@@ -34,6 +34,7 @@ class QMSettings:
     min_excitation: float = 1e-3  # Hartree: smaller or negative excitation energies are failures
     dense_limit: int = 2000  # TDA spaces up to this many excitations are diagonalised exactly (no missed roots)
     threads: int = 1
+    check_stability: bool = True  # follow internal instabilities of the SCF solution (one orbital-Hessian solve)
     ncas: int = 0  # SA-CASSCF active orbitals
     nelecas: int = 0  # SA-CASSCF active electrons
 
