@@ -130,6 +130,11 @@ def test_pyscf_potential_in_point(tmp_path: Path) -> None:
     np.testing.assert_allclose(frame["energies"], direct.energies, atol=1e-7)
     np.testing.assert_allclose(np.array(frame["gradients"]), -direct.forces.transpose(1, 0, 2), atol=1e-6)
     assert np.shape(frame["nacs"]) == (3, 3, 3)
+    from exsnn.qm.potential import parse_spec
+
+    options = parse_spec("tddft-b3lyp/6-31g*,states=4,charge=1,nacs=overlap,etf=0,stability=0")
+    assert (options.excited, options.xc, options.n_states, options.charge) == ("tddft", "b3lyp", 4, 1)
+    assert (options.nacs, options.etf, options.check_stability) == ("overlap", False, False)
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

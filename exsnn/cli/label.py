@@ -18,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="analytic (default): every pair; overlap: finite differences of (pseudo-)wavefunction overlaps "
                         "at 6n displaced geometries (the reference); none")
     p.add_argument("--no-etf", dest="etf", action="store_false", help="NACs without electron-translation factors")
+    p.add_argument("--no-stability-check", dest="check_stability", action="store_false",
+                   help="skip the internal stability analysis of each SCF solution (saves about one TDA solve per geometry)")
     p.add_argument("--reference", help="geometry file whose first structure's states every frame is matched to by "
                    "wavefunction overlaps: root flips are recorded and NAC phases follow the reference (TDA/TDDFT)")
     p.add_argument("--executor", default="local", help="serial, local[:N], dask-local[:N] or dask:ADDRESS (default local)")
@@ -33,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from exsnn.qm.settings import parse_method
 
     options = {"nacs": args.nacs} if args.nacs else {}
-    settings = parse_method(args.method, n_states=args.states, charge=args.charge, etf=args.etf, threads=args.threads, **options)
+    settings = parse_method(args.method, n_states=args.states, charge=args.charge, etf=args.etf, threads=args.threads,
+                            check_stability=args.check_stability, **options)
     summary = label_file(args.input, args.output, settings, executor=args.executor, threads=args.threads,
                          commit_every=args.commit_every, progress=not args.no_progress, reference=args.reference)
     if args.json:

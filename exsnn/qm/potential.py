@@ -26,12 +26,12 @@ def parse_spec(argument: str) -> QMSettings:
             values["n_states" if key == "states" else key] = int(value)
         elif key in ("nacs",):
             values[key] = value
-        elif key == "etf":
-            values[key] = value.lower() in ("1", "true", "yes")
+        elif key in ("etf", "stability"):
+            values["check_stability" if key == "stability" else key] = value.lower() in ("1", "true", "yes")
         elif key == "fd_step":
             values[key] = float(value)
         else:
-            raise ValueError(f"unknown pyscf option {key!r}; expected states, charge, nacs, etf, threads, extra_roots, fd_step")
+            raise ValueError(f"unknown pyscf option {key!r}; expected states, charge, nacs, etf, stability, threads, extra_roots, fd_step")
     return parse_method(method, **values)  # type: ignore[arg-type]
 
 

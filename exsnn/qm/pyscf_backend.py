@@ -131,7 +131,8 @@ def follow_internal_instabilities(mf: Any, mol: Any, settings: QMSettings, attem
     of the energy whose excited states would be meaningless; rotate the orbitals along the unstable direction and
     converge again, at most max_follow times. Raises QMFailure if it stays unstable."""
     for _ in range(max_follow + 1):
-        rotated, _, stable, _ = mf.stability(internal=True, external=False, return_status=True)
+        # only the lowest orbital-Hessian eigenvalue matters: one Davidson root (PySCF's default of three costs 2x)
+        rotated, _, stable, _ = mf.stability(internal=True, external=False, return_status=True, nroots=1)
         if stable:
             return mf
         if len([a for a in attempts if a.startswith("internal instability")]) >= max_follow:
