@@ -39,7 +39,8 @@ Full TDDFT (RPA): M Z_J = w_J D Z_J with M = [[A, B], [B, A]], Z = (X, Y), metri
 The same steps give X_I.dX_J - Y_I.dY_J = Z_I.(dM).Z_J / (w_J - w_I), where Z.(dM).Z is again the quadratic form of
 PySCF's TDDFT gradient, and the basis-rotation term becomes X_I T X_J - Y_I T Y_J. Ground-excited: d_0I = -sqrt(2)
 (X - Y).(U + K); in a complete basis (K = 0, U = -(A+B)^-1 dV) this is sqrt(2) (X + Y).dV / w, the exact
-Chernyak-Mukamel coupling of linear-response theory, because (A + B)(X + Y) = w (X - Y). For Y = 0 everything
+Chernyak-Mukamel coupling of linear-response theory, because (A + B)(X + Y) = w (X - Y) (the structure of Send and
+Furche, J. Chem. Phys. 132, 044107 (2010): Hellmann-Feynman term plus Pulay terms). For Y = 0 everything
 reduces to the TDA expressions; the finite-difference reference in `overlap_nacs` uses the same pseudo-wavefunction
 overlaps.
 """
