@@ -208,3 +208,34 @@ def test_energy_drift_beyond_the_limit_marks_the_trajectory_failed() -> None:
     frozen = state.positions[0].clone()
     engine.step(state)
     assert torch.equal(state.positions[0], frozen)  # a failed trajectory is not propagated further
+
+
+class FailingRegionTully(TullyPotential):
+    """Tully 1 whose 'electronic structure' fails (NaN, as the PySCF potential reports a failed calculation) for
+    structures with x > 0 and y > 0.5: the engine must end exactly those trajectories and keep the others going."""
+
+    def compute(self, positions, states=None, all_forces=False, nacs=True):
+        out = super().compute(positions, states=states, all_forces=all_forces, nacs=nacs)
+        broken = (positions[:, 0, 0] > 0) & (positions[:, 0, 1] > 0.5)
+        out.energies = torch.where(broken[:, None], torch.nan, out.energies)
+        if out.forces is not None:
+            out.forces = torch.where(broken[:, None, None], torch.nan, out.forces)
+        return out
+
+
+def test_a_failed_electronic_structure_ends_only_that_trajectory() -> None:
+    from exsnn.dynamics.fssh import ELECTRONIC_FAILURE
+
+    engine = FSSHEngine(FailingRegionTully("tully1"), FSSHSettings(dt=2.0, n_steps=4000, box=16.0, seed=3))
+    positions, velocities = sample_initial_conditions(40, 20.0, 2000.0, 3)
+    positions[::2, 0, 1] = 1.0  # every other trajectory runs into the failing region (the model ignores y)
+    state = engine.initial_state(positions, velocities, torch.zeros(40, dtype=torch.long))
+    engine.run(state)
+    failed = state.status == ELECTRONIC_FAILURE
+    assert failed.tolist() == [k % 2 == 0 for k in range(40)]
+    assert bool((state.status[~failed] == LEFT_BOX).all())
+    assert bool((state.positions[failed, 0, 0] <= 0).all())  # they stay at their last good step
+    assert bool(torch.isfinite(state.energies).all() and torch.isfinite(state.forces).all())
+    assert (engine.total_energy(state) - state.total_energy0).abs().max() < 1e-5
+    norms = (state.coefficients.abs() ** 2).sum(1)
+    assert (norms - 1).abs().max() < 1e-12

@@ -130,6 +130,11 @@ def test_pyscf_potential_in_point(tmp_path: Path) -> None:
     np.testing.assert_allclose(frame["energies"], direct.energies, atol=1e-7)
     np.testing.assert_allclose(np.array(frame["gradients"]), -direct.forces.transpose(1, 0, 2), atol=1e-6)
     assert np.shape(frame["nacs"]) == (3, 3, 3)
+    collapsed = tmp_path / "collapsed.xyz"
+    collapsed.write_text("3\nH on O\nO 0.0 0.0 0.117\nH 0.0 0.0 0.117\nH 0.0 -0.757 -0.469\n")
+    failed = subprocess.run([sys.executable, "-m", "exsnn.cli.main", "point", "--potential", "pyscf:tda-hf/sto-3g", str(collapsed)],
+                            capture_output=True, text=True)
+    assert failed.returncode == 2 and "failed at frame(s) [0]" in failed.stderr and "PySCF failed" in failed.stderr
     from exsnn.qm.potential import parse_spec
 
     options = parse_spec("tddft-b3lyp/6-31g*,states=4,charge=1,nacs=overlap,etf=0,stability=0")

@@ -27,6 +27,9 @@ def run(args: argparse.Namespace) -> int:
     positions, _ = from_file(args.geometry, potential.numbers.cpu().numpy())
     out = potential.compute(positions.to(potential.device), all_forces=True, nacs=True)
     energies = out.energies.cpu().numpy()
+    failed = [k for k in range(len(energies)) if not np.all(np.isfinite(energies[k]))]
+    if failed:  # the potential said why (warning); nothing half-valid is printed
+        raise ValueError(f"{args.geometry}: the potential failed at frame(s) {failed}")
     gradients = -out.all_forces.cpu().numpy()  # type: ignore[union-attr]
     nacs = out.nacs.cpu().numpy() if out.nacs is not None else np.zeros((len(energies), 0, potential.n_atoms, 3))
     if args.json:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exsnn.dynamics.fssh import FAILED
+from exsnn.dynamics.fssh import FAILED_STATUSES
 from exsnn.dynamics.runfile import open_run
 from exsnn.units import AU_TIME_IN_FS
 
@@ -19,7 +19,7 @@ def populations(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         quantum = h5["steps/populations"][()]
         status = h5["steps/status"][-1]
         n_states = int(h5.attrs["n_states"])
-    keep = status != FAILED
+    keep = ~np.isin(status, FAILED_STATUSES)
     classical = np.stack([(active[:, keep] == s).mean(axis=1) for s in range(n_states)], axis=1)
     return time, classical, quantum[:, keep].mean(axis=1)
 

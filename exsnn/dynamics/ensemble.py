@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from exsnn.data.errors import DataError
 from exsnn.dynamics.config import DynamicsConfig
-from exsnn.dynamics.fssh import FAILED, FSSHEngine, HopEvents, STATUS_NAMES
+from exsnn.dynamics.fssh import FAILED_STATUSES, FSSHEngine, HopEvents, STATUS_NAMES
 from exsnn.dynamics.initial_conditions import from_file, read_numbers, wigner_harmonic
 from exsnn.dynamics.runfile import RunMetadata, RunWriter, load_checkpoint, open_run, read_config_text
 from exsnn.dynamics.scattering import sample_initial_conditions
@@ -109,7 +109,7 @@ def summarize_run(path: str, resumed_from: int | None = None) -> EnsembleSummary
         step = int(h5["steps/step"][-1])
         time = float(h5["steps/time"][-1])
         hops = {k: h5[f"hops/{k}"][()] for k in ("frustrated", "kind")} if "hops" in h5 else {"frustrated": np.zeros(0, bool), "kind": np.zeros(0)}
-    valid = status != FAILED
+    valid = ~np.isin(status, FAILED_STATUSES)
     classical = np.bincount(active[valid], minlength=n_states) / max(int(valid.sum()), 1)
     quantum = populations[valid].mean(axis=0) if valid.any() else np.zeros(n_states)
     from exsnn.units import AU_TIME_IN_FS

@@ -33,8 +33,10 @@ from exsnn.data.properties import state_pairs
 from exsnn.dynamics.settings import FSSHSettings
 from exsnn.potentials.base import Potential, PotentialOutput
 
-RUNNING, FINISHED, LEFT_BOX, FAILED = 0, 1, 2, 3
-STATUS_NAMES = {RUNNING: "running", FINISHED: "finished", LEFT_BOX: "left box", FAILED: "failed (energy drift)"}
+RUNNING, FINISHED, LEFT_BOX, FAILED, ELECTRONIC_FAILURE = 0, 1, 2, 3, 4
+STATUS_NAMES = {RUNNING: "running", FINISHED: "finished", LEFT_BOX: "left box", FAILED: "failed (energy drift)",
+                ELECTRONIC_FAILURE: "failed (electronic structure)"}
+FAILED_STATUSES = (FAILED, ELECTRONIC_FAILURE)  # trajectories left out of population averages
 
 
 @dataclass
@@ -49,7 +51,7 @@ class EnsembleState:
     energies: torch.Tensor  # (B, N) Hartree
     forces: torch.Tensor  # (B, n, 3) active-state forces
     nacs: torch.Tensor  # (B, P, n, 3) sign-aligned NACs at the current positions
-    status: torch.Tensor  # (B,) long, RUNNING / FINISHED / LEFT_BOX / FAILED
+    status: torch.Tensor  # (B,) long, RUNNING / FINISHED / LEFT_BOX / FAILED / ELECTRONIC_FAILURE
     total_energy0: torch.Tensor  # (B,) Hartree
     state_vectors: torch.Tensor | None = None  # (B, K, N) sign-tracked state vectors, when the potential gives them
     couplings: torch.Tensor | None = None  # (B, P) v . d_ij at the current step (kept to avoid recomputing it)
@@ -169,6 +171,9 @@ class FSSHEngine:
         if coefficients is None:
             coefficients = torch.nn.functional.one_hot(states, self.n_states).to(torch.complex128)
         out = self.potential.compute(positions, states=states, nacs=True)
+        broken = self._broken(out)
+        if bool(broken.any()):
+            raise ValueError(f"the potential failed at starting structures {torch.nonzero(broken)[:, 0].tolist()}")
         total = out.energies.gather(1, states[:, None])[:, 0] + kinetic_energy(velocities, self.masses)
         vectors = None if out.state_vectors is None else out.state_vectors.to(torch.float64)
         return EnsembleState(
@@ -218,6 +223,9 @@ class FSSHEngine:
         v_half = v + 0.5 * s.dt * F / m
         R_new = R + s.dt * v_half
         out = self.potential.compute(R_new, states=active, nacs=True)
+        broken = self._broken(out)  # failed electronic structure: these trajectories end where they were
+        if bool(broken.any()):
+            out = self._keep_previous(out, broken, E_old, F, d_old, take(state.state_vectors) if state.state_vectors is not None else None)
         d_new = self._nacs_or_zeros(out, R_new)
         vectors_new = out.state_vectors
         if vectors_new is not None and state.state_vectors is not None:
@@ -237,6 +245,7 @@ class FSSHEngine:
         if state.trajectory_ids is not None:
             zeta = zeta[state.trajectory_ids]
         target = self._choose_targets(probabilities, take(zeta))
+        target = torch.where(broken, torch.full_like(target, -1), target)
         v_new, active_new, frustrated_flag, attempted = self._attempt_hops(R_new, v_new, active, target, E_new, d_new, F_new)
         if attempted.any():
             hopped = active_new != active
@@ -254,7 +263,7 @@ class FSSHEngine:
         if s.decoherence == "edc":
             c = self._decohere(c, active, E_new, kinetic_energy(v_new, self.masses))
         if s.forced_hop_gap is not None:
-            v_new, active, c, F_new, forced = self._forced_hop_to_ground(R_new, v_new, active, c, E_new, F_new)
+            v_new, active, c, F_new, forced = self._forced_hop_to_ground(R_new, v_new, active, c, E_new, F_new, ~broken)
             velocities_changed = velocities_changed or len(forced) > 0
             if len(forced):
                 hops = hops.extend(HopEvents(step_number, run[forced], previous_active[forced], torch.zeros_like(forced),
@@ -262,6 +271,11 @@ class FSSHEngine:
 
         if velocities_changed:
             T_new = velocity_couplings(v_new, d_new)
+        if bool(broken.any()):  # back to the last good step: positions, velocities and amplitudes stay as they were
+            keep = broken[:, None, None]
+            R_new, v_new = torch.where(keep, R, R_new), torch.where(keep, v, v_new)
+            c, active = torch.where(broken[:, None], take(state.coefficients), c), torch.where(broken, previous_active, active)
+            T_new = torch.where(broken[:, None], T_old, T_new)
         if everything:
             state.couplings = T_new
             state.positions, state.velocities, state.forces = R_new, v_new, F_new
@@ -278,7 +292,30 @@ class FSSHEngine:
                 state.state_vectors[run] = vectors_new
         state.step = step_number
         self._terminate(state, running)
+        if bool(broken.any()):
+            state.status[run[broken]] = ELECTRONIC_FAILURE
         return hops
+
+    @staticmethod
+    def _broken(out: PotentialOutput) -> torch.Tensor:
+        """(B,) True where the potential gave non-finite energies, forces or NACs (a failed calculation)."""
+        bad = ~torch.isfinite(out.energies).all(dim=1)
+        for tensor in (out.forces, out.nacs):
+            if tensor is not None:
+                bad = bad | ~torch.isfinite(tensor).flatten(1).all(dim=1)
+        return bad
+
+    @staticmethod
+    def _keep_previous(out: PotentialOutput, broken: torch.Tensor, E: torch.Tensor, F: torch.Tensor, d: torch.Tensor,
+                       vectors: torch.Tensor | None) -> PotentialOutput:
+        """`out` with the rows of failed structures replaced by the previous step's values (nothing moves there)."""
+        def pick(new: torch.Tensor | None, old: torch.Tensor | None) -> torch.Tensor | None:
+            if new is None or old is None:
+                return new
+            return torch.where(broken.view(-1, *([1] * (new.dim() - 1))), old, new)
+
+        return PotentialOutput(energies=pick(out.energies, E), forces=pick(out.forces, F), nacs=pick(out.nacs, d),
+                               state_vectors=pick(out.state_vectors, vectors))  # type: ignore[arg-type]
 
     def _propagate_coefficients(
         self, c: torch.Tensor, active: torch.Tensor, E_old: torch.Tensor, E_new: torch.Tensor, T_old: torch.Tensor, T_new: torch.Tensor
@@ -403,11 +440,12 @@ class FSSHEngine:
         return c
 
     def _forced_hop_to_ground(
-        self, R: torch.Tensor, v: torch.Tensor, active: torch.Tensor, c: torch.Tensor, E: torch.Tensor, F: torch.Tensor
+        self, R: torch.Tensor, v: torch.Tensor, active: torch.Tensor, c: torch.Tensor, E: torch.Tensor, F: torch.Tensor,
+        allowed: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = torch.arange(len(active), device=self.device)
         gap = E[rows, active] - E[:, 0]
-        forced = torch.nonzero((active > 0) & (gap < self.settings.forced_hop_gap))[:, 0]
+        forced = torch.nonzero(allowed & (active > 0) & (gap < self.settings.forced_hop_gap))[:, 0]
         if len(forced) == 0:
             return v, active, c, F, forced
         kinetic = kinetic_energy(v[forced], self.masses)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from exsnn.data.properties import state_pairs
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.potentials.spec import register_potential
 from exsnn.qm.pyscf_backend import label_geometry
@@ -36,7 +38,8 @@ def parse_spec(argument: str) -> QMSettings:
 
 
 class PySCFPotential(Potential):
-    """Labels each structure with PySCF (one after another); a failed calculation raises with its reason. The SCF
+    """Labels each structure with PySCF (one after another); a failed calculation gives NaN for that structure and a
+    warning with its reason (`exsnn point` reports it, surface hopping ends that trajectory). The SCF
     of structure k starts from the converged density of structure k of the previous call (consecutive steps of a
     trajectory ensemble), falling back to PySCF's own guess."""
 
@@ -57,8 +60,14 @@ class PySCFPotential(Potential):
             result = label_geometry(numbers, geometry, self.settings, guess_dm=self._densities.get(k))
             if result.failure is not None and k in self._densities:  # the previous density may belong elsewhere
                 result = label_geometry(numbers, geometry, self.settings)
-            if result.failure is not None:
-                raise ValueError(f"PySCF failed at structure {k}: {result.failure}")
+            if result.failure is not None:  # NaN rows: the surface-hopping engine ends this trajectory
+                warnings.warn(f"PySCF failed at structure {k}: {result.failure}", stacklevel=2)
+                self._densities.pop(k, None)
+                energies.append(np.full(self.n_states, np.nan))
+                forces.append(np.full((self.n_states, len(numbers), 3), np.nan))
+                if self.settings.nacs != "none" and self.n_states > 1:
+                    couplings.append(np.full((len(state_pairs(self.n_states)), len(numbers), 3), np.nan))
+                continue
             self._densities[k] = result.density  # type: ignore[assignment]
             energies.append(result.energies)
             forces.append(result.forces.transpose(1, 0, 2))  # type: ignore[union-attr]
