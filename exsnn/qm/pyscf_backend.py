@@ -313,6 +313,9 @@ def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
             raise QMFailure("non-finite NACs (degenerate states)")
     except QMFailure as exc:
         result.failure = exc.reason
-        result.energies = result.forces = result.nacs = result.nac_numerators = None
+    except (np.linalg.LinAlgError, RuntimeError, ValueError, ArithmeticError) as exc:  # inside PySCF: keep the frame
+        result.failure = f"{settings.method_label} failed ({type(exc).__name__}: {exc})"
+    if result.failure is not None:
+        result.energies = result.forces = result.nacs = result.nac_numerators = result.density = None
     result.timings["total"] = time.perf_counter() - start
     return result
