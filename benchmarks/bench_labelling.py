@@ -49,7 +49,7 @@ def split(method: str) -> None:
 def analytic_vs_overlap(method: str) -> None:
     """NACs of S0, S1, S2 at one geometry: analytic vs overlap finite differences, after the same SCF + TDA."""
     from exsnn.qm.analytic_nacs import excited_gradient_tool, excited_pair_numerator, ground_excited_nacs
-    from exsnn.qm.pyscf_backend import excited_states
+    from exsnn.qm.excited import excited_states
 
     settings = parse_method(method, n_states=3, charge=1, etf=False)
     states = excited_states(NUMBERS, GEOMETRY, settings)

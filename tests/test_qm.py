@@ -300,7 +300,7 @@ def test_label_cli_with_a_reference_records_overlaps_and_near_degenerate_couplin
 
 
 def test_scf_falls_back_to_a_previous_density() -> None:
-    from exsnn.qm.pyscf_backend import build_molecule, run_scf
+    from exsnn.qm.scf import build_molecule, run_scf
 
     settings = parse_method("tda-hf/sto-3g", n_states=3)
     nearby = excited_states(NUMBERS, WATER * 1.02, settings).density()

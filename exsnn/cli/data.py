@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from exsnn.data.check import CheckSettings
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.data.exporters import EXPORTERS, EXTXYZ_UNITS, export_format_for
 from exsnn.data.frame import FrameArrays
 from exsnn.data.importers import IMPORTERS, detect_format, import_file

@@ -23,12 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_dynamics(args: argparse.Namespace) -> int:
-    from exsnn.cli.potentials import register_for
     from exsnn.dynamics.config import load_config
     from exsnn.dynamics.ensemble import run_ensemble
 
     config = load_config(args.config)
-    register_for(config.potential_spec)
     summary = run_ensemble(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if args.json:
         print(json.dumps(summary.as_dict()))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from typing import Sequence
 
 from exsnn import __version__
@@ -14,7 +16,7 @@ from exsnn.cli import label as label_cli
 from exsnn.cli import point as point_cli
 from exsnn.cli import train as train_cli
 from exsnn.cli import scatter as scatter_cli
-from exsnn.data.errors import DataError
+from exsnn.errors import ExsnnError
 
 SUBCOMMAND_MODULES = (demo_cli, dynamics_cli, scatter_cli, point_cli, train_cli, label_cli, data_cli)
 
@@ -24,10 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="exsnn", description="Excited-state non-adiabatic dynamics with equivariant multi-state networks."
     )
     parser.add_argument("--version", action="version", version=f"exsnn {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of errors in the input too")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMAND_MODULES:
         module.register(subparsers)
     return parser
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again on a closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,12 +44,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except DataError as exc:
+    except ExsnnError as exc:  # the input, a setting or the electronic structure is at fault: say what and where
+        if args.traceback:
+            traceback.print_exc()
         print(f"exsnn: error: {exc}", file=sys.stderr)
         return 2
-    except (FileExistsError, ValueError) as exc:
-        print(f"exsnn: error: {exc}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # e.g. `exsnn data info FILE | head`: the reader left, nothing is wrong
+        _silence_stdout()
+        return 0
     except KeyboardInterrupt:
         print("exsnn: interrupted", file=sys.stderr)
         return 130

@@ -8,8 +8,12 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("point", help="energies, gradients and NACs of every frame of an XYZ or exsnn HDF5 file")
-    p.add_argument("--potential", required=True, help="tully1|tully2|tully3, lvc:PATH/TO/LVC.template, model:PATH")
+    from exsnn.potentials.spec import describe_prefixes
+
+    p = subparsers.add_parser("point", help="energies, gradients and NACs of every frame of an XYZ or exsnn HDF5 file",
+                              description="Potentials (SPEC):\n" + describe_prefixes(),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--potential", required=True, metavar="SPEC", help="a potential spec (listed above)")
     p.add_argument("geometry", help="XYZ/extended XYZ (Angstrom) or exsnn HDF5 dataset (Bohr)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per frame")
@@ -19,17 +23,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from exsnn.cli.potentials import load
+    from exsnn.errors import ElectronicStructureError
+    from exsnn.potentials.spec import load_potential
     from exsnn.data.properties import state_pairs
     from exsnn.dynamics.initial_conditions import from_file, read_numbers
 
-    potential = load(args.potential, Path.cwd(), args.device, numbers=read_numbers(args.geometry))
+    potential = load_potential(args.potential, Path.cwd(), args.device, numbers=read_numbers(args.geometry))
     positions, _ = from_file(args.geometry, potential.numbers.cpu().numpy())
     out = potential.compute(positions.to(potential.device), all_forces=True, nacs=True)
     energies = out.energies.cpu().numpy()
     failed = [k for k in range(len(energies)) if not np.all(np.isfinite(energies[k]))]
     if failed:  # the potential said why (warning); nothing half-valid is printed
-        raise ValueError(f"{args.geometry}: the potential failed at frame(s) {failed}")
+        raise ElectronicStructureError(f"the potential failed at frame(s) {failed}", source=args.geometry)
     gradients = -out.all_forces.cpu().numpy()  # type: ignore[union-attr]
     nacs = out.nacs.cpu().numpy() if out.nacs is not None else np.zeros((len(energies), 0, potential.n_atoms, 3))
     if args.json:

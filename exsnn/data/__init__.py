@@ -1,6 +1,6 @@
 """The data layer: frames, the HDF5 store, importers/exporters, the data check, torch datasets."""
 
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.data.frame import Frame, FrameArrays
 from exsnn.data.store import (
     DatasetMetadata,

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import h5py
 
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 
 
 def open_readonly(path: str | os.PathLike[str], format_name: str, what: str) -> h5py.File:

@@ -14,7 +14,7 @@ from ase.io.extxyz import key_val_dict_to_str
 import numpy as np
 from ase import Atoms
 
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.data.frame import FrameArrays
 from exsnn.data.properties import state_pairs
 from exsnn.data.store import DatasetMetadata

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 from ase.data import chemical_symbols
 
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.data.properties import (
     CHARGE,
     DIPOLES,

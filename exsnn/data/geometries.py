@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 
 
 def read_structures(path: str | Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:

@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from exsnn.data.atomic import atomic_h5_update, exclusive_lock, open_readonly
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.data.frame import Frame, FrameArrays
 from exsnn.data.properties import (
     CHARGE,

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.dynamics.settings import FSSHSettings
 from exsnn.units import EV_IN_HARTREE, FS_IN_AU_TIME
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.dynamics.config import DynamicsConfig
 from exsnn.dynamics.fssh import FAILED_STATUSES, FSSHEngine, HopEvents, STATUS_NAMES
 from exsnn.dynamics.initial_conditions import from_file, read_numbers, wigner_harmonic

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.data.geometries import read_structures
 
 

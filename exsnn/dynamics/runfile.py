@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from exsnn.data.atomic import atomic_h5_update, open_readonly
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.dynamics.fssh import EnsembleState, HopEvents, populations
 
 FORMAT_NAME = "exsnn-fssh-run"

@@ -17,8 +17,9 @@ import torch
 
 from exsnn.data.phases import pair_signs, state_signs_from_nacs
 from exsnn.model.training import MODEL_FILE, load_network
+from exsnn.errors import ConfigurationError
 from exsnn.potentials.base import Potential, PotentialOutput
-from exsnn.potentials.spec import register_potential
+from exsnn.potentials.spec import resolve_path
 from exsnn.units import AMU_IN_ELECTRON_MASS
 
 
@@ -84,7 +85,8 @@ class ModelPotential(Potential):
         }
 
     def compute(
-        self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True
+        self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True,
+        trajectories: torch.Tensor | None = None,
     ) -> PotentialOutput:
         B, n, _ = positions.shape
         mode = "all" if all_forces else ("selected" if states is not None else None)
@@ -125,11 +127,8 @@ class ModelPotential(Potential):
         return f"exsnn {kind} {self.path} ({self.n_states} states)"
 
 
-def _load(argument: str, base_dir: Path, device: str, numbers: np.ndarray | None = None) -> Potential:
+def load(prefix: str, argument: str, base_dir: Path, device: str, numbers: np.ndarray | None = None) -> ModelPotential:
+    """Registry loader (exsnn.potentials.spec): `model:DIR`."""
     if numbers is None:
-        raise ValueError("model potentials need the molecule's atoms (give a geometry file)")
-    path = Path(argument).expanduser()
-    return ModelPotential(path if path.is_absolute() else base_dir / path, numbers, device)
-
-
-register_potential("model", _load)
+        raise ConfigurationError("model potentials need the molecule's atoms (give a geometry file)", source="potential")
+    return ModelPotential(resolve_path(argument, base_dir), numbers, device)

@@ -68,9 +68,15 @@ class Potential(ABC):
         states: torch.Tensor | None = None,
         all_forces: bool = False,
         nacs: bool = True,
+        trajectories: torch.Tensor | None = None,
     ) -> PotentialOutput:
         """Energies of all states for positions (B, n, 3); forces of `states` (B,) if given; forces of all states
-        if `all_forces`; NACs if `nacs`."""
+        if `all_forces`; NACs if `nacs`.
+
+        `trajectories` (B,) long: which trajectory of an ensemble each structure belongs to (the engine calls with
+        subsets: running trajectories only, hop refreshes, frustrated-hop checks). Potentials that keep state between
+        calls (an SCF guess, a cached calculation at an unchanged geometry) key it by these ids; None means the
+        structures are unrelated (each call stands alone)."""
 
     def describe(self) -> str:
         return type(self).__name__

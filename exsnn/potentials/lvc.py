@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from ase.data import atomic_numbers
 
-from exsnn.data.errors import DataError
+from exsnn.errors import ConfigurationError, DataError
 from exsnn.data.properties import dipole_pairs
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.potentials.diabatic import adiabatic_from_diabatic
@@ -225,7 +225,8 @@ class LVCPotential(Potential):
         return hamiltonian, dh_dq
 
     def compute(
-        self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True
+        self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True,
+        trajectories: torch.Tensor | None = None,
     ) -> PotentialOutput:
         positions = positions.detach().to(torch.float64).requires_grad_(True)
         with torch.enable_grad():
@@ -259,3 +260,12 @@ class LVCPotential(Potential):
 
     def describe(self) -> str:
         return f"LVC model {self.path} ({self.n_states} singlets, {self.n_atoms} atoms)"
+
+
+def load(prefix: str, argument: str, base_dir: Path, device: str, numbers: object = None) -> LVCPotential:
+    """Registry loader (exsnn.potentials.spec): `lvc:PATH/TO/LVC.template`."""
+    from exsnn.potentials.spec import resolve_path
+
+    if not argument:
+        raise ConfigurationError("lvc needs the template's path: lvc:PATH/TO/LVC.template", source="potential")
+    return LVCPotential(resolve_path(argument, base_dir), device=device)

@@ -13,10 +13,12 @@ matters (forces and NACs have zero y, z components). Parameters in atomic units,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
 
+from exsnn.errors import ConfigurationError
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.potentials.diabatic import adiabatic_from_diabatic
 
@@ -75,7 +77,7 @@ class TullyPotential(Potential):
 
     def __init__(self, name: str, device: str | torch.device = "cpu") -> None:
         if name not in TULLY_MODELS:
-            raise ValueError(f"unknown Tully model {name!r}; expected one of {sorted(TULLY_MODELS)}")
+            raise ConfigurationError(f"unknown Tully model {name!r}; expected one of {sorted(TULLY_MODELS)}")
         self.name = name
         self.model = TULLY_MODELS[name]
         self.n_states = 2
@@ -88,7 +90,8 @@ class TullyPotential(Potential):
         return self.model(x)
 
     def compute(
-        self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True
+        self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True,
+        trajectories: torch.Tensor | None = None,
     ) -> PotentialOutput:
         x = positions[:, 0, 0]
         hamiltonian, derivative = self.model(x)
@@ -100,3 +103,8 @@ class TullyPotential(Potential):
 
     def describe(self) -> str:
         return f"Tully model {self.name[-1]} ({self.model.__name__.replace('_', ' ')}), mass {TULLY_MASS:g}"
+
+
+def load(prefix: str, argument: str, base_dir: Path, device: str, numbers: object = None) -> TullyPotential:
+    """Registry loader (exsnn.potentials.spec): `tully1`, `tully2`, `tully3`."""
+    return TullyPotential(prefix, device=device)

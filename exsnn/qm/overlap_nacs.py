@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 
 from exsnn.data.properties import state_pairs
+from exsnn.qm.excited import excited_states
+from exsnn.qm.results import ExcitedStates, QMFailure
+from exsnn.qm.scf import build_molecule
 from exsnn.qm.settings import QMSettings
 
 
@@ -45,7 +48,7 @@ class CISWavefunction:
         return 2.0 * self.occupied @ self.occupied.T
 
 
-def cis_wavefunction(states: Any) -> CISWavefunction:
+def cis_wavefunction(states: ExcitedStates) -> CISWavefunction:
     mf = states.mf
     occ = mf.mo_occ > 0
     X, Y = states.amplitudes()
@@ -100,13 +103,11 @@ def _pairs(derivative: np.ndarray) -> np.ndarray:
     return np.stack([derivative[:, :, i, j] for i, j in state_pairs(derivative.shape[-1])], axis=1)
 
 
-def basis_translation_nacs(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, reference: Any) -> np.ndarray:
+def basis_translation_nacs(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, reference: ExcitedStates) -> np.ndarray:
     """The part of the NACs (n, P, 3) that electron-translation factors remove: the antisymmetric part of the overlap
     derivative with the MO coefficients frozen (only the basis functions move with their nuclei), by central
     differences (no electronic-structure calculation at the displaced geometries)."""
     from dataclasses import replace
-
-    from exsnn.qm.pyscf_backend import build_molecule
 
     wave = cis_wavefunction(reference)
 
@@ -119,11 +120,9 @@ def basis_translation_nacs(numbers: np.ndarray, positions: np.ndarray, settings:
     return _pairs(0.5 * (derivative - derivative.transpose(0, 1, 3, 2)))
 
 
-def finite_difference_nacs(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, reference: Any) -> np.ndarray:
+def finite_difference_nacs(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, reference: ExcitedStates) -> np.ndarray:
     """NACs (n, P, 3) in 1/Bohr at `positions` from central differences of state overlaps (see module docstring);
     with electron-translation factors (settings.etf) the basis-translation part is removed."""
-    from exsnn.qm.pyscf_backend import QMFailure, excited_states
-
     wave = cis_wavefunction(reference)
     guess = reference.mf.make_rdm1()
 

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from exsnn.data.properties import state_pairs
+from exsnn.errors import ConfigurationError
 from exsnn.potentials.base import Potential, PotentialOutput
-from exsnn.potentials.spec import register_potential
 from exsnn.qm.pyscf_backend import label_geometry
 from exsnn.qm.settings import QMSettings, parse_method
 from exsnn.units import AMU_IN_ELECTRON_MASS
@@ -52,7 +52,8 @@ class PySCFPotential(Potential):
         self.masses = torch.as_tensor(atomic_masses[np.asarray(numbers)] * AMU_IN_ELECTRON_MASS, dtype=torch.float64)
         self._densities: dict[int, np.ndarray] = {}
 
-    def compute(self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True) -> PotentialOutput:
+    def compute(self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True,
+                trajectories: torch.Tensor | None = None) -> PotentialOutput:
         numbers = self.numbers.numpy()
         energies, forces, couplings = [], [], []
         for k in range(len(positions)):
@@ -88,10 +89,8 @@ class PySCFPotential(Potential):
         return f"PySCF {s.method_label}/{s.basis}, {s.n_states} states, charge {s.charge}"
 
 
-def _load(argument: str, base_dir: Path, device: str, numbers: np.ndarray | None = None) -> Potential:
+def load(prefix: str, argument: str, base_dir: Path, device: str, numbers: np.ndarray | None = None) -> PySCFPotential:
+    """Registry loader (exsnn.potentials.spec): `pyscf:METHOD/BASIS[,options]`."""
     if numbers is None:
-        raise ValueError("pyscf potentials need the molecule's atoms (give a geometry file)")
+        raise ConfigurationError("pyscf potentials need the molecule's atoms (give a geometry file)", source="potential")
     return PySCFPotential(parse_spec(argument), numbers)
-
-
-register_potential("pyscf", _load)

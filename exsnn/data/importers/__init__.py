@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.data.importers.ase_db import import_ase_db
 from exsnn.data.importers.common import ImportedData
 from exsnn.data.importers.extxyz import import_extxyz

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import ase.db
 import numpy as np
 
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.data.frame import Frame
 from exsnn.data.importers.common import ImportedData, parse_reference_method
 from exsnn.data.properties import n_pairs

@@ -15,7 +15,7 @@ from typing import Any
 import ase.io
 import numpy as np
 
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.data.frame import Frame
 from exsnn.data.importers.common import ImportedData
 from exsnn.data.store import DatasetMetadata

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from ase.data import atomic_numbers
 
-from exsnn.data.errors import DataError
+from exsnn.errors import DataError
 from exsnn.data.frame import Frame
 from exsnn.data.importers.common import ImportedData
 from exsnn.data.properties import pair_matrix_to_upper
