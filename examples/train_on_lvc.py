@@ -14,6 +14,7 @@ from pathlib import Path
 
 from exsnn.data import DatasetMetadata, append_frames
 from exsnn.dynamics.initial_conditions import wigner_harmonic
+from exsnn.model.network import ArchitectureConfig
 from exsnn.model.training import TrainingConfig, train
 from exsnn.potentials.labelling import label_frames
 from exsnn.potentials.lvc import LVCPotential
@@ -38,8 +39,8 @@ def main() -> None:
         positions, _ = wigner_harmonic(reference, masses, frequencies / 9.0, modes, args.frames, seed=11)  # 3x spread
         frames = label_frames(potential, positions, {"source": "wigner", "spread": "3x harmonic"})
         append_frames(data, frames, DatasetMetadata(n_states=3, method="LVC (SO2, SchNarc parameters)", program="exsnn"))
-    result = train(TrainingConfig(data=str(data), output=str(out / "model"), n_atom_basis=args.width, n_interactions=args.interactions,
-                                  cutoff=8.0, max_epochs=args.epochs, batch_size=32, learning_rate=1e-3, progress_bar=False, threads=1))
+    network = ArchitectureConfig(n_atom_basis=args.width, n_interactions=args.interactions, cutoff=8.0)
+    result = train(TrainingConfig(data=str(data), output=str(out / "model"), network=network, max_epochs=args.epochs, batch_size=32, learning_rate=1e-3, progress_bar=False, threads=1))
     print(f"split {result['split']}, {result['epochs']} epochs")
     print(result["table_text"])
     print(f"model: {result['model']}; learning curve: {out / 'model' / 'learning_curve.png'}")

@@ -180,10 +180,11 @@ def test_dipole_head_trains_on_ch2nh2_dipoles(shared_data: Path, tmp_path: Path)
 @pytest.mark.slow
 def test_training_beats_the_mean_predictor(lvc_dataset: Path, tmp_path: Path) -> None:
     from exsnn.data import read_frames
+    from exsnn.model.network import ArchitectureConfig
     from exsnn.model.training import TrainingConfig, train
 
-    result = train(TrainingConfig(data=str(lvc_dataset), output=str(tmp_path / "fit"), n_atom_basis=32, n_interactions=2,
-                                  cutoff=8.0, max_epochs=60, batch_size=16, learning_rate=1e-3, progress_bar=False, threads=1))
+    result = train(TrainingConfig(data=str(lvc_dataset), output=str(tmp_path / "fit"),
+                                  network=ArchitectureConfig(n_atom_basis=32, n_interactions=2, cutoff=8.0), max_epochs=60, batch_size=16, learning_rate=1e-3, progress_bar=False, threads=1))
     test_idx = np.load(tmp_path / "fit" / "split.npz")["test_idx"]
     energies = read_frames(lvc_dataset).energies
     mean_predictor = np.abs(energies[test_idx] - energies.mean(0)).mean(0) * 27211.386  # meV

@@ -128,3 +128,59 @@ def test_lvc_is_invariant_under_rotation_and_translation(so2: LVCPotential) -> N
     torch.testing.assert_close(a.energies, b.energies, atol=1e-12, rtol=0)
     torch.testing.assert_close(a.all_forces @ rotation.T, b.all_forces, atol=1e-10, rtol=0)
     torch.testing.assert_close(a.dipoles @ rotation.T, b.dipoles, atol=1e-10, rtol=0)
+
+
+def test_lvc_template_lines_of_undeclared_multiplicities_are_rejected(shared_data: Path, tmp_path: Path) -> None:
+    """SHARC's 4-singlet/3-triplet SO2 model with its states line edited to singlets only: the triplet lines must not
+    overwrite the singlet values (S0 came out at 0.124 Hartree instead of 0.000165); the file and line are named."""
+    source = shared_data / "sharc" / "lvc_so2_4s3t"
+    lines = (source / "LVC.template").read_text().splitlines()
+    lines[0] = str(source / "V0.txt")
+    lines[1] = "4"
+    template = tmp_path / "LVC.template"
+    template.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"line \d+: epsilon entry for multiplicity 3") as info:
+        read_lvc_template(template)
+    assert str(template) in str(info.value)
+
+
+def two_state_so2(shared_data: Path, tmp_path: Path) -> LVCPotential:
+    """SO2's coupled S1/S2 pair of the SchNarc model as a 2-state LVC model with transition dipoles, shifted to
+    negative energies (LAPACK's 2x2 eigenvector signs then differ from the closed form's, as for a negative trace)."""
+    v0 = shared_data / "schnarc" / "lvc_so2_3s" / "V0.txt"
+    template = tmp_path / "LVC2.template"
+    template.write_text(
+        f"{v0}\n2\nepsilon\n2\n 1 1 -0.1700000000\n 1 2 -0.1700000000\nkappa\n4\n 1 1 7 1.19647e-03\n 1 1 8 1.21848e-02\n"
+        " 1 2 7 -7.98767e-03\n 1 2 8 1.85494e-02\nlambda\n1\n 1 1 2 9 7.32022e-02\n"
+        "DMX R\n 3.93e-06 0.1\n 0.1 1.8e-07\nDMY R\n 6.22e-06 0.43871500\n 0.43871500 -2.6e-07\n"
+        "DMZ R\n -0.26910657 0.2\n 0.2 -0.30062189\n"
+    )
+    return LVCPotential(template)
+
+
+def test_lvc_two_state_dipoles_and_nacs_share_state_signs(shared_data: Path, tmp_path: Path) -> None:
+    """Flipping an adiabatic state's sign flips its NACs and its transition dipoles together, so the outer product
+    d_01 (x) mu_01 does not depend on the sign convention. Reference: LAPACK eigenvectors, NACs from their finite
+    differences, dipoles from the same vectors (the 2-state model uses closed-form eigenvectors for its NACs)."""
+    model = two_state_so2(shared_data, tmp_path)
+    positions = random_geometries(model, 16, seed=3)
+    out = model.compute(positions, nacs=True)
+
+    def frame(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q, rotation = model.normal_coordinates(p)
+        return torch.linalg.eigh(model.diabatic(q.detach())[0])[1], rotation.detach()
+
+    center, rotation = frame(positions)
+    fd = torch.zeros_like(out.nacs)
+    for a in range(3):
+        for c in range(3):
+            plus, minus = positions.clone(), positions.clone()
+            plus[:, a, c] += H
+            minus[:, a, c] -= H
+            dv = (aligned_vectors(frame(plus)[0], center) - aligned_vectors(frame(minus)[0], center)) / (2 * H)
+            fd[:, 0, a, c] = torch.einsum("bk,bk->b", center[:, :, 0], dv[:, :, 1])
+    dipole = torch.einsum("bk,ckl,bl->bc", center[:, :, 0], model._dipoles, center[:, :, 1])
+    dipole = torch.einsum("bc,bcd->bd", dipole, rotation)  # back to the input frame, as the model does
+    reference = torch.einsum("bax,bc->baxc", fd[:, 0], dipole)
+    predicted = torch.einsum("bax,bc->baxc", out.nacs[:, 0], out.dipoles[:, 1])
+    torch.testing.assert_close(predicted, reference, atol=1e-6, rtol=1e-5)

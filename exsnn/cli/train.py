@@ -54,7 +54,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.config:
         config = TrainingConfig.from_file(args.config, data=args.data, output=args.output, **overrides)
     else:
-        config = TrainingConfig(data=args.data, output=args.output, **overrides)
+        config = TrainingConfig.build(args.data, args.output, overrides, source="command line")
     if args.committee > 1:
         results = train_committee(config, args.committee, resume=not args.restart)
     else:

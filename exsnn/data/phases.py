@@ -39,8 +39,13 @@ def pair_sign_table(n_states: int, pairs: Sequence[tuple[int, int]] | None = Non
     return pair_signs(sign_vectors(n_states, device), n_states, pairs)
 
 
+def best_state_signs(overlaps: torch.Tensor, n_states: int, pairs: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
+    """The consistent sign vector (B, N) maximising sum_ij p_i p_j overlap_ij, from the overlaps (B, P) of pair
+    quantities (new . reference) for `pairs` (default: all pairs i<j; several quantities may list a pair twice)."""
+    scores = overlaps @ pair_sign_table(n_states, pairs, device=overlaps.device).to(overlaps.dtype).T  # (B, S)
+    return sign_vectors(n_states, overlaps.device).to(overlaps.dtype)[torch.argmax(scores, dim=1)]
+
+
 def state_signs_from_nacs(new: torch.Tensor, reference: torch.Tensor, n_states: int) -> torch.Tensor:
     """The consistent sign vector (B, N) maximising sum_ij p_i p_j (d_ij . d_ij_reference); NACs (B, P, ...)."""
-    overlap = (new.flatten(2) * reference.flatten(2)).sum(-1)  # (B, P)
-    scores = overlap @ pair_sign_table(n_states, device=new.device).to(overlap.dtype).T  # (B, S)
-    return sign_vectors(n_states, new.device).to(new.dtype)[torch.argmax(scores, dim=1)]
+    return best_state_signs((new.flatten(2) * reference.flatten(2)).sum(-1), n_states)

@@ -67,15 +67,19 @@ def compute_loss(
     if "forces" in out:
         mask_f = batch[f"{FORCES}_mask"][idx_m]
         parts["forces"] = ((out["forces"] - batch[FORCES])[mask_f] ** 2).mean() / scales.forces**2 if mask_f.any() else zero
+    # couplings: NACs and transition dipoles share one state-sign vector per sample; each sample contributes only the
+    # labels it has (a frame with dipoles but no NACs does not pull the predicted NACs towards zero), and the part is
+    # the mean normalised squared error over every labelled vector component
     mask_n = batch[f"{NACS}_mask"] & mask_e
-    plus_parts, minus_parts, pair_lists, counts = [], [], [], torch.zeros(B, device=idx_m.device)
+    mask_d = batch[f"{DIPOLES}_mask"]
+    plus_parts, minus_parts, pair_lists = [], [], []
+    counts = torch.zeros(B, dtype=out["energies"].dtype, device=idx_m.device)  # labelled components per sample
     if "smooth_nacs" in out and mask_n.any():
         plus, minus = per_sample_pair_errors(out["smooth_nacs"], smooth_reference(batch), idx_m, B)
-        plus_parts.append(plus / scales.nacs**2)
-        minus_parts.append(minus / scales.nacs**2)
+        plus_parts.append(torch.where(mask_n[:, None], plus, 0.0) / scales.nacs**2)
+        minus_parts.append(torch.where(mask_n[:, None], minus, 0.0) / scales.nacs**2)
         pair_lists += list(state_pairs(N))
-        counts = counts + torch.bincount(idx_m, minlength=B) * plus.shape[1] * 3
-    mask_d = batch[f"{DIPOLES}_mask"]
+        counts = counts + mask_n * torch.bincount(idx_m, minlength=B) * plus.shape[1] * 3
     if "dipoles" in out and mask_d.any():
         permanent, transition, transition_pairs = _transition_pair_columns(N)
         diff = out["dipoles"][:, permanent] - batch[DIPOLES][:, permanent]
@@ -85,9 +89,11 @@ def compute_loss(
             plus_parts.append(torch.where(mask_d[:, None], plus, 0.0) / scales.dipoles**2)
             minus_parts.append(torch.where(mask_d[:, None], minus, 0.0) / scales.dipoles**2)
             pair_lists += transition_pairs
+            counts = counts + mask_d * len(transition) * 3
     if plus_parts:
         best, _ = phase_free_squared_error(torch.cat(plus_parts, 1), torch.cat(minus_parts, 1), pair_sign_table(N, pair_lists, idx_m.device))
-        parts["couplings"] = best[mask_n | mask_d].sum() / max(float((counts[mask_n | mask_d]).sum()), 1.0)
+        labelled = counts > 0
+        parts["couplings"] = best[labelled].sum() / counts[labelled].sum().clamp_min(1.0)
     total = (
         weights.energies * parts["energies"]
         + weights.forces * parts.get("forces", zero)

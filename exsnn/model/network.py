@@ -27,13 +27,13 @@ import torch
 from torch import nn
 
 from exsnn.data.properties import dipole_pairs, n_dipole_pairs, n_pairs, state_pairs
+from exsnn.errors import ConfigurationError
 
 
 @dataclass
-class NetworkConfig:
-    """Architecture and the label statistics the output layers are scaled with (atomic units)."""
+class ArchitectureConfig:
+    """The network's shape: what a user chooses (defaults live here only; training nests this as `network`)."""
 
-    n_states: int
     representation: str = "painn"  # "painn" or "so3net"
     n_atom_basis: int = 64
     n_interactions: int = 3
@@ -41,12 +41,31 @@ class NetworkConfig:
     cutoff: float = 10.0  # Bohr
     dipoles: bool = False
     nac_epsilon: float = 1e-3  # Hartree, gap regulariser of d = h / dE
-    energy_mean_per_atom: list[float] = field(default_factory=list)  # (N,) Hartree
-    energy_std_per_atom: float = 1.0  # Hartree
-    coupling_scale: float = 1.0  # typical |h| per atom, Hartree/Bohr
+
+    def __post_init__(self) -> None:
+        if self.representation not in ("painn", "so3net"):
+            raise ConfigurationError(f"unknown representation {self.representation!r}; expected 'painn' or 'so3net'",
+                                     where="representation")
+        for name in ("n_atom_basis", "n_interactions", "n_rbf"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigurationError(f"must be a positive integer, got {getattr(self, name)!r}", where=name)
+        if not self.cutoff > 0 or not self.nac_epsilon > 0:
+            raise ConfigurationError("cutoff and nac_epsilon must be positive", where="cutoff/nac_epsilon")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(kw_only=True)
+class NetworkConfig(ArchitectureConfig):
+    """The architecture plus what training learns about the labels: the number of states and the statistics the
+    output layers are scaled with (atomic units). Stored in every model file."""
+
+    n_states: int
+    energy_mean_per_atom: list[float] = field(default_factory=list)  # (N,) Hartree
+    energy_std_per_atom: float = 1.0  # Hartree
+    coupling_scale: float = 1.0  # typical |h| per atom, Hartree/Bohr
+    elements: list[int] = field(default_factory=list)  # atomic numbers seen in training (empty: not recorded)
 
 
 def build_representation(config: NetworkConfig) -> nn.Module:
@@ -70,7 +89,7 @@ class MultiStateNetwork(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         if config.n_states < 1:
-            raise ValueError("n_states must be at least 1")
+            raise ConfigurationError("n_states must be at least 1", where="n_states")
         self.config = config
         N, F = config.n_states, config.n_atom_basis
         self.distances = spk.atomistic.PairwiseDistances()

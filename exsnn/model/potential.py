@@ -2,8 +2,10 @@
 
 `model:PATH` loads PATH/model.pt, a model.pt file, or a committee folder (committee.json or member_*/model.pt).
 A committee predicts the mean over members; NAC signs of every member are first aligned to the first member's
-(the consistent state-sign vector that maximises the overlap), otherwise opposite signs would cancel. The spread
-over members of the last call is kept in `last_disagreement` (energies (B, N), forces (B, n, 3), nacs (B, P, n, 3)).
+(the consistent state-sign vector that maximises the overlap of the NACs and transition dipoles), otherwise
+opposite signs would cancel; transition dipoles get the same signs as the NACs. The spread
+over members of the last call is kept in `last_disagreement` (energies (B, N), forces (B, n, 3), nacs (B, P, n, 3),
+dipoles (B, Pd, 3)).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import numpy as np
 import schnetpack.properties as structure
 import torch
 
-from exsnn.data.phases import pair_signs, state_signs_from_nacs
+from exsnn.data.phases import best_state_signs, pair_signs
+from exsnn.data.properties import dipole_pairs, state_pairs
 from exsnn.model.training import MODEL_FILE, load_network
-from exsnn.errors import ConfigurationError
+from exsnn.errors import ConfigurationError, DataError
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.potentials.spec import resolve_path
 from exsnn.units import AMU_IN_ELECTRON_MASS
@@ -30,13 +33,40 @@ def model_files(path: str | Path) -> list[Path]:
         return [path]
     if (path / "committee.json").exists():
         members = json.loads((path / "committee.json").read_text())["members"]
-        return [Path(m) if Path(m).is_absolute() else Path(m) for m in members]
+        files = [Path(m) if Path(m).is_absolute() else path / m for m in members]  # relative: to the committee folder
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise DataError(path / "committee.json", "members", f"member model files not found: {', '.join(missing)}")
+        return files
     if (path / MODEL_FILE).exists():
         return [path / MODEL_FILE]
     members = sorted(path.glob(f"member_*/{MODEL_FILE}"))
     if not members:
-        raise ValueError(f"{path}: no {MODEL_FILE} and no committee members (member_*/{MODEL_FILE}) found")
+        raise DataError(path, "model", f"no {MODEL_FILE} and no committee members (member_*/{MODEL_FILE}) found")
     return members
+
+
+def align_committee_signs(nacs: torch.Tensor | None, dipoles: torch.Tensor | None, n_states: int) -> None:
+    """Give every committee member the state signs of member 0, in place: NACs (K, B, P, n, 3) and dipoles
+    (K, B, Pd, 3) of a member share one consistent state-sign vector per structure, chosen to maximise the overlap of
+    all its pair quantities (NACs and transition dipoles) with member 0's."""
+    stacks = [t for t in (nacs, dipoles) if t is not None]
+    if not stacks or n_states < 2:
+        return
+    transition = [k for k, (i, j) in enumerate(dipole_pairs(n_states)) if i < j]
+    for k in range(1, len(stacks[0])):
+        overlaps, pairs = [], []
+        if nacs is not None:
+            overlaps.append((nacs[k] * nacs[0]).flatten(2).sum(-1))
+            pairs += state_pairs(n_states)
+        if dipoles is not None:
+            overlaps.append((dipoles[k][:, transition] * dipoles[0][:, transition]).sum(-1))
+            pairs += [dipole_pairs(n_states)[t] for t in transition]
+        signs = best_state_signs(torch.cat(overlaps, dim=1), n_states, pairs)
+        if nacs is not None:
+            nacs[k] = nacs[k] * pair_signs(signs, n_states)[:, :, None, None]
+        if dipoles is not None:
+            dipoles[k] = dipoles[k] * pair_signs(signs, n_states, dipole_pairs(n_states))[:, :, None]
 
 
 class ModelPotential(Potential):
@@ -109,16 +139,20 @@ class ModelPotential(Potential):
                 result.forces = forces.mean(0)
             if len(members) > 1:
                 disagreement["forces"] = forces.std(0)
+        nac_stack = dipole_stack = None
         if nacs and "nacs" in members[0]:
-            stacked = torch.stack([m["nacs"].reshape(B, n, -1, 3).permute(0, 2, 1, 3) for m in members])  # (K, B, P, n, 3)
-            for k in range(1, len(members)):
-                signs = state_signs_from_nacs(stacked[k], stacked[0], self.n_states)
-                stacked[k] = stacked[k] * pair_signs(signs, self.n_states)[:, :, None, None]
-            result.nacs = stacked.mean(0)
-            if len(members) > 1:
-                disagreement["nacs"] = stacked.std(0)
+            nac_stack = torch.stack([m["nacs"].reshape(B, n, -1, 3).permute(0, 2, 1, 3) for m in members])  # (K, B, P, n, 3)
         if "dipoles" in members[0]:
-            result.dipoles = torch.stack([m["dipoles"] for m in members]).mean(0)
+            dipole_stack = torch.stack([m["dipoles"] for m in members])  # (K, B, Pd, 3)
+        align_committee_signs(nac_stack, dipole_stack, self.n_states)
+        if nac_stack is not None:
+            result.nacs = nac_stack.mean(0)
+            if len(members) > 1:
+                disagreement["nacs"] = nac_stack.std(0)
+        if dipole_stack is not None:
+            result.dipoles = dipole_stack.mean(0)
+            if len(members) > 1:
+                disagreement["dipoles"] = dipole_stack.std(0)
         self.last_disagreement = disagreement
         return result
 

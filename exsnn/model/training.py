@@ -4,7 +4,7 @@ TensorBoard logs), learning-curve plot, test error table, and the saved model fi
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ from exsnn.data.properties import DIPOLES, ENERGIES, FORCES, NACS, state_pairs
 from exsnn.data.store import read_frames
 from exsnn.data.torch_data import ExcitedStateDataModule
 from exsnn.model.loss import LabelScales, LossWeights, format_error_table
-from exsnn.model.network import MultiStateNetwork, NetworkConfig
+from exsnn.errors import ConfigurationError, DataError
+from exsnn.model.network import ArchitectureConfig, MultiStateNetwork, NetworkConfig
 from exsnn.model.task import MultiStateTask
 
 MODEL_FILE = "model.pt"
@@ -28,13 +29,7 @@ class TrainingConfig:
 
     data: str
     output: str
-    n_atom_basis: int = 64
-    n_interactions: int = 3
-    n_rbf: int = 20
-    cutoff: float = 10.0  # Bohr
-    representation: str = "painn"
-    dipoles: bool = False
-    nac_epsilon: float = 1e-3
+    network: ArchitectureConfig = field(default_factory=ArchitectureConfig)
     batch_size: int = 16
     learning_rate: float = 5e-4
     max_epochs: int = 500
@@ -51,13 +46,45 @@ class TrainingConfig:
     threads: int | None = None
     progress_bar: bool = True
 
+    def __post_init__(self) -> None:
+        if isinstance(self.network, dict):
+            self.network = ArchitectureConfig(**self.network)
+
     @classmethod
-    def from_file(cls, path: str | Path, **overrides: Any) -> "TrainingConfig":
+    def build(cls, data: str, output: str, values: dict[str, Any] | None = None, source: str | None = None) -> "TrainingConfig":
+        """A config from plain values (a TOML table or command-line flags): training fields at the top level,
+        architecture fields (`ArchitectureConfig`) either in a `network` table or at the top level. Unknown names and
+        impossible values raise ConfigurationError naming `source` and the field."""
+        values = dict(values or {})
+        network = dict(values.pop("network", {}) or {})
+        architecture = {f.name for f in fields(ArchitectureConfig)}
+        training = {f.name for f in fields(cls)} - {"data", "output", "network"}
+        for key in list(values):
+            if key in architecture:
+                network[key] = values.pop(key)
+            elif key not in training:
+                raise ConfigurationError(f"unknown training option; expected one of {sorted(training | architecture)}",
+                                         source=source, where=key)
+        unknown = set(network) - architecture
+        if unknown:
+            raise ConfigurationError(f"unknown network option; expected one of {sorted(architecture)}", source=source,
+                                     where=f"network.{sorted(unknown)[0]}")
+        try:
+            return cls(data=data, output=output, network=ArchitectureConfig(**network), **values)
+        except ConfigurationError as exc:
+            raise ConfigurationError(exc.problem, source=source, where=exc.where) from None
+
+    @classmethod
+    def from_file(cls, path: str | Path, data: str, output: str, **overrides: Any) -> "TrainingConfig":
+        """Read a TOML file of `build` values; `overrides` (command-line flags) win over it."""
         import tomllib
 
-        values = tomllib.loads(Path(path).read_text())
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        try:
+            values = tomllib.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"cannot read it as TOML ({exc})", source=str(path)) from None
+        values.update({k: v for k, v in overrides.items() if v is not None})  # flat: they win over [network] too
+        return cls.build(data, output, values, source=str(path))
 
 
 def label_scales(path: str, indices: np.ndarray) -> tuple[LabelScales, list[float], float, float]:
@@ -88,11 +115,19 @@ def label_scales(path: str, indices: np.ndarray) -> tuple[LabelScales, list[floa
     return scales, [float(x) for x in mean], max(spread, 1e-6), max(smooth, 1e-8)
 
 
-def save_model(task: MultiStateTask, path: Path, extra: dict[str, Any]) -> None:
+def training_elements(path: str) -> list[int]:
+    """The atomic numbers that occur in a dataset (sorted)."""
+    from exsnn.data.store import open_h5
+
+    with open_h5(path) as handle:
+        return sorted(int(z) for z in np.unique(handle["atoms/numbers"][:]))
+
+
+def save_network(network: MultiStateNetwork, path: str | Path, extra: dict[str, Any] | None = None) -> None:
     """Write the inference file: network configuration and weights (no Lightning needed to load it)."""
-    torch.save({"format": "exsnn-model", "version": 1, "network": task.network.config.as_dict(),
-                "state_dict": task.network.state_dict(), "double": next(task.network.parameters()).dtype == torch.float64,
-                **extra}, path)
+    torch.save({"format": "exsnn-model", "version": 1, "network": network.config.as_dict(),
+                "state_dict": network.state_dict(), "double": next(network.parameters()).dtype == torch.float64,
+                **(extra or {})}, path)
 
 
 def load_network(path: str | Path, device: str | torch.device = "cpu") -> MultiStateNetwork:
@@ -102,7 +137,7 @@ def load_network(path: str | Path, device: str | torch.device = "cpu") -> MultiS
         path = path / MODEL_FILE
     stored = torch.load(path, map_location=device, weights_only=False)
     if not isinstance(stored, dict) or stored.get("format") != "exsnn-model":
-        raise ValueError(f"{path}: not an exsnn model file")
+        raise DataError(path, "file", "not an exsnn model file")
     network = MultiStateNetwork(NetworkConfig(**stored["network"]))
     if stored.get("double"):
         network = network.double()
@@ -152,7 +187,7 @@ def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
     pl.seed_everything(config.seed, workers=True)
     dtype = torch.float64 if config.double_precision else torch.float32
     datamodule = ExcitedStateDataModule(
-        config.data, batch_size=config.batch_size, split_sizes=config.split, seed=config.seed, cutoff=config.cutoff,
+        config.data, batch_size=config.batch_size, split_sizes=config.split, seed=config.seed, cutoff=config.network.cutoff,
         split_file=out / "split.npz", dtype=dtype,
     )
     datamodule.setup()
@@ -162,11 +197,8 @@ def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
         datamodule.datasets["train"].indices = rng.choice(train_idx, size=len(train_idx), replace=True)
     scales, mean, spread, smooth = label_scales(config.data, datamodule.split["train"])
     n_states = datamodule.datasets["train"].arrays.n_states  # type: ignore[union-attr]
-    network = NetworkConfig(
-        n_states=n_states, representation=config.representation, n_atom_basis=config.n_atom_basis,
-        n_interactions=config.n_interactions, n_rbf=config.n_rbf, cutoff=config.cutoff, dipoles=config.dipoles,
-        nac_epsilon=config.nac_epsilon, energy_mean_per_atom=mean, energy_std_per_atom=spread, coupling_scale=smooth,
-    )
+    network = NetworkConfig(**config.network.as_dict(), n_states=n_states, energy_mean_per_atom=mean,
+                            energy_std_per_atom=spread, coupling_scale=smooth, elements=training_elements(config.data))
     task = MultiStateTask(network.as_dict(), dict(config.weights), scales.as_dict(), config.learning_rate,
                           config.lr_factor, config.lr_patience, config.double_precision)
     checkpoints = out / "checkpoints"
@@ -192,7 +224,7 @@ def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
     best = MultiStateTask.load_from_checkpoint(best_path, weights_only=False)
     trainer.test(best, datamodule=datamodule, verbose=False)
     table = best.test_table.summary()
-    save_model(best, out / MODEL_FILE, {"scales": scales.as_dict(), "training": asdict(config), "test_errors": table})
+    save_network(best.network, out / MODEL_FILE, {"scales": scales.as_dict(), "training": asdict(config), "test_errors": table})
     (out / "test_errors.json").write_text(json.dumps(table, indent=2))
     text = format_error_table(table)
     (out / "test_errors.txt").write_text(text + "\n")
@@ -207,7 +239,8 @@ def train_committee(config: TrainingConfig, members: int, resume: bool = True) -
     """Train `members` models with seeds seed, seed+1, ... into OUTPUT/member_k (bootstrap if configured)."""
     results = []
     for k in range(members):
-        member = TrainingConfig(**{**asdict(config), "output": str(Path(config.output) / f"member_{k}"), "seed": config.seed + k})
+        member = replace(config, output=str(Path(config.output) / f"member_{k}"), seed=config.seed + k)
         results.append(train(member, resume=resume))
-    (Path(config.output) / "committee.json").write_text(json.dumps({"members": [r["model"] for r in results]}, indent=2))
+    paths = [f"member_{k}/{MODEL_FILE}" for k in range(members)]  # relative to the committee folder: it can move
+    (Path(config.output) / "committee.json").write_text(json.dumps({"members": paths}, indent=2))
     return results

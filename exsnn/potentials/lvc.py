@@ -102,6 +102,22 @@ def read_v0(path: str | Path) -> ReferenceModes:
     return ReferenceModes(np.array(numbers), np.array(positions), np.array(masses), np.array(frequencies), np.array(rows))
 
 
+def _check_entry(path: Path, line_number: int, key: str, idx: list[int], states: list[int], n3: int) -> None:
+    """An epsilon/kappa/lambda entry (0-based multiplicity, states..., [mode]) must name a declared multiplicity, states
+    that exist in it and a mode of V0.txt (SHARC keys entries by multiplicity: a triplet line is never a singlet's)."""
+    multiplicity = idx[0]
+    if not 0 <= multiplicity < len(states) or states[multiplicity] == 0:
+        raise DataError(path, f"line {line_number}", f"{key} entry for multiplicity {multiplicity + 1}, but line 2 declares "
+                        f"states per multiplicity {states}")
+    n_states = states[multiplicity]
+    for state in idx[1:3] if key == "lambda" else idx[1:2]:
+        if not 0 <= state < n_states:
+            raise DataError(path, f"line {line_number}", f"{key} entry names state {state + 1}, but multiplicity "
+                            f"{multiplicity + 1} has {n_states} states")
+    if key != "epsilon" and not 0 <= idx[-1] < n3:
+        raise DataError(path, f"line {line_number}", f"{key} entry names mode {idx[-1] + 1}, but V0.txt has {n3} modes")
+
+
 def read_lvc_template(path: str | Path) -> LVCParameters:
     """Parse a SHARC LVC.template (and the V0.txt it names)."""
     path = Path(path)
@@ -138,6 +154,9 @@ def read_lvc_template(path: str | Path) -> LVCParameters:
                     raise DataError(path, key, "block ends early (truncated file?)")
                 values = _floats(path, line_number, lines[line_number - 1])
                 idx = [int(v) - 1 for v in values[:-1]]
+                expected = {"epsilon": 3, "kappa": 4, "lambda": 5}[key]
+                if len(values) == expected:
+                    _check_entry(path, line_number, key, idx, states, n3)
                 if key == "epsilon" and len(values) == 3:
                     epsilon[idx[1]] = values[-1]
                 elif key == "kappa" and len(values) == 4:
@@ -240,7 +259,7 @@ class LVCPotential(Potential):
         gradient = torch.einsum("bstm,bmax->bstax", dh_dq, jacobian)
         out = adiabatic_from_diabatic(hamiltonian, gradient, states, all_forces, nacs)
         if self._dipoles is not None:
-            _, vectors = torch.linalg.eigh(hamiltonian)
+            vectors = out.state_vectors  # the eigenvectors behind the NACs: dipoles and NACs share each state's sign
             adiabatic = torch.einsum("bki,ckl,blj->bijc", vectors, self._dipoles, vectors)  # reference frame
             lab = torch.einsum("bijc,bcd->bijd", adiabatic, rotation)  # rotate back: v_lab = rotation^T v_ref
             pairs = torch.tensor(dipole_pairs(self.n_states), device=self.device)

@@ -1,0 +1,162 @@
+"""Committees, the loss's label masks and the ASE calculator: regression tests for defects found in review."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_model import GEOMETRY, molecule_batch, small_network
+
+import schnetpack.properties as structure
+from exsnn.model.loss import LabelScales, LossWeights, compute_loss
+from exsnn.model.potential import ModelPotential, model_files
+from exsnn.model.training import save_network
+
+NUMBERS = np.array([6, 7, 1, 1, 1, 1])
+
+
+def committee_folder(root: Path, members: list[torch.nn.Module]) -> Path:
+    """A committee folder as `exsnn train --committee` writes it (member paths relative to the folder)."""
+    folder = root / "committee"
+    for k, network in enumerate(members):
+        (folder / f"member_{k}").mkdir(parents=True)
+        save_network(network, folder / f"member_{k}" / "model.pt")
+    (folder / "committee.json").write_text(json.dumps({"members": [f"member_{k}/model.pt" for k in range(len(members))]}))
+    return folder
+
+
+def test_committee_loads_from_another_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = committee_folder(tmp_path, [small_network(), small_network()])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # relative member paths must be taken from the committee folder, not from here
+    assert [f.resolve() for f in model_files(folder)] == [(folder / f"member_{k}" / "model.pt").resolve() for k in range(2)]
+    potential = ModelPotential(os.path.relpath(folder, elsewhere), NUMBERS, dtype=torch.float64)
+    assert len(potential.networks) == 2
+
+
+class PhaseFlipped(torch.nn.Module):
+    """A member whose adiabatic state `state` has the opposite phase: every NAC and transition dipole involving it
+    changes sign, energies and forces do not."""
+
+    def __init__(self, network: torch.nn.Module, state: int) -> None:
+        from exsnn.data.properties import dipole_pairs, state_pairs
+
+        super().__init__()
+        self.network, self.config = network, network.config
+        flip = lambda pairs: torch.tensor([-1.0 if (i == state) != (j == state) else 1.0 for i, j in pairs], dtype=torch.float64)  # noqa: E731
+        self.nac_signs, self.dipole_signs = flip(state_pairs(3)), flip(dipole_pairs(3))
+
+    @property
+    def n_states(self) -> int:
+        return self.network.n_states
+
+    def forward(self, batch: dict[str, torch.Tensor], **options: object) -> dict[str, torch.Tensor]:
+        out = dict(self.network(batch, **options))
+        out["nacs"] = out["nacs"] * self.nac_signs[None, :, None]
+        out["dipoles"] = out["dipoles"] * self.dipole_signs[None, :, None]
+        return out
+
+
+def test_committee_transition_dipoles_follow_the_nac_signs(tmp_path: Path) -> None:
+    member = small_network(dipoles=True)
+    single = ModelPotential(committee_folder(tmp_path / "one", [member]), NUMBERS, dtype=torch.float64)
+    pair = ModelPotential(committee_folder(tmp_path / "two", [member]), NUMBERS, dtype=torch.float64)
+    pair.networks.append(PhaseFlipped(pair.networks[0], state=1))
+    positions = GEOMETRY[None]
+    alone = single.compute(positions, nacs=True)
+    mixed = pair.compute(positions, nacs=True)
+    # aligned: the opposite phase neither cancels the NACs nor the transition dipoles
+    assert float(alone.dipoles[0, 1].abs().min()) > 1e-4 and float(alone.nacs.abs().max()) > 1e-4
+    torch.testing.assert_close(mixed.nacs, alone.nacs)
+    torch.testing.assert_close(mixed.dipoles, alone.dipoles)
+    assert float(pair.last_disagreement["dipoles"].abs().max()) < 1e-10
+
+
+def labelled_batch(n_molecules: int = 4) -> dict[str, torch.Tensor]:
+    """n copies of the test molecule (slightly displaced) with random labels of every kind."""
+    g = torch.Generator().manual_seed(4)
+    batches = [molecule_batch(GEOMETRY + 0.05 * torch.randn(GEOMETRY.shape, generator=g, dtype=torch.float64))
+               for _ in range(n_molecules)]
+    n = len(GEOMETRY)
+    batch = {
+        structure.Z: torch.cat([b[structure.Z] for b in batches]),
+        structure.R: torch.cat([b[structure.R] for b in batches]),
+        structure.n_atoms: torch.full((n_molecules,), n),
+        structure.idx_m: torch.arange(n_molecules).repeat_interleave(n),
+        structure.idx_i: torch.cat([b[structure.idx_i] + k * n for k, b in enumerate(batches)]),
+        structure.idx_j: torch.cat([b[structure.idx_j] + k * n for k, b in enumerate(batches)]),
+        structure.offsets: torch.cat([b[structure.offsets] for b in batches]),
+        "energies": torch.tensor([[-6.0, -5.8, -5.7]] * n_molecules, dtype=torch.float64),
+        "forces": torch.randn((n_molecules * n, 3, 3), generator=g, dtype=torch.float64) * 0.01,
+        "nacs": torch.randn((n_molecules * n, 3, 3), generator=g, dtype=torch.float64),
+        "dipoles": torch.randn((n_molecules, 6, 3), generator=g, dtype=torch.float64),
+    }
+    for key in ("energies", "forces", "nacs", "dipoles"):
+        batch[f"{key}_mask"] = torch.ones(n_molecules, dtype=torch.bool)
+    return batch
+
+
+def test_loss_ignores_predicted_nacs_of_frames_without_nac_labels() -> None:
+    net = small_network(dipoles=True)
+    batch = labelled_batch()
+    batch["nacs_mask"] = torch.tensor([True, False, True, False])  # frames 1 and 3: dipoles but no NACs
+    out = net(batch, forces="all")
+    reference, parts = compute_loss(out, batch, LossWeights(), LabelScales())
+    changed = dict(out)
+    atoms = (batch[structure.idx_m] == 1) | (batch[structure.idx_m] == 3)
+    changed["smooth_nacs"] = out["smooth_nacs"].clone()
+    changed["smooth_nacs"][atoms] += 3.0  # predictions where there is no label: the loss must not see them
+    moved, _ = compute_loss(changed, batch, LossWeights(), LabelScales())
+    torch.testing.assert_close(moved, reference, atol=1e-12, rtol=0)
+    labelled = dict(out)
+    labelled["smooth_nacs"] = out["smooth_nacs"].clone()
+    labelled["smooth_nacs"][batch[structure.idx_m] == 0] += 3.0
+    assert compute_loss(labelled, batch, LossWeights(), LabelScales())[0] > reference + 1.0  # labelled frames count
+
+
+def test_transition_dipole_errors_are_averaged_not_summed() -> None:
+    """Only transition dipoles labelled (no NACs): the coupling part is the mean squared error per component with
+    the best state-sign vector, whatever the number of frames."""
+    from exsnn.data.phases import pair_signs, sign_vectors
+
+    net = small_network(dipoles=True)
+    transition = [1, 2, 4]  # dipole pairs 01, 02, 12
+    signs = pair_signs(sign_vectors(3), 3, [(0, 1), (0, 2), (1, 2)])  # (S, 3)
+    values = []
+    for copies in (2, 4):
+        batch = labelled_batch(copies)
+        batch["dipoles"] = batch["dipoles"][:1].repeat(copies, 1, 1)
+        batch["nacs_mask"] = torch.zeros(copies, dtype=torch.bool)
+        out = {key: value.detach() for key, value in net(batch, forces=None).items()}
+        out["dipoles"] = out["dipoles"][:1].repeat(copies, 1, 1)
+        _, parts = compute_loss(out, batch, LossWeights(), LabelScales())
+        pred, ref = out["dipoles"][0, transition], batch["dipoles"][0, transition]
+        expected = min(float(((pred - s[:, None] * ref) ** 2).mean()) for s in signs)
+        assert float(parts["couplings"]) == pytest.approx(expected, rel=1e-10)
+        values.append(float(parts["couplings"]))
+
+
+def test_ase_calculator_state_change_recomputes(tmp_path: Path) -> None:
+    from ase import Atoms
+
+    from exsnn.model.ase_calculator import ExsnnCalculator
+    from exsnn.units import ANGSTROM_IN_BOHR, HARTREE_IN_EV
+
+    folder = committee_folder(tmp_path, [small_network()])
+    atoms = Atoms(numbers=NUMBERS, positions=GEOMETRY.numpy() / ANGSTROM_IN_BOHR)
+    atoms.calc = ExsnnCalculator(folder / "member_0", state=1)
+    direct = ModelPotential(folder / "member_0", NUMBERS).compute(GEOMETRY[None], all_forces=True).energies[0] * HARTREE_IN_EV
+    assert atoms.get_potential_energy() == pytest.approx(float(direct[1]), rel=1e-6)
+    atoms.calc.set(state=2)  # ASE's rule: a changed parameter drops the cached results
+    assert atoms.get_potential_energy() == pytest.approx(float(direct[2]), rel=1e-6)
+    atoms.calc.state = 0
+    assert atoms.get_potential_energy() == pytest.approx(float(direct[0]), rel=1e-6)
+    states = atoms.calc.get_property("state_energies", atoms)
+    np.testing.assert_allclose(states, direct.numpy(), rtol=1e-6)
+    assert "energies" not in atoms.calc.results  # ASE's per-atom energies key is not reused for states
