@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from ase import units as _ase_units
 
+from exsnn.errors import ConfigurationError
+
 BOHR_IN_ANGSTROM: float = _ase_units.Bohr
 ANGSTROM_IN_BOHR: float = 1.0 / BOHR_IN_ANGSTROM
 HARTREE_IN_EV: float = _ase_units.Hartree
@@ -26,7 +28,7 @@ def length_in_bohr(unit: str) -> float:
     try:
         return _LENGTH_IN_BOHR[unit.strip().lower()]
     except KeyError:
-        raise ValueError(f"unknown length unit {unit!r}; expected one of Bohr, Angstrom") from None
+        raise ConfigurationError(f"unknown length unit {unit!r}; expected one of Bohr, Angstrom") from None
 
 
 def energy_in_hartree(unit: str) -> float:
@@ -34,7 +36,7 @@ def energy_in_hartree(unit: str) -> float:
     try:
         return _ENERGY_IN_HARTREE[unit.strip().lower()]
     except KeyError:
-        raise ValueError(f"unknown energy unit {unit!r}; expected one of Hartree, eV") from None
+        raise ConfigurationError(f"unknown energy unit {unit!r}; expected one of Hartree, eV") from None
 
 
 # Dimensions as exponents of (energy, length, charge); values in ASE units (eV, Angstrom, e).
@@ -71,7 +73,7 @@ def _parse_unit(unit: str) -> tuple[float, tuple[int, int, int]]:
         for token in part.split("*"):
             key = "kcal/mol" if token == "kcalmol" else token
             if key not in _UNIT_TOKENS:
-                raise ValueError(f"unknown unit {unit!r}")
+                raise ConfigurationError(f"unknown unit {unit!r}")
             v, d = _UNIT_TOKENS[key]
             value *= v**sign
             dims = [a + sign * b for a, b in zip(dims, d)]
@@ -86,6 +88,6 @@ def to_atomic(unit: str, quantity: str) -> float:
     atomic_name, want = _QUANTITIES[quantity]
     value, dims = _parse_unit(unit)
     if dims != want:
-        raise ValueError(f"unit {unit!r} is not a unit of {quantity} (expected something like {atomic_name})")
+        raise ConfigurationError(f"unit {unit!r} is not a unit of {quantity} (expected something like {atomic_name})")
     atomic_value, _ = _parse_unit(atomic_name)
     return value / atomic_value

@@ -105,3 +105,14 @@ def test_shipped_h2o_dataset_imports(tmp_path: Path) -> None:
     frame = imported.frames[0]
     assert frame.nacs is None and frame.forces is not None
     assert np.all(np.diff(frame.energies) > 0)
+
+
+def test_exported_smooth_nacs_follow_spainn_definition(ch2nh2: dict[str, FrameArrays], tmp_path: Path) -> None:
+    """SPaiNN's own database stores smooth_nacs = (E_i - E_j) d_ij; exporting the imported set reproduces them."""
+    import ase.db
+
+    out = tmp_path / "again.db"
+    export_spainn_db(ch2nh2["spainn"], import_file(CH2NH2_FILES["spainn"]).metadata, out)
+    with ase.db.connect(str(CH2NH2_FILES["spainn"])) as original, ase.db.connect(str(out)) as exported:
+        for row_in, row_out in zip(original.select(), exported.select()):
+            np.testing.assert_allclose(row_out.data["smooth_nacs"], row_in.data["smooth_nacs"], rtol=1e-10, atol=1e-12)

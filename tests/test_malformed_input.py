@@ -162,3 +162,8 @@ def test_cli_exits_nonzero_and_keeps_existing_data(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "already exists" in refused.stderr
     missing = run_cli("data", "info", tmp_path / "absent.h5")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_qm_out_matrix_header_with_one_number(sharc_dir: Path, tmp_path: Path) -> None:
+    path = _sharc_copy(sharc_dir, tmp_path, lambda text: text.replace("(4x4, complex)\n4 4\n", "(4x4, complex)\n4\n", 1))
+    expect_error(path, "! 1 Hamiltonian Matrix", "expected a '4 4' matrix header, got '4'")

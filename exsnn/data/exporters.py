@@ -14,7 +14,7 @@ from ase.io.extxyz import key_val_dict_to_str
 import numpy as np
 from ase import Atoms
 
-from exsnn.errors import DataError
+from exsnn.errors import ConfigurationError, DataError
 from exsnn.data.frame import FrameArrays
 from exsnn.data.properties import state_pairs
 from exsnn.data.store import DatasetMetadata
@@ -31,7 +31,9 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
 def export_spainn_db(arrays: FrameArrays, metadata: DatasetMetadata, path: str | Path, overwrite: bool = False) -> None:
     """Write a SPaiNN / SchNetPack-2 ASE database (Bohr, Hartree, Hartree/Bohr, NACs and smooth NACs in a.u.).
 
-    Labels absent from a frame are left out of its row.
+    `smooth_nacs` follow SPaiNN's convention, (E_i - E_j) d_ij for pair i<j (Hartree/Bohr); exsnn's network predicts
+    h_ij = (E_j - E_i) d_ij, the opposite sign (see exsnn.model.network). Labels absent from a frame are left out of
+    its row.
     """
     path = Path(path)
     _refuse_existing(path, overwrite)
@@ -82,7 +84,7 @@ def export_extxyz(
     """
     path = Path(path)
     if units not in EXTXYZ_UNITS:
-        raise ValueError(f"units must be one of {sorted(EXTXYZ_UNITS)}, got {units!r}")
+        raise ConfigurationError(f"must be one of {sorted(EXTXYZ_UNITS)}, got {units!r}", where="units")
     length_unit, energy_unit, bohr_per_length, hartree_per_energy = EXTXYZ_UNITS[units]
     _refuse_existing(path, overwrite)
     lines: list[str] = []

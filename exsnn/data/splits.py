@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from exsnn.data.frame import FrameArrays
+from exsnn.errors import ConfigurationError
 from exsnn.data.properties import ENERGIES
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -20,16 +21,16 @@ def split_indices(n_frames: int, sizes: Sequence[float | int] = (0.8, 0.1, 0.1),
     The same (n_frames, sizes, seed) always gives the same split.
     """
     if len(sizes) != 3:
-        raise ValueError("sizes needs three entries: train, val, test")
+        raise ConfigurationError("needs three entries: train, val, test", where="split")
     if all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
         counts = [int(s) for s in sizes]
     else:
         if any(s < 0 for s in sizes) or sum(sizes) > 1 + 1e-9:
-            raise ValueError(f"fractions {sizes} must be non-negative and sum to at most 1")
+            raise ConfigurationError(f"fractions {sizes} must be non-negative and sum to at most 1", where="split")
         counts = [int(np.floor(float(s) * n_frames)) for s in sizes]
         counts[0] += n_frames - sum(counts) if abs(sum(sizes) - 1) < 1e-9 else 0
     if sum(counts) > n_frames:
-        raise ValueError(f"split sizes {counts} exceed the {n_frames} frames available")
+        raise ConfigurationError(f"split sizes {counts} need more than the {n_frames} frames available", where="split")
     order = np.random.default_rng(seed).permutation(n_frames)
     bounds = np.cumsum([0, *counts])
     return {name: np.sort(order[bounds[k] : bounds[k + 1]]) for k, name in enumerate(SPLIT_NAMES)}

@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from exsnn.data.atomic import atomic_h5_update, exclusive_lock, open_readonly
-from exsnn.errors import DataError
+from exsnn.errors import ConfigurationError, DataError
 from exsnn.data.frame import Frame, FrameArrays
 from exsnn.data.properties import (
     CHARGE,
@@ -77,7 +77,7 @@ class DatasetMetadata:
         if not self.state_labels:
             self.state_labels = default_state_labels(self.n_states)
         if len(self.state_labels) != self.n_states:
-            raise ValueError(f"{len(self.state_labels)} state labels given for {self.n_states} states")
+            raise ConfigurationError(f"{len(self.state_labels)} state labels given for {self.n_states} states", where="state_labels")
 
 
 def _create_layout(h5: h5py.File, metadata: DatasetMetadata) -> None:

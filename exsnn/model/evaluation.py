@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from exsnn.data.torch_data import ExcitedStateTorchDataset, batch_loader
+from exsnn.errors import DataError
 from exsnn.model.loss import ErrorTable
 from exsnn.model.training import load_network
 
@@ -18,7 +19,7 @@ def evaluate(model_file: str | Path, data: str | Path, indices: np.ndarray | Non
     dtype = next(network.parameters()).dtype
     dataset = ExcitedStateTorchDataset(data, cutoff=network.config.cutoff, indices=indices, dtype=dtype)
     if dataset.arrays is not None and dataset.arrays.n_states != network.n_states:
-        raise ValueError(f"{data}: {dataset.arrays.n_states} states, but the model predicts {network.n_states}")
+        raise DataError(data, "states", f"{dataset.arrays.n_states} states, but the model predicts {network.n_states}")
     table = ErrorTable(network.n_states)
     for batch in batch_loader(dataset, batch_size, shuffle=False):
         out = network(batch, forces="all")

@@ -5,7 +5,8 @@ From one shared representation of B molecules (A atoms, N states, P = N(N-1)/2 p
 * energies (B, N), Hartree: atomwise MLP on the scalar features, scaled by the training-set spread and shifted by
   the per-state mean energy per atom, summed over atoms; forces by automatic differentiation;
 * smooth couplings h (A, P, 3), Hartree/Bohr: a gated equivariant MLP on scalar and vector features gives one
-  vector per atom and pair; the target is h_ij = (E_j - E_i) d_ij, which stays finite at degeneracies. Inputs are
+  vector per atom and pair; the target is h_ij = (E_j - E_i) d_ij, which stays finite at degeneracies (SPaiNN
+  databases store `smooth_nacs` = (E_i - E_j) d_ij, the opposite sign: exsnn.data.exporters writes theirs). Inputs are
   interatomic vectors only, so h rotates with the molecule, ignores translations and permutes with the atoms;
 * NACs (A, P, 3), 1/Bohr, recovered at inference with a regularised gap:
 
@@ -80,7 +81,7 @@ def build_representation(config: NetworkConfig) -> nn.Module:
             n_atom_basis=config.n_atom_basis, n_interactions=config.n_interactions, lmax=1, radial_basis=radial,
             cutoff_fn=cutoff_fn, return_vector_representation=True,
         )
-    raise ValueError(f"unknown representation {config.representation!r}; expected 'painn' or 'so3net'")
+    raise ConfigurationError(f"unknown representation {config.representation!r}; expected 'painn' or 'so3net'")
 
 
 class MultiStateNetwork(nn.Module):

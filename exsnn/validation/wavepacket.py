@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from exsnn.errors import ConfigurationError
+
 DiabaticModel = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -65,7 +67,7 @@ def exact_scattering(
     dx = x[1] - x[0]
     p = 2 * np.pi * np.fft.fftfreq(grid_points, d=dx)
     if np.abs(p).max() < 1.5 * np.sqrt(momentum**2 + 2 * mass * 0.5):
-        raise ValueError("grid too coarse for this momentum: raise grid_points")
+        raise ConfigurationError("grid too coarse for this momentum: raise grid_points", where="grid_points")
     v, _ = model(torch.as_tensor(x, dtype=torch.float64))
     v = v.numpy()
     vectors = _adiabatic_vectors(v)
@@ -88,7 +90,7 @@ def exact_scattering(
             break
         edge = (np.abs(psi[np.abs(x) > 0.9 * box]) ** 2).sum() * dx
         if edge > 1e-4:
-            raise RuntimeError("wavepacket reached the grid edge: enlarge the box")
+            raise ConfigurationError("the wavepacket reached the grid edge: enlarge the box", where="box")
     adiabatic = np.einsum("gji,gj->gi", vectors, psi)
     density = np.abs(adiabatic) ** 2 * dx
     left, right = x < 0, x > 0

@@ -81,7 +81,10 @@ def _matrix(path: Path, block: str, lines: list[str], start: int, rows: int, col
     try:
         header = [int(x) for x in lines[start].split()[:2]]
     except (IndexError, ValueError):
-        raise DataError(path, block, f"expected a '{rows} {cols}' matrix header") from None
+        header = []
+    if len(header) != 2:
+        raise DataError(path, block, f"expected a '{rows} {cols}' matrix header, got {lines[start].strip()!r}"
+                        if start < len(lines) else f"expected a '{rows} {cols}' matrix header, the block ends")
     if header != [rows, cols]:
         raise DataError(path, block, f"expected a {rows}x{cols} matrix, header says {header[0]}x{header[1]}")
     values = []
