@@ -153,3 +153,17 @@ def test_reader_never_sees_half_written_frames(tmp_path: Path) -> None:
     assert not errors, errors[:3]
     assert len(set(seen)) > 2, "the reader should have seen the file grow"
     assert count_frames(path) == 31 * batch
+
+
+def test_concurrent_writers_serialise_and_leave_no_lock_file(tmp_path: Path) -> None:
+    """Three processes append at once: every frame lands (the lock serialises them even though each holder removes
+    the sidecar lock file when it is done), and no `.NAME.lock` is left beside the dataset."""
+    path = tmp_path / "d.h5"
+    append_frames(path, [make_frame(0)], DatasetMetadata(n_states=3, method="test"))
+    assert not (tmp_path / ".d.h5.lock").exists()
+    writers = [_start_writer(path, n_batches=15, batch=3) for _ in range(3)]
+    for writer in writers:
+        writer.communicate(timeout=300)
+        assert writer.returncode == 0
+    assert count_frames(path) == 1 + 3 * 15 * 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.h5"]

@@ -42,13 +42,30 @@ def lock_path(path: Path) -> Path:
 
 @contextmanager
 def exclusive_lock(path: Path) -> Iterator[None]:
-    """Serialise writers of `path` across processes."""
-    with open(lock_path(path), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    """Serialise writers of `path` across processes; the sidecar lock file is removed again when the holder ends.
+
+    Removing a lock file is safe with this protocol: after acquiring the lock, a writer checks that the file it locked
+    is still the one at the lock path (same inode); a writer that waited on a file the previous holder unlinked finds
+    it gone or replaced and starts over, so two writers never hold locks on different files of the same path.
+    """
+    lock = lock_path(path)
+    while True:
+        handle = open(lock, "a")
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                current = os.stat(lock)
+            except FileNotFoundError:
+                current = None
+            if current is None or current.st_ino != os.fstat(handle.fileno()).st_ino:
+                continue  # the holder before us removed (or replaced) this file: lock the one at the path now
+            try:
+                yield
+            finally:
+                lock.unlink(missing_ok=True)  # still holding the lock: waiters on this inode will start over
+            return
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()  # closing releases the lock
 
 
 def _fsync_path(path: Path) -> None:
