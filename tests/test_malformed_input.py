@@ -167,3 +167,35 @@ def test_cli_exits_nonzero_and_keeps_existing_data(tmp_path: Path) -> None:
 def test_qm_out_matrix_header_with_one_number(sharc_dir: Path, tmp_path: Path) -> None:
     path = _sharc_copy(sharc_dir, tmp_path, lambda text: text.replace("(4x4, complex)\n4 4\n", "(4x4, complex)\n4\n", 1))
     expect_error(path, "! 1 Hamiltonian Matrix", "expected a '4 4' matrix header, got '4'")
+
+
+def test_append_of_another_molecule_or_method_needs_allow_mixed(shared_data: Path, tmp_path: Path) -> None:
+    import json
+
+    from exsnn.data import read_frames
+
+    dataset = tmp_path / "h2o.h5"
+    assert run_cli("data", "import", H2O_DATASET, dataset).returncode == 0
+    before = dataset.read_bytes()
+    refused = run_cli("data", "import", CH2NH2_FILES["spainn"], dataset, "--append")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert str(dataset) in refused.stderr and "method" in refused.stderr and "--allow-mixed" in refused.stderr
+    assert dataset.read_bytes() == before
+    mixed = run_cli("data", "import", CH2NH2_FILES["spainn"], dataset, "--append", "--allow-mixed")
+    assert mixed.returncode == 0, mixed.stderr
+    arrays = read_frames(dataset)
+    assert arrays.n_frames == 24 + 99
+    record = json.loads(arrays.provenance[-1])
+    from exsnn.data import read_metadata
+
+    assert record["source_metadata"]["method"] == import_file(CH2NH2_FILES["spainn"]).metadata.method != read_metadata(dataset).method
+    assert "source_metadata" not in json.loads(arrays.provenance[0])
+
+
+def test_filter_with_an_unknown_problem_kind_lists_the_kinds(tmp_path: Path) -> None:
+    dataset = tmp_path / "h2o.h5"
+    assert run_cli("data", "import", H2O_DATASET, dataset).returncode == 0
+    result = run_cli("data", "filter", dataset, tmp_path / "clean.h5", "--drop", "short_distance,too_hot")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--drop" in result.stderr and "too_hot" in result.stderr and "nac_translation" in result.stderr
+    assert not (tmp_path / "clean.h5").exists()

@@ -6,9 +6,12 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
-from exsnn.data.check import CheckSettings
-from exsnn.errors import DataError
+from ase.data import chemical_symbols
+
+from exsnn.data.check import PROBLEM_KINDS, CheckSettings
+from exsnn.errors import ConfigurationError, DataError
 from exsnn.data.exporters import EXPORTERS, EXTXYZ_UNITS, export_format_for
 from exsnn.data.frame import FrameArrays
 from exsnn.data.importers import IMPORTERS, detect_format, import_file
@@ -29,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true", help="append to an existing dataset")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="with --append: accept another molecule, level of theory or program (each frame's provenance "
+                        "then records its source's metadata)")
     p.set_defaults(run=run_import)
 
     p = commands.add_parser("info", help="summarise a dataset and report suspicious frames")
@@ -70,6 +76,16 @@ def run_import(args: argparse.Namespace) -> int:
         raise DataError(destination, "file", "already exists (pass --append or --overwrite)")
     fmt = args.format or detect_format(args.source)
     imported = import_file(args.source, fmt, qm_in=args.qm_in, distance_unit=args.distance_unit)
+    if args.append and destination.exists():
+        differences = _differences(destination, imported)
+        if differences and not args.allow_mixed:
+            raise DataError(destination, differences[0][0], f"{differences[0][1]}; pass --allow-mixed to append anyway "
+                            "(each frame then records its source's metadata)")
+        if differences:
+            source_metadata = {"method": imported.metadata.method, "basis": imported.metadata.basis,
+                               "program": imported.metadata.program, "program_version": imported.metadata.program_version}
+            for frame in imported.frames:
+                frame.provenance["source_metadata"] = source_metadata
     if args.overwrite and destination.exists():
         staging = destination.with_name(destination.name + ".importing")
         staging.unlink(missing_ok=True)
@@ -83,6 +99,33 @@ def run_import(args: argparse.Namespace) -> int:
         f"[{fmt}] into {destination} ({total} frames in the file)"
     )
     return 0
+
+
+def _compositions(numbers: list[list[int]] | list) -> set[tuple[int, ...]]:
+    return {tuple(sorted(int(z) for z in frame)) for frame in numbers}
+
+
+def _differences(destination: Path, imported: Any) -> list[tuple[str, str]]:
+    """What differs between a dataset and frames about to be appended: [(field, description)]."""
+    from exsnn.data.store import open_h5
+
+    existing = read_metadata(destination)
+    found = []
+    if existing.n_states != imported.metadata.n_states:
+        found.append(("n_states", f"the file has {existing.n_states} states, the source {imported.metadata.n_states}"))
+    for name in ("method", "basis", "program"):
+        old, new = getattr(existing, name), getattr(imported.metadata, name)
+        if old and new and old.strip().lower() != new.strip().lower():
+            found.append((name, f"the file's {name} is {old!r}, the source's {new!r}"))
+    with open_h5(destination) as h5:
+        numbers, offsets = h5["atoms/numbers"][:], h5["frames/atom_offsets"][:]
+    have = _compositions([numbers[a:b] for a, b in zip(offsets[:-1], offsets[1:])])
+    new = _compositions([frame.numbers for frame in imported.frames])
+    if have and new - have:
+        formula = lambda c: "".join(f"{chemical_symbols[z]}{c.count(z) if c.count(z) > 1 else ''}" for z in sorted(set(c)))  # noqa: E731
+        found.append(("molecule", f"the source holds {', '.join(sorted(formula(c) for c in new - have))}, "
+                                  f"the file {', '.join(sorted(formula(c) for c in have))}"))
+    return found
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -111,6 +154,10 @@ def run_filter(args: argparse.Namespace) -> int:
     if destination.exists() and not args.overwrite:
         raise DataError(destination, "file", "already exists (pass --overwrite)")
     kinds = {kind.strip() for kind in args.drop.split(",") if kind.strip()}
+    unknown = sorted(kinds - set(PROBLEM_KINDS))
+    if unknown:
+        raise ConfigurationError(f"unknown problem kind {unknown[0]!r}; expected a comma-separated list of "
+                                 f"{', '.join(PROBLEM_KINDS)}", source="--drop")
     metadata, arrays = read_metadata(args.file), read_frames(args.file)
     settings = CheckSettings(distance_factor=args.distance_factor, nac_translation_ratio=args.nac_translation_ratio)
     dropped = {p.frame for p in check_frames(arrays, settings) if p.kind in kinds}

@@ -22,12 +22,16 @@ from exsnn.data.properties import DIPOLES, ENERGIES, FORCES, NACS, state_pairs
 from exsnn.units import ANGSTROM_IN_BOHR
 
 
+#: the problem kinds the check reports (`exsnn data filter --drop` takes these)
+PROBLEM_KINDS = ("short_distance", "non_finite", "nac_translation", "energy_order")
+
+
 @dataclass(frozen=True)
 class Problem:
     """One suspicious frame: `kind` is a short code, `reason` a sentence with the numbers."""
 
     frame: int
-    kind: str
+    kind: str  # one of PROBLEM_KINDS
     reason: str
 
     def as_dict(self) -> dict[str, object]:
