@@ -58,4 +58,8 @@ class ElectronicStructureError(ExsnnError, RuntimeError):
         super().__init__(_located(source, None, reason))
 
 
-__all__ = ["ConfigurationError", "DataError", "ElectronicStructureError", "ExsnnError"]
+class ExsnnWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it as ``exsnn: warning: ...``)."""
+
+
+__all__ = ["ConfigurationError", "DataError", "ElectronicStructureError", "ExsnnError", "ExsnnWarning"]

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 from typing import Sequence
 
 from exsnn import __version__
@@ -16,7 +17,7 @@ from exsnn.cli import label as label_cli
 from exsnn.cli import point as point_cli
 from exsnn.cli import train as train_cli
 from exsnn.cli import scatter as scatter_cli
-from exsnn.errors import ExsnnError
+from exsnn.errors import ExsnnError, ExsnnWarning
 
 SUBCOMMAND_MODULES = (demo_cli, dynamics_cli, scatter_cli, point_cli, train_cli, label_cli, data_cli)
 
@@ -39,7 +40,20 @@ def _silence_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
+                  line: str | None = None) -> None:
+    """exsnn's own warnings read like its errors; other libraries' warnings keep Python's format."""
+    if issubclass(category, ExsnnWarning):
+        print(f"exsnn: warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)  # type: ignore[arg-type]
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

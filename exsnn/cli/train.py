@@ -43,7 +43,14 @@ FIELDS = ("max_epochs", "batch_size", "learning_rate", "n_atom_basis", "n_intera
           "dipoles", "split", "seed", "patience", "double_precision", "threads", "accelerator", "devices", "progress_bar", "bootstrap")
 
 
+#: TrainingConfig / ArchitectureConfig field -> the flag that sets it (for error messages)
+FLAGS = {"max_epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--lr", "n_atom_basis": "--width",
+         "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "split": "--split",
+         "seed": "--seed", "patience": "--patience", "threads": "--threads", "devices": "--devices"}
+
+
 def run_train(args: argparse.Namespace) -> int:
+    from exsnn.errors import ConfigurationError
     from exsnn.model.training import TrainingConfig, train, train_committee
 
     overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
@@ -54,7 +61,12 @@ def run_train(args: argparse.Namespace) -> int:
     if args.config:
         config = TrainingConfig.from_file(args.config, data=args.data, output=args.output, **overrides)
     else:
-        config = TrainingConfig.build(args.data, args.output, overrides, source="command line")
+        try:
+            config = TrainingConfig.build(args.data, args.output, overrides, source="command line")
+        except ConfigurationError as exc:
+            if exc.where in FLAGS:
+                raise ConfigurationError(exc.problem, source=FLAGS[exc.where]) from None
+            raise
     if args.committee > 1:
         results = train_committee(config, args.committee, resume=not args.restart)
     else:

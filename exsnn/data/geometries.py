@@ -18,7 +18,16 @@ def read_structures(path: str | Path) -> list[tuple[np.ndarray, np.ndarray, np.n
     if path.suffix in (".h5", ".hdf5"):
         from exsnn.data.store import read_frames
 
-        return [(f.numbers.astype(np.int64), f.positions, None) for f in read_frames(path).frames()]
-    from exsnn.data.importers.extxyz import read_structures as read_xyz
+        structures = [(f.numbers.astype(np.int64), f.positions, None) for f in read_frames(path).frames()]
+    else:
+        from exsnn.data.importers.extxyz import read_structures as read_xyz
 
-    return read_xyz(path)
+        structures = read_xyz(path)
+    if not structures:
+        raise DataError(path, "file", "holds no structures")
+    for k, (_, positions, velocities) in enumerate(structures):
+        if not np.all(np.isfinite(positions)):
+            raise DataError(path, f"frame {k}: positions", "contain NaN or infinite values")
+        if velocities is not None and not np.all(np.isfinite(velocities)):
+            raise DataError(path, f"frame {k}: velocities", "contain NaN or infinite values")
+    return structures

@@ -76,13 +76,19 @@ class ModelPotential(Potential):
         self, path: str | Path, numbers: np.ndarray, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
     ) -> None:
         """`dtype` (torch.float32 or torch.float64) casts the networks; default: as trained."""
-        from ase.data import atomic_masses
+        from ase.data import atomic_masses, chemical_symbols
 
         self.device = torch.device(device)
         self.networks = [load_network(p, self.device) for p in model_files(path)]
         if dtype is not None:
             self.networks = [network.to(dtype) for network in self.networks]
         self.n_states = self.networks[0].n_states
+        trained = set(self.networks[0].config.elements)
+        unseen = sorted(set(int(z) for z in np.asarray(numbers)) - trained) if trained else []
+        if unseen:
+            raise ConfigurationError(
+                f"the structure holds {', '.join(chemical_symbols[z] for z in unseen)}, but the model was trained on "
+                f"{', '.join(chemical_symbols[z] for z in sorted(trained))} only", source=str(path), where="elements")
         self.numbers = torch.as_tensor(np.asarray(numbers), dtype=torch.long, device=self.device)
         self.masses = torch.as_tensor(atomic_masses[np.asarray(numbers)] * AMU_IN_ELECTRON_MASS, dtype=torch.float64, device=self.device)
         self.cutoff = self.networks[0].config.cutoff

@@ -4,6 +4,7 @@ TensorBoard logs), learning-curve plot, test error table, and the saved model fi
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from exsnn.data.properties import DIPOLES, ENERGIES, FORCES, NACS, state_pairs
 from exsnn.data.store import read_frames
 from exsnn.data.torch_data import ExcitedStateDataModule
 from exsnn.model.loss import LabelScales, LossWeights, format_error_table
-from exsnn.errors import ConfigurationError, DataError
+from exsnn.errors import ConfigurationError, DataError, ExsnnWarning
 from exsnn.model.network import ArchitectureConfig, MultiStateNetwork, NetworkConfig
 from exsnn.model.task import MultiStateTask
 
@@ -49,6 +50,12 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if isinstance(self.network, dict):
             self.network = ArchitectureConfig(**self.network)
+        for name in ("batch_size", "max_epochs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigurationError(f"must be a positive integer, got {getattr(self, name)!r}", where=name)
+        if not self.learning_rate > 0 or not 0 < self.lr_factor < 1 or self.patience < 0 or self.lr_patience < 0:
+            raise ConfigurationError("learning_rate > 0, 0 < lr_factor < 1, patience >= 0 and lr_patience >= 0 are needed",
+                                     where="learning_rate/lr_factor/patience")
 
     @classmethod
     def build(cls, data: str, output: str, values: dict[str, Any] | None = None, source: str | None = None) -> "TrainingConfig":
@@ -135,13 +142,21 @@ def load_network(path: str | Path, device: str | torch.device = "cpu") -> MultiS
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
-    stored = torch.load(path, map_location=device, weights_only=False)
+    if not path.is_file():
+        raise DataError(path, "file", "does not exist")
+    try:
+        stored = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # a truncated or foreign file fails inside pickle/zipfile in many ways
+        raise DataError(path, "file", f"not a readable exsnn model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(stored, dict) or stored.get("format") != "exsnn-model":
-        raise DataError(path, "file", "not an exsnn model file")
-    network = MultiStateNetwork(NetworkConfig(**stored["network"]))
-    if stored.get("double"):
-        network = network.double()
-    network.load_state_dict(stored["state_dict"])
+        raise DataError(path, "format", "not an exsnn model file (written by `exsnn train`)")
+    try:
+        network = MultiStateNetwork(NetworkConfig(**stored["network"]))
+        if stored.get("double"):
+            network = network.double()
+        network.load_state_dict(stored["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise DataError(path, "network", f"damaged model file ({type(exc).__name__}: {exc})") from None
     return network.to(device).eval()
 
 
@@ -175,16 +190,74 @@ def plot_learning_curve(metrics_files: list[Path], png: Path) -> None:
     plt.close(figure)
 
 
+def check_training_inputs(config: TrainingConfig, resume: bool) -> None:
+    """Everything that would stop a training run, checked before anything is written: the dataset is readable and has
+    energies, the split leaves frames for training, validation and test, and a checkpoint to resume from holds the same
+    architecture. Frames that the data check flags are reported as a warning (with how to filter them)."""
+    from exsnn.data.check import CheckSettings, check_frames
+    from exsnn.data.splits import split_indices
+
+    arrays = read_frames(config.data)
+    failed = {k for k, record in enumerate(arrays.provenance) if json.loads(record).get("failure")}
+    if not arrays.masks[ENERGIES].any():
+        raise DataError(config.data, "energies", "no frame has energies: the loss needs them (label the data first)")
+    for label in (FORCES, NACS):
+        if arrays.n_states > (1 if label == NACS else 0) and not arrays.masks[label].any():
+            warnings.warn(f"{config.data}: no frame has {label}; the model learns them from nothing", ExsnnWarning, stacklevel=2)
+    split = split_indices(arrays.n_frames, config.split, config.seed)
+    sizes = {name: len(index) for name, index in split.items()}
+    if min(sizes.values()) < 1:
+        raise ConfigurationError(f"{arrays.n_frames} frames split {config.split} give train/val/test = "
+                                 f"{sizes['train']}/{sizes['val']}/{sizes['test']}; each needs at least one frame "
+                                 "(add frames or change --split)", source=config.data, where="split")
+    problems = [p for p in check_frames(arrays, CheckSettings()) if p.frame not in failed]
+    if problems:
+        kinds = sorted({p.kind for p in problems})
+        warnings.warn(f"{config.data}: the data check flags {len({p.frame for p in problems})} frames "
+                      f"({', '.join(kinds)}) that training will use; `exsnn data info {config.data}` lists them and "
+                      f"`exsnn data filter {config.data} CLEAN.h5 --drop {','.join(kinds)}` writes a copy without them",
+                      ExsnnWarning, stacklevel=2)
+    last = Path(config.output) / "checkpoints" / "last.ckpt"
+    if resume and last.exists():
+        try:
+            stored = torch.load(last, map_location="cpu", weights_only=False)["hyper_parameters"]["network"]
+        except Exception as exc:  # a damaged checkpoint: the user decides (new folder or --restart)
+            raise ConfigurationError(f"cannot read the checkpoint to resume from ({type(exc).__name__}); use a new "
+                                     "output folder or --restart", source=config.output, where="checkpoints/last.ckpt") from None
+        wanted = {**config.network.as_dict(), "n_states": arrays.n_states}
+        differ = [f"{key} {stored.get(key)!r} there, {value!r} here" for key, value in wanted.items() if stored.get(key) != value]
+        if differ:
+            raise ConfigurationError(f"holds a checkpoint of another model ({'; '.join(differ)}); use a new output "
+                                     "folder or --restart", source=config.output, where="checkpoints/last.ckpt")
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning to what matters for an exsnn user: no banners (seed, accelerators), advertising tips or notes
+    about its own deprecations; its warnings about the run itself still show. The CSV logger's note that "previous log
+    files will be deleted" is wrong for exsnn: a resumed run first renames the previous metrics file (metrics_partK.csv)
+    and the learning curve reads all parts."""
+    import logging
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*treespec.*")
+    warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will be deleted.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck.*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")  # resuming
+
+
 def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
     """Train one model into `config.output`; resume from its last checkpoint when there is one."""
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+    check_training_inputs(config, resume)
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(config.seed, workers=True)
+    quiet_lightning()
+    pl.seed_everything(config.seed, workers=True, verbose=False)
     dtype = torch.float64 if config.double_precision else torch.float32
     datamodule = ExcitedStateDataModule(
         config.data, batch_size=config.batch_size, split_sizes=config.split, seed=config.seed, cutoff=config.network.cutoff,
