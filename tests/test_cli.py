@@ -84,3 +84,12 @@ def test_filter_drops_flagged_frames(shared_data: Path, tmp_path: Path) -> None:
     original = [json.loads(p)["original_frame"] for p in clean.provenance]
     assert original == list(range(10, 99))
     np.testing.assert_array_equal(clean.energies, read_frames(source).energies[10:])
+
+
+def test_cli_format_lists_match_the_registries() -> None:
+    """The data command names formats without importing the importers (fast start-up): the lists must agree."""
+    from exsnn.cli.data import EXPORT_FORMATS, IMPORT_FORMATS
+    from exsnn.data.exporters import EXPORTERS
+    from exsnn.data.importers import IMPORTERS
+
+    assert set(IMPORT_FORMATS) == set(IMPORTERS) and set(EXPORT_FORMATS) == set(EXPORTERS)

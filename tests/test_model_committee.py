@@ -160,3 +160,38 @@ def test_ase_calculator_state_change_recomputes(tmp_path: Path) -> None:
     states = atoms.calc.get_property("state_energies", atoms)
     np.testing.assert_allclose(states, direct.numpy(), rtol=1e-6)
     assert "energies" not in atoms.calc.results  # ASE's per-atom energies key is not reused for states
+
+
+def run_point(*args: object) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "exsnn.cli.main", "point", *map(str, args)], capture_output=True, text=True)
+
+
+def test_point_refuses_bad_models_and_structures(tmp_path: Path) -> None:
+    network = small_network()
+    network.config.elements = [1, 6, 7]  # as `exsnn train` records them
+    model = committee_folder(tmp_path, [network]) / "member_0"
+    good = tmp_path / "ch2nh2.xyz"
+    good.write_text("6\n\nC 0 0 0\nN 0 0 1.28\nH 0 0.94 -0.54\nH 0 -0.94 -0.54\nH 0 0.87 1.85\nH 0 -0.87 1.85\n")
+    assert run_point("--potential", f"model:{model}", good, "--json").returncode == 0
+    cases = {
+        "nan": (good.read_text().replace("N 0 0 1.28", "N 0 nan 1.28"), f"model:{model}", ["frame 0: positions", "NaN"]),
+        "oxygen": (good.read_text().replace("N 0 0 1.28", "O 0 0 1.28"), f"model:{model}", ["elements", "O", "trained on"]),
+    }
+    garbage = tmp_path / "garbage" / "model.pt"
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"\x00\x01 not a model" * 10)
+    foreign = tmp_path / "foreign" / "model.pt"
+    foreign.parent.mkdir()
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    cases["garbage"] = (good.read_text(), f"model:{garbage.parent}", [str(garbage), "not a readable exsnn model file"])
+    cases["foreign"] = (good.read_text(), f"model:{foreign.parent}", [str(foreign), "not an exsnn model file"])
+    for name, (text, spec, fragments) in cases.items():
+        geometry = tmp_path / f"{name}.xyz"
+        geometry.write_text(text)
+        result = run_point("--potential", spec, geometry)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (name, result.stderr)
+        for fragment in fragments:
+            assert fragment in result.stderr, (name, result.stderr)

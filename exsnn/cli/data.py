@@ -8,15 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ase.data import chemical_symbols
-
 from exsnn.data.check import PROBLEM_KINDS, CheckSettings
-from exsnn.errors import ConfigurationError, DataError
-from exsnn.data.exporters import EXPORTERS, EXTXYZ_UNITS, export_format_for
-from exsnn.data.frame import FrameArrays
-from exsnn.data.importers import IMPORTERS, detect_format, import_file
 from exsnn.data.store import append_frames, read_frames, read_metadata
-from exsnn.data.summary import format_summary, summarize
+from exsnn.errors import ConfigurationError, DataError
+
+# importers, exporters and the summary pull in ase.db and friends: imported by the commands that use them
+IMPORT_FORMATS = ("ase-db", "extxyz", "schnarc-db", "sharc", "spainn-db")  # = exsnn.data.importers.IMPORTERS
+EXPORT_FORMATS = ("extxyz", "spainn-db")  # = exsnn.data.exporters.EXPORTERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = commands.add_parser("import", help="import SPaiNN/SchNarc databases, SHARC QM.out or extended XYZ into HDF5")
     p.add_argument("source", help="file to import (.db, .xyz/.extxyz, QM.out, or a directory of QM.out files)")
     p.add_argument("destination", help="exsnn HDF5 dataset to write (.h5)")
-    p.add_argument("--format", choices=sorted(IMPORTERS), help="source format (default: from the file name)")
+    p.add_argument("--format", help=f"source format: {', '.join(IMPORT_FORMATS)} (default: from the file name)")
     p.add_argument("--qm-in", help="SHARC: QM.in with the geometry (default: QM.in beside QM.out)")
     p.add_argument("--distance-unit", help="ASE databases: unit of the stored positions when the file does not say (default Bohr)")
     mode = p.add_mutually_exclusive_group()
@@ -56,8 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = commands.add_parser("export", help="export a dataset to a SPaiNN ASE database (.db) or extended XYZ")
     p.add_argument("file", help="exsnn HDF5 dataset")
     p.add_argument("destination", help="output file (.db or .xyz/.extxyz)")
-    p.add_argument("--format", choices=sorted(EXPORTERS), help="output format (default: from the file name)")
-    p.add_argument("--units", choices=sorted(EXTXYZ_UNITS), default="atomic", help="extended XYZ units (default atomic: exact round trip)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, help="output format (default: from the file name)")
+    p.add_argument("--units", choices=("atomic", "ase"), default="atomic",
+                   help="extended XYZ units: atomic (default, exact round trip) or ase (eV, Angstrom)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(run=run_export)
 
@@ -71,6 +70,10 @@ def _add_check_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from exsnn.data.importers import IMPORTERS, detect_format, import_file
+
+    if args.format is not None and args.format not in IMPORTERS:
+        raise ConfigurationError(f"unknown format {args.format!r}; expected one of {', '.join(sorted(IMPORTERS))}", source="--format")
     destination = Path(args.destination)
     if destination.exists() and not (args.append or args.overwrite):
         raise DataError(destination, "file", "already exists (pass --append or --overwrite)")
@@ -107,6 +110,8 @@ def _compositions(numbers: list[list[int]] | list) -> set[tuple[int, ...]]:
 
 def _differences(destination: Path, imported: Any) -> list[tuple[str, str]]:
     """What differs between a dataset and frames about to be appended: [(field, description)]."""
+    from ase.data import chemical_symbols
+
     from exsnn.data.store import open_h5
 
     existing = read_metadata(destination)
@@ -129,6 +134,8 @@ def _differences(destination: Path, imported: Any) -> list[tuple[str, str]]:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from exsnn.data.summary import format_summary, summarize
+
     metadata = read_metadata(args.file)
     arrays = read_frames(args.file)
     settings = CheckSettings(distance_factor=args.distance_factor, nac_translation_ratio=args.nac_translation_ratio)
@@ -138,6 +145,9 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from exsnn.data.exporters import EXPORTERS, export_format_for
+    from exsnn.data.frame import FrameArrays
+
     fmt = args.format or export_format_for(args.destination)
     metadata = read_metadata(args.file)
     arrays: FrameArrays = read_frames(args.file)

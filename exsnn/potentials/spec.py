@@ -12,12 +12,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from exsnn.errors import ConfigurationError
-from exsnn.potentials.base import Potential
 
-Loader = Callable[..., Potential]
+if TYPE_CHECKING:  # the registry itself imports no backend (nor torch): `exsnn --help` stays fast
+    from exsnn.potentials.base import Potential
+
+Loader = Callable[..., "Potential"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ def _loader(prefix: str) -> Loader:
     return getattr(importlib.import_module(module_name), function)
 
 
-def load_potential(spec: str, base_dir: str | Path = ".", device: str = "cpu", numbers: object = None) -> Potential:
+def load_potential(spec: str, base_dir: str | Path = ".", device: str = "cpu", numbers: object = None) -> "Potential":
     """Build the potential named by `spec`; relative paths are taken from `base_dir`."""
     prefix, _, argument = spec.partition(":")
     if prefix not in POTENTIALS:
