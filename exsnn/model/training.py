@@ -178,12 +178,18 @@ def plot_learning_curve(metrics_files: list[Path], png: Path) -> None:
                         epochs[key].append((int(row["epoch"]), float(row[key])))
     for key in epochs:
         epochs[key].sort()
+    from matplotlib.ticker import MaxNLocator
+
     figure, axis = plt.subplots(figsize=(6, 4))
+    styles = {"train_loss": ("training", "-", "o"), "val_loss": ("validation", "--", "s")}
     for key, points in epochs.items():
         if points:
-            axis.semilogy(*zip(*points), label=key.replace("_", " "))
+            label, line, marker = styles[key]
+            axis.semilogy(*zip(*points), line, marker=marker, markersize=3, label=label)
     axis.set_xlabel("epoch")
-    axis.set_ylabel("normalised loss")
+    axis.set_ylabel("loss: sum of normalised MSEs")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_title("exsnn training: loss per epoch")
     axis.legend()
     figure.tight_layout()
     figure.savefig(png, dpi=120)
