@@ -66,3 +66,24 @@ def test_checkpoint_of_another_architecture(h2o: Path, tmp_path: Path) -> None:
     assert_refused(exsnn("train", h2o, "-o", out, "--width", 16, *common), str(out), "last.ckpt", "n_atom_basis",
                    "--restart")
     assert (out / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_resume_continues_from_the_last_epoch_not_the_best(h2o: Path, tmp_path: Path) -> None:
+    """A run whose best validation loss came early (a learning rate far too large makes it jump around) must resume
+    after its last completed epoch: last.ckpt is written every epoch, not only with a new best."""
+    import csv
+
+    import torch
+
+    out = tmp_path / "out"
+    common = ("--width", 8, "--interactions", 1, "--threads", 1, "--no-progress", "--split", 0.6, 0.2, 0.2, "--lr", 0.5)
+    assert exsnn("train", h2o, "-o", out, "--epochs", 8, *common).returncode == 0
+    best = torch.load(out / "checkpoints" / "best.ckpt", weights_only=False)["epoch"]
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 7
+    assert best < 7  # the situation of the defect: the best epoch is not the last one
+    assert exsnn("train", h2o, "-o", out, "--epochs", 10, *common).returncode == 0
+    epochs = []
+    for part in sorted((out / "logs").glob("metrics*.csv")):
+        with open(part) as handle:
+            epochs += [int(row["epoch"]) for row in csv.DictReader(handle) if row.get("val_loss")]
+    assert sorted(epochs) == list(range(10))  # epochs 8 and 9 added, nothing retrained

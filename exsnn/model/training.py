@@ -282,7 +282,11 @@ def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
                           config.lr_factor, config.lr_patience, config.double_precision)
     checkpoints = out / "checkpoints"
     callbacks = [
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_loss", save_last=True, save_top_k=1),
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_loss", save_top_k=1),
+        # last.ckpt after every epoch, whatever the validation loss did (Lightning's save_last wrote it only together
+        # with a new best, so a resumed run restarted from the best epoch and retrained the rest)
+        ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                        enable_version_counter=False),
         EarlyStopping(monitor="val_loss", patience=config.patience),
         LearningRateMonitor(logging_interval="epoch"),
     ]
