@@ -25,7 +25,12 @@ ALLOWED = {
     "dynamics": {"errors", "units", "data", "potentials"},
     "qm": {"errors", "units", "data", "potentials", "parallel"},
     "model": {"errors", "units", "data", "potentials"},
-    "cli": {"errors", "units", "data", "potentials", "validation", "parallel", "dynamics", "qm", "model"},
+    "photo": {"errors", "units", "data", "potentials", "qm", "parallel"},
+    "analysis": {"errors", "units", "data", "dynamics"},
+    "active": {"errors", "units", "data", "potentials", "validation", "parallel", "dynamics", "qm", "model", "photo",
+               "analysis"},
+    "cli": {"errors", "units", "data", "potentials", "validation", "parallel", "dynamics", "qm", "model", "photo",
+            "analysis", "active"},
 }
 
 
