@@ -10,6 +10,7 @@ import warnings
 from typing import Sequence
 
 from exsnn import __version__
+from exsnn.cli import campaign as campaign_cli
 from exsnn.cli import data as data_cli
 from exsnn.cli import demo as demo_cli
 from exsnn.cli import dynamics as dynamics_cli
@@ -19,7 +20,7 @@ from exsnn.cli import train as train_cli
 from exsnn.cli import scatter as scatter_cli
 from exsnn.errors import ExsnnError, ExsnnWarning
 
-SUBCOMMAND_MODULES = (demo_cli, dynamics_cli, scatter_cli, point_cli, train_cli, label_cli, data_cli)
+SUBCOMMAND_MODULES = (demo_cli, dynamics_cli, scatter_cli, point_cli, train_cli, label_cli, data_cli, campaign_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,6 +46,7 @@ class TrainingConfig:
     devices: int | str = 1
     threads: int | None = None
     progress_bar: bool = True
+    init_from: str | None = None  # a model.pt of the same architecture whose weights start the training (warm start)
 
     def __post_init__(self) -> None:
         if isinstance(self.network, dict):
@@ -196,6 +197,20 @@ def plot_learning_curve(metrics_files: list[Path], png: Path) -> None:
     plt.close(figure)
 
 
+def warm_start(network: MultiStateNetwork, model_file: str | Path) -> None:
+    """Copy the trainable weights of a saved model of the same architecture into `network` (its label statistics,
+    which are buffers, stay those of the new training set)."""
+    previous = load_network(model_file)
+    parameters = {name for name, _ in network.named_parameters()}
+    state = {name: value for name, value in previous.state_dict().items() if name in parameters}
+    own = network.state_dict()
+    wrong = [name for name, value in state.items() if own[name].shape != value.shape]
+    if wrong or len(state) != len(parameters):
+        raise ConfigurationError("has another architecture than the network being trained", source=str(model_file),
+                                 where="init_from")
+    network.load_state_dict(state, strict=False)
+
+
 def check_training_inputs(config: TrainingConfig, resume: bool) -> None:
     """Everything that would stop a training run, checked before anything is written: the dataset is readable and has
     energies, the split leaves frames for training, validation and test, and a checkpoint to resume from holds the same
@@ -210,7 +225,13 @@ def check_training_inputs(config: TrainingConfig, resume: bool) -> None:
     for label in (FORCES, NACS):
         if arrays.n_states > (1 if label == NACS else 0) and not arrays.masks[label].any():
             warnings.warn(f"{config.data}: no frame has {label}; the model learns them from nothing", ExsnnWarning, stacklevel=2)
-    split = split_indices(arrays.n_frames, config.split, config.seed)
+    split_file = Path(config.output) / "split.npz"
+    if split_file.exists():  # a split chosen by the caller (e.g. an active-learning campaign's held-out test set)
+        from exsnn.data.splits import load_split
+
+        split = load_split(split_file)
+    else:
+        split = split_indices(arrays.n_frames, config.split, config.seed)
     sizes = {name: len(index) for name, index in split.items()}
     if min(sizes.values()) < 1:
         raise ConfigurationError(f"{arrays.n_frames} frames split {config.split} give train/val/test = "
@@ -280,6 +301,8 @@ def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
                             energy_std_per_atom=spread, coupling_scale=smooth, elements=training_elements(config.data))
     task = MultiStateTask(network.as_dict(), dict(config.weights), scales.as_dict(), config.learning_rate,
                           config.lr_factor, config.lr_patience, config.double_precision)
+    if config.init_from and not (resume and (out / "checkpoints" / "last.ckpt").exists()):
+        warm_start(task.network, config.init_from)
     checkpoints = out / "checkpoints"
     callbacks = [
         ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_loss", save_top_k=1),

@@ -1,0 +1,253 @@
+"""The campaign input file (TOML). Every default lives in the dataclasses below; relative paths are taken from the
+folder of the TOML file.
+
+```toml
+[oracle]
+spec = "lvc:../shared/data/schnarc/lvc_so2_3s/LVC.template"   # any potential spec: pyscf:..., lvc:..., tully1
+batch = 16                      # labels committed per atomic append
+
+[initial]
+n_frames = 40                   # Wigner samples of the oracle's harmonic modes (or frames of `file`)
+spread = 1.0                    # scale of the Wigner widths (> 1 explores further)
+# file = "geometries.xyz"       # instead of Wigner sampling
+test_fraction = 0.1             # of the initial frames held out as the first test set
+
+[committee]
+members = 4
+epochs = 150                    # first iteration (from scratch)
+warm_epochs = 60                # later iterations (warm-started from the previous members)
+width = 32
+interactions = 2
+cutoff = 8.0                    # Bohr
+batch_size = 16
+learning_rate = 1e-3
+threads = 1
+
+[dynamics]
+n_trajectories = 100
+initial_state = 2
+dt_fs = 0.5
+duration_fs = 30.0
+# file = "initial_conditions.xyz" # frames (and velocities, if the file has them) instead of Wigner sampling
+
+[selection]
+budget = 20                     # labels per iteration
+per_trajectory = 2              # most uncertain local maxima kept per trajectory before the diversity filter
+min_distance = 0.05             # Bohr (descriptor distance): closer candidates count as the same geometry
+gap_ev = 0.2                    # frames whose active state is closer than this to another state are candidates
+test_every = 5                  # every k-th selected label joins the held-out test set
+
+[thresholds]
+mode = "calibrated"             # or "fixed" (then give energies_ev, forces_ev_a, couplings_ev_a)
+k_mad = 3.0                     # lower = median + k MAD of the committee disagreement on held-out frames
+upper_factor = 4.0              # upper = max(factor x lower, floor)
+upper_floor_energies_ev = 0.1   # floors of the upper thresholds (eV, eV/Angstrom, eV/Angstrom)
+upper_floor_forces_ev_a = 1.0
+upper_floor_couplings_ev_a = 1.0
+
+[stopping]
+finished_fraction = 0.95        # trajectories that reach the end without crossing the upper threshold
+z = 2.0                         # populations of consecutive iterations agree within z combined standard errors
+max_iterations = 8
+label_budget = 400
+
+[run]
+seed = 1
+```
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from exsnn.errors import ConfigurationError
+
+
+@dataclass
+class OracleConfig:
+    spec: str = ""
+    batch: int = 16
+
+
+@dataclass
+class InitialConfig:
+    n_frames: int = 40
+    spread: float = 1.0
+    file: str | None = None
+    test_fraction: float = 0.1
+
+
+@dataclass
+class CommitteeConfig:
+    members: int = 4
+    epochs: int = 150
+    warm_epochs: int = 60
+    width: int = 32
+    interactions: int = 2
+    cutoff: float = 8.0
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    threads: int = 1
+
+
+@dataclass
+class DynamicsSection:
+    n_trajectories: int = 100
+    initial_state: int = 2
+    dt_fs: float = 0.5
+    duration_fs: float = 30.0
+    file: str | None = None  # initial conditions from this file's frames instead of Wigner sampling of the oracle
+
+
+@dataclass
+class SelectionConfig:
+    budget: int = 20
+    per_trajectory: int = 2
+    min_distance: float = 0.05
+    gap_ev: float = 0.2
+    test_every: int = 5
+
+
+@dataclass
+class ThresholdConfig:
+    mode: str = "calibrated"
+    k_mad: float = 3.0
+    upper_factor: float = 4.0
+    # the upper thresholds never fall below these: a committee that improves tightens its candidates (lower), but a
+    # trajectory stops only where the committee is unsure beyond what the dynamics can tolerate
+    upper_floor_energies_ev: float = 0.1
+    upper_floor_forces_ev_a: float = 1.0
+    upper_floor_couplings_ev_a: float = 1.0
+    energies_ev: float | None = None
+    forces_ev_a: float | None = None
+    couplings_ev_a: float | None = None
+
+
+@dataclass
+class StoppingConfig:
+    finished_fraction: float = 0.95
+    z: float = 2.0
+    max_iterations: int = 8
+    label_budget: int = 400
+
+
+@dataclass
+class RunSection:
+    seed: int = 1
+
+
+@dataclass
+class CampaignConfig:
+    path: Path
+    text: str
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    initial: InitialConfig = field(default_factory=InitialConfig)
+    committee: CommitteeConfig = field(default_factory=CommitteeConfig)
+    dynamics: DynamicsSection = field(default_factory=DynamicsSection)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
+    stopping: StoppingConfig = field(default_factory=StoppingConfig)
+    run: RunSection = field(default_factory=RunSection)
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the file, relative to the TOML file's folder."""
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else self.path.parent / path
+
+    def oracle_spec(self) -> str:
+        """The oracle spec with a relative path argument (lvc:...) made absolute."""
+        prefix, sep, argument = self.oracle.spec.partition(":")
+        if prefix == "lvc" and argument:
+            return f"lvc:{self.resolve(argument)}"
+        return self.oracle.spec
+
+
+_CLASSES = {"oracle": OracleConfig, "initial": InitialConfig, "committee": CommitteeConfig, "dynamics": DynamicsSection,
+            "selection": SelectionConfig, "thresholds": ThresholdConfig, "stopping": StoppingConfig, "run": RunSection}
+
+
+def _section(path: Path, name: str, table: Any) -> Any:
+    cls = _CLASSES[name]
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"expected a table, got {table!r}", source=path, where=f"[{name}]")
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigurationError(f"unknown key; expected one of {sorted(known)}", source=path, where=f"[{name}] {key}")
+        default = getattr(cls(), key)
+        kind = type(default) if default is not None else (str if key == "file" else float)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigurationError(f"expected {kind.__name__}, got {value!r}", source=path, where=f"[{name}] {key}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigurationError(f"must be finite, got {value!r}", source=path, where=f"[{name}] {key}")
+        values[key] = value
+    return cls(**values)
+
+
+def _check(config: CampaignConfig) -> None:
+    path = config.path
+
+    def need(condition: bool, where: str, problem: str) -> None:
+        if not condition:
+            raise ConfigurationError(problem, source=path, where=where)
+
+    need(bool(config.oracle.spec), "[oracle] spec", "missing (e.g. 'lvc:PATH/LVC.template' or 'pyscf:tda-hf/sto-3g')")
+    need(config.oracle.batch >= 1, "[oracle] batch", "must be at least 1")
+    need(config.initial.n_frames >= 5, "[initial] n_frames", "must be at least 5 (train, validation and test need frames)")
+    need(config.initial.spread > 0, "[initial] spread", "must be positive")
+    need(0 < config.initial.test_fraction < 0.5, "[initial] test_fraction", "must lie in (0, 0.5)")
+    need(config.committee.members >= 2, "[committee] members", "a committee needs at least 2 members to disagree")
+    for key in ("epochs", "warm_epochs", "width", "interactions", "batch_size", "threads"):
+        need(getattr(config.committee, key) >= 1, f"[committee] {key}", "must be at least 1")
+    need(config.committee.cutoff > 0 and config.committee.learning_rate > 0, "[committee] cutoff/learning_rate",
+         "must be positive")
+    need(config.dynamics.n_trajectories >= 2, "[dynamics] n_trajectories", "must be at least 2")
+    need(config.dynamics.initial_state >= 0, "[dynamics] initial_state", "must be a state index (0 = S0)")
+    need(config.dynamics.dt_fs > 0 and config.dynamics.duration_fs >= config.dynamics.dt_fs, "[dynamics] dt_fs/duration_fs",
+         "need 0 < dt_fs <= duration_fs")
+    need(config.selection.budget >= 1 and config.selection.per_trajectory >= 1 and config.selection.test_every >= 2,
+         "[selection]", "budget >= 1, per_trajectory >= 1 and test_every >= 2 are needed")
+    need(config.selection.min_distance >= 0 and config.selection.gap_ev >= 0, "[selection] min_distance/gap_ev", "must be >= 0")
+    need(config.thresholds.mode in ("calibrated", "fixed"), "[thresholds] mode", "must be 'calibrated' or 'fixed'")
+    if config.thresholds.mode == "fixed":
+        for key in ("energies_ev", "forces_ev_a", "couplings_ev_a"):
+            value = getattr(config.thresholds, key)
+            need(value is not None and value > 0, f"[thresholds] {key}", "needed (positive) with mode = 'fixed'")
+    need(config.thresholds.k_mad > 0 and config.thresholds.upper_factor > 1, "[thresholds] k_mad/upper_factor",
+         "need k_mad > 0 and upper_factor > 1")
+    need(0 < config.stopping.finished_fraction <= 1, "[stopping] finished_fraction", "must lie in (0, 1]")
+    need(config.stopping.max_iterations >= 1 and config.stopping.label_budget >= config.initial.n_frames,
+         "[stopping] max_iterations/label_budget", "need max_iterations >= 1 and label_budget >= [initial] n_frames")
+    need(config.stopping.z > 0, "[stopping] z", "must be positive")
+
+
+def parse_config(text: str, path: Path) -> CampaignConfig:
+    """A checked CampaignConfig from TOML text (`path` names the file in errors and anchors relative paths)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"invalid TOML ({exc})", source=path) from None
+    unknown = sorted(set(data) - set(_CLASSES))
+    if unknown:
+        raise ConfigurationError(f"unknown section; expected {sorted(_CLASSES)}", source=path, where=f"[{unknown[0]}]")
+    config = CampaignConfig(path=path, text=text, **{name: _section(path, name, table) for name, table in data.items()})
+    _check(config)
+    return config
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError("does not exist", source=path, where="file")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigurationError("not a text (TOML) file", source=path, where="file") from None
+    return parse_config(text, path.resolve())

@@ -1,0 +1,125 @@
+"""Committee disagreement per structure, the error of the committee mean, and thresholds calibrated on validation data.
+
+Three disagreement measures per structure (atomic units), each the largest over its components:
+
+* energies: the spread (standard deviation over members) of each state's energy, max over states (Hartree);
+* forces: the norm of the spread of the force vector on each atom, max over atoms (and over the states asked for;
+  in dynamics the active state's), Hartree/Bohr;
+* couplings: the spread of the sign-aligned NAC vectors (members aligned by the consistent state-sign vector before
+  comparing) times the pair's gap, i.e. the spread of the smooth coupling h = dE d, max over atoms and pairs
+  (Hartree/Bohr; finite at degeneracies where d itself is not).
+
+Thresholds (MLatom-style calibration, per property, adapted every iteration): lower = median + k MAD of the
+disagreement on frames the committee was not trained on (validation and held-out test frames), upper = factor x lower
+but never below a floor (by default 0.1 eV, 1 eV/Angstrom, 1 eV/Angstrom), so that thresholds that tighten as the
+committee improves keep selecting candidates without stopping trajectories the dynamics can trust. A structure whose disagreement exceeds `lower`
+is a labelling candidate; one that exceeds `upper` is not trusted (its trajectory stops there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from exsnn.active.config import ThresholdConfig
+from exsnn.data.frame import FrameArrays
+from exsnn.data.phases import pair_signs, state_signs_from_nacs
+from exsnn.data.properties import state_pairs
+from exsnn.model.potential import ModelPotential
+from exsnn.potentials.base import PotentialOutput
+from exsnn.units import ANGSTROM_IN_BOHR, EV_IN_HARTREE, HARTREE_IN_EV
+
+MEASURES = ("energies", "forces", "couplings")
+#: report units: eV, eV/Angstrom, eV/Angstrom
+TO_REPORT = {"energies": HARTREE_IN_EV, "forces": HARTREE_IN_EV * ANGSTROM_IN_BOHR, "couplings": HARTREE_IN_EV * ANGSTROM_IN_BOHR}
+
+
+def disagreement(potential: ModelPotential, out: PotentialOutput) -> np.ndarray:
+    """(B, 3) energies/forces/couplings disagreement of the structures of the committee's last call (see module
+    docstring); `out` is that call's output (for the gaps)."""
+    spread = potential.last_disagreement
+    energies = spread["energies"].amax(dim=1)
+    forces = torch.linalg.vector_norm(spread["forces"], dim=-1) if "forces" in spread else torch.zeros_like(energies)[:, None]
+    forces = forces.flatten(1).amax(dim=1)
+    couplings = torch.zeros_like(energies)
+    if "nacs" in spread and potential.n_states > 1:
+        pairs = torch.tensor(state_pairs(potential.n_states), device=out.energies.device)
+        gaps = (out.energies[:, pairs[:, 1]] - out.energies[:, pairs[:, 0]]).abs()  # (B, P)
+        norms = torch.linalg.vector_norm(spread["nacs"], dim=-1).amax(dim=-1)  # (B, P)
+        couplings = (norms * gaps).amax(dim=1)
+    return torch.stack([energies, forces, couplings], dim=1).detach().cpu().numpy()
+
+
+@dataclass
+class Thresholds:
+    """Lower and upper thresholds per measure (atomic units) and how they were obtained."""
+
+    lower: dict[str, float]
+    upper: dict[str, float]
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def ratios(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """values (..., 3) -> (largest value / lower, largest value / upper) over the measures, (...) each."""
+        lower = np.array([self.lower[m] for m in MEASURES])
+        upper = np.array([self.upper[m] for m in MEASURES])
+        return (values / lower).max(axis=-1), (values / upper).max(axis=-1)
+
+
+def committee_predictions(potential: ModelPotential, arrays: FrameArrays, indices: np.ndarray) -> tuple[PotentialOutput, np.ndarray]:
+    """Committee mean (energies, forces of all states, NACs) and disagreement (K, 3) at the frames `indices`
+    (all frames of one molecule)."""
+    positions = torch.as_tensor(np.stack([arrays.frame(int(k)).positions for k in indices]), dtype=torch.float64)
+    out = potential.compute(positions, all_forces=True, nacs=True)
+    return out, disagreement(potential, out)
+
+
+def calibrate(potential: ModelPotential, arrays: FrameArrays, val: np.ndarray, config: ThresholdConfig) -> Thresholds:
+    """Thresholds from the committee's disagreement on the frames `val` (not trained on), or the fixed values of the
+    config."""
+    if config.mode == "fixed":
+        lower = {"energies": config.energies_ev * EV_IN_HARTREE,  # type: ignore[operator]
+                 "forces": config.forces_ev_a / TO_REPORT["forces"],  # type: ignore[operator]
+                 "couplings": config.couplings_ev_a / TO_REPORT["couplings"]}  # type: ignore[operator]
+        source = "fixed (campaign.toml)"
+    else:
+        _, values = committee_predictions(potential, arrays, val)
+        median = np.median(values, axis=0)
+        mad = np.median(np.abs(values - median), axis=0)
+        floors = np.array([1e-5, 1e-5, 1e-6])  # a committee that agrees perfectly on few frames still gets a band
+        lower = dict(zip(MEASURES, np.maximum(median + config.k_mad * mad, floors).tolist()))
+        source = f"calibrated: median + {config.k_mad:g} MAD of the disagreement on {len(val)} frames not trained on"
+    floors = {"energies": config.upper_floor_energies_ev * EV_IN_HARTREE,
+              "forces": config.upper_floor_forces_ev_a / TO_REPORT["forces"],
+              "couplings": config.upper_floor_couplings_ev_a / TO_REPORT["couplings"]}
+    upper = {m: max(config.upper_factor * v, floors[m]) for m, v in lower.items()}
+    return Thresholds(lower=lower, upper=upper, source=source)
+
+
+def committee_errors(potential: ModelPotential, arrays: FrameArrays, indices: np.ndarray) -> dict[str, dict[str, float]]:
+    """MAE of the committee mean on frames `indices`: energies (meV) and forces (meV/Angstrom) per state, NACs
+    (1/Bohr, phase-free with one state-sign vector per frame) per pair."""
+    if len(indices) == 0:
+        return {}
+    out, _ = committee_predictions(potential, arrays, indices)
+    N = arrays.n_states
+    frames = [arrays.frame(int(k)) for k in indices]
+    energies = np.stack([f.energies for f in frames])
+    forces = np.stack([f.forces for f in frames])  # (K, n, N, 3)
+    result = {
+        "energies_meV": {f"S{s}": float(v) for s, v in enumerate(1000 * HARTREE_IN_EV * np.abs(out.energies.numpy() - energies).mean(0))},
+        "forces_meV_per_A": {f"S{s}": float(v) for s, v in enumerate(
+            1000 * TO_REPORT["forces"] * np.abs(out.all_forces.numpy() - forces.transpose(0, 2, 1, 3)).mean((0, 2, 3)))},  # type: ignore[union-attr]
+    }
+    if out.nacs is not None and all(f.nacs is not None for f in frames):
+        reference = torch.as_tensor(np.stack([f.nacs for f in frames]).transpose(0, 2, 1, 3))  # (K, P, n, 3)
+        signs = state_signs_from_nacs(reference, out.nacs, N)
+        aligned = reference * pair_signs(signs, N)[:, :, None, None]
+        mae = (out.nacs - aligned).abs().mean(dim=(0, 2, 3)).numpy()
+        result["nacs_per_bohr"] = {f"{i}{j}": float(v) for (i, j), v in zip(state_pairs(N), mae)}
+    return result

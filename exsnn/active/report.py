@@ -1,0 +1,128 @@
+"""The report of one iteration: `report.md` with the numbers and three figures (populations with bands against the
+previous iteration, disagreement distributions with the thresholds drawn, where the new labels came from)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exsnn.active.decide import classical_populations
+from exsnn.active.measure import MEASURES, TO_REPORT, Thresholds
+from exsnn.active.select import descriptor
+from exsnn.active.simulate import UNCERTAIN
+
+UNITS = {"energies": "eV", "forces": "eV/Angstrom", "couplings": "eV/Angstrom"}
+
+
+def _plot_populations(path: Path, record: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None,
+                      n_states: int, iteration: int, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for label, data, style in (("iteration %d" % iteration, record, "-"), ("iteration %d" % (iteration - 1), previous, ":")):
+        if data is None:
+            continue
+        p, se = classical_populations(data["active"], n_states)
+        t = data["time_fs"]
+        for s in range(n_states):
+            axis.plot(t, p[:, s], style, color=colours[s % len(colours)], label=f"S{s} ({label})")
+            if style == "-":
+                axis.fill_between(t, p[:, s] - 2 * se[:, s], p[:, s] + 2 * se[:, s], color=colours[s % len(colours)], alpha=0.2)
+    axis.set_xlabel("time (fs)")
+    axis.set_ylabel("classical population")
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _plot_disagreement(path: Path, record: dict[str, np.ndarray], thresholds: Thresholds) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(10, 3))
+    values = record["disagreement"].reshape(-1, 3)
+    values = values[np.all(np.isfinite(values), axis=1)]
+    for k, (axis, measure) in enumerate(zip(axes, MEASURES)):
+        scale = TO_REPORT[measure]
+        data = values[:, k] * scale
+        positive = data[data > 0]
+        bins = np.logspace(np.log10(max(positive.min(), 1e-8)), np.log10(max(positive.max(), 1e-7)), 40) if len(positive) else 10
+        axis.hist(positive, bins=bins, color="0.5")
+        axis.set_xscale("log")
+        axis.axvline(thresholds.lower[measure] * scale, color="tab:orange", label="lower")
+        axis.axvline(thresholds.upper[measure] * scale, color="tab:red", label="upper")
+        axis.set_xlabel(f"{measure} spread ({UNITS[measure]})")
+    axes[0].set_ylabel("steps x trajectories")
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _plot_selection(path: Path, training: np.ndarray, selection: dict[str, np.ndarray], numbers: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    features = descriptor(training, numbers)
+    mean = features.mean(axis=0)
+    _, _, axes_ = np.linalg.svd(features - mean, full_matrices=False)
+    project = lambda x: (x - mean) @ axes_[:2].T  # noqa: E731
+    figure, axis = plt.subplots(figsize=(5, 4))
+    axis.scatter(*project(features).T, s=6, color="0.6", label="labelled before")
+    if len(selection["positions"]):
+        axis.scatter(*project(descriptor(selection["positions"], numbers)).T, s=18, color="tab:red", label="selected now")
+    axis.set_xlabel("distance descriptor, principal component 1 (Bohr)")
+    axis.set_ylabel("principal component 2 (Bohr)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: dict[str, np.ndarray],
+                 previous: dict[str, np.ndarray] | None, thresholds: Thresholds, selection: dict[str, np.ndarray] | None,
+                 training_positions: np.ndarray, numbers: np.ndarray, n_states: int, title: str) -> None:
+    """report.md + populations.png, disagreement.png, selection.png in `folder`; summary.json with the numbers."""
+    _plot_populations(folder / "populations.png", record, previous, n_states, iteration, title)
+    _plot_disagreement(folder / "disagreement.png", record, thresholds)
+    if selection is not None:
+        _plot_selection(folder / "selection.png", training_positions, selection, numbers)
+    status = record["status"][-1]
+    p, se = classical_populations(record["active"], n_states)
+    lines = [f"# Campaign iteration {iteration}", "", title, "",
+             f"- labels in the dataset: {summary['n_labels']} ({summary['n_test']} held out for testing)",
+             f"- trajectories: {len(status)}, reached the end without crossing an upper threshold: "
+             f"{int((status != UNCERTAIN).sum())}, stopped as uncertain: {int((status == UNCERTAIN).sum())}",
+             f"- thresholds ({thresholds.source}):"]
+    for measure in MEASURES:
+        lines.append(f"  - {measure}: lower {thresholds.lower[measure] * TO_REPORT[measure]:.4g}, upper "
+                     f"{thresholds.upper[measure] * TO_REPORT[measure]:.4g} {UNITS[measure]}")
+    lines += ["", "## Test errors of the committee mean (held-out frames from earlier dynamics)", ""]
+    for key, values in summary.get("test_errors", {}).items():
+        lines.append(f"- {key}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+    lines += ["", "## Final populations (classical, +- bootstrap standard error)", ""]
+    lines.append(", ".join(f"S{s} {p[-1, s]:.3f} +- {se[-1, s]:.3f}" for s in range(n_states)))
+    decision = summary.get("decision", {})
+    lines += ["", "## Decision", "", json.dumps(decision)]
+    if selection is not None:
+        lines += ["", f"Selected {len(selection['positions'])} of {int(selection['candidates'])} candidate frames "
+                      "(per-trajectory maxima, then farthest-point diversity)."]
+    lines += ["", "![populations](populations.png)", "", "![disagreement](disagreement.png)"]
+    if selection is not None:
+        lines += ["", "![selection](selection.png)"]
+    (folder / "report.md").write_text("\n".join(lines) + "\n")
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))

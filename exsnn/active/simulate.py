@@ -1,0 +1,96 @@
+"""Surface hopping on the committee mean with the committee's disagreement recorded per step and trajectory.
+
+The committee is wrapped in a potential that keeps, for every structure of the engine's main call of a step (the one
+asking for NACs), the three disagreement measures of `exsnn.active.measure`, keyed by trajectory id. After each step
+the driver stores positions, active states, populations, gaps and disagreement; a running trajectory whose
+disagreement exceeds an upper threshold stops there with status UNCERTAIN (what would follow is not trusted).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exsnn.active.config import CampaignConfig
+from exsnn.active.layout import save_npz_atomic
+from exsnn.active.measure import Thresholds, disagreement
+from exsnn.active.sample import dynamics_initial_conditions
+from exsnn.dynamics.fssh import FSSHEngine, populations
+from exsnn.dynamics.settings import FSSHSettings
+from exsnn.dynamics.state import RUNNING
+from exsnn.model.potential import ModelPotential
+from exsnn.potentials.base import Potential, PotentialOutput
+from exsnn.units import FS_IN_AU_TIME
+
+#: status of a trajectory stopped because the committee disagreed beyond the upper threshold
+UNCERTAIN = 5
+
+
+class RecordingCommittee(Potential):
+    """A committee potential that remembers the disagreement of its last main call, per trajectory id."""
+
+    def __init__(self, committee: ModelPotential) -> None:
+        self.committee = committee
+        self.n_states, self.numbers, self.masses, self.device = committee.n_states, committee.numbers, committee.masses, committee.device
+        self.last: dict[int, np.ndarray] = {}
+
+    def compute(self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False,
+                nacs: bool = True, trajectories: torch.Tensor | None = None) -> PotentialOutput:
+        out = self.committee.compute(positions, states=states, all_forces=all_forces, nacs=nacs, trajectories=trajectories)
+        if nacs and states is not None:  # the step's main call (hop refreshes ask for forces only)
+            ids = range(len(positions)) if trajectories is None else trajectories.tolist()
+            self.last = dict(zip(ids, disagreement(self.committee, out)))
+        return out
+
+    def describe(self) -> str:
+        return self.committee.describe()
+
+
+def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iteration: int, thresholds: Thresholds,
+             output: Path) -> dict[str, np.ndarray]:
+    """Run the iteration's ensemble on the committee; write and return the per-step record (see `save` keys)."""
+    potential = ModelPotential(committee, oracle.numbers.cpu().numpy(), dtype=torch.float64)
+    recorder = RecordingCommittee(potential)
+    d = config.dynamics
+    n_steps = int(round(d.duration_fs / d.dt_fs))
+    settings = FSSHSettings(dt=d.dt_fs * FS_IN_AU_TIME, n_steps=n_steps, seed=config.run.seed * 1000 + iteration)
+    engine = FSSHEngine(recorder, settings)
+    positions, velocities = dynamics_initial_conditions(config, oracle, iteration)
+    B, n = positions.shape[:2]
+    state = engine.initial_state(positions, velocities, torch.full((B,), d.initial_state, dtype=torch.long))
+    record = {
+        "positions": np.full((n_steps + 1, B, n, 3), np.nan, dtype=np.float64),
+        "active": np.full((n_steps + 1, B), -1, dtype=np.int64),
+        "quantum": np.full((n_steps + 1, B, engine.n_states), np.nan),
+        "energies": np.full((n_steps + 1, B, engine.n_states), np.nan),
+        "disagreement": np.full((n_steps + 1, B, 3), np.nan),
+        "status": np.zeros((n_steps + 1, B), dtype=np.int64),
+    }
+
+    def store(step: int, running_before: np.ndarray) -> None:
+        rows = np.flatnonzero(running_before)
+        record["positions"][step, rows] = state.positions[rows].cpu().numpy()
+        record["active"][step, rows] = state.active[rows].cpu().numpy()
+        record["quantum"][step, rows] = populations(state.coefficients[rows]).cpu().numpy()
+        record["energies"][step, rows] = state.energies[rows].cpu().numpy()
+        for b in rows:
+            if int(b) in recorder.last:
+                record["disagreement"][step, b] = recorder.last[int(b)]
+        _, above_upper = thresholds.ratios(record["disagreement"][step])
+        crossing = np.flatnonzero(running_before & (above_upper >= 1.0) & (state.status.cpu().numpy() == RUNNING))
+        if len(crossing):
+            state.status[torch.as_tensor(crossing)] = UNCERTAIN
+        record["status"][step] = state.status.cpu().numpy()
+
+    store(0, np.ones(B, dtype=bool))
+    while state.step < n_steps and bool((state.status == RUNNING).any()):
+        running = (state.status == RUNNING).cpu().numpy()
+        engine.step(state)
+        store(state.step, running)
+    for step in range(state.step + 1, n_steps + 1):
+        record["status"][step] = record["status"][state.step]
+    record["time_fs"] = np.arange(n_steps + 1) * d.dt_fs
+    save_npz_atomic(output, **record)
+    return record

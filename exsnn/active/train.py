@@ -1,0 +1,74 @@
+"""The committee of an iteration: K members with different seeds, warm-started from the previous iteration's members,
+on one split in which the test set is the held-out one of the campaign (the initial test fraction, then only labels
+from dynamics, so test errors measure where the dynamics goes).
+
+A member counts as trained when its model.pt exists. A member whose training was interrupted is trained again from
+the start (not from its last checkpoint), so a resumed campaign gives the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from exsnn.active.config import CampaignConfig
+from exsnn.data.splits import save_split
+from exsnn.data.store import open_h5
+from exsnn.model.network import ArchitectureConfig
+from exsnn.model.training import MODEL_FILE, TrainingConfig, train
+
+
+def campaign_split(path: Path, seed: int, val_fraction: float = 0.1) -> dict[str, np.ndarray]:
+    """train/val/test indices: test = frames tagged "test", the other labelled frames shuffled with `seed` into
+    validation (a tenth, at least one) and training. Frames whose labelling failed are left out."""
+    with open_h5(path) as h5:
+        records = [json.loads(r) for r in h5["frames/provenance"].asstr()[:]]
+    usable = [k for k, r in enumerate(records) if not r.get("failure")]
+    test = np.array([k for k in usable if r_split(records[k]) == "test"], dtype=np.int64)
+    rest = np.array([k for k in usable if r_split(records[k]) != "test"], dtype=np.int64)
+    rest = rest[np.random.default_rng(seed).permutation(len(rest))]
+    n_val = max(1, int(round(val_fraction * len(rest))))
+    return {"train": np.sort(rest[n_val:]), "val": np.sort(rest[:n_val]), "test": np.sort(test)}
+
+
+def r_split(record: dict) -> str:
+    return str(record.get("campaign", {}).get("split", "train"))
+
+
+def member_seed(config: CampaignConfig, iteration: int, member: int) -> int:
+    return config.run.seed * 10_000 + iteration * 100 + member
+
+
+def committee_folder(iteration_dir: Path) -> Path:
+    return iteration_dir / "committee"
+
+
+def train_committee(data: Path, iteration_dir: Path, previous_dir: Path | None, config: CampaignConfig, iteration: int) -> Path:
+    """Train the members that are not trained yet; return the committee folder (loadable as `model:FOLDER`)."""
+    folder = committee_folder(iteration_dir)
+    c = config.committee
+    split = campaign_split(data, seed=config.run.seed * 7919 + iteration)
+    for k in range(c.members):
+        member = folder / f"member_{k}"
+        if (member / MODEL_FILE).exists():
+            continue
+        if member.exists():
+            shutil.rmtree(member)  # interrupted: start this member again from the beginning
+        member.mkdir(parents=True)
+        save_split(split, member / "split.npz")
+        previous = None if previous_dir is None else committee_folder(previous_dir) / f"member_{k}" / MODEL_FILE
+        training = TrainingConfig(
+            data=str(data), output=str(member),
+            network=ArchitectureConfig(n_atom_basis=c.width, n_interactions=c.interactions, cutoff=c.cutoff),
+            batch_size=c.batch_size, learning_rate=c.learning_rate,
+            max_epochs=c.epochs if previous is None else c.warm_epochs, patience=max(20, c.warm_epochs // 2),
+            seed=member_seed(config, iteration, k), threads=c.threads, progress_bar=False,
+            init_from=None if previous is None else str(previous), accelerator="cpu",
+        )
+        # model.pt is written last: a member killed before it is retrained from the start on resume
+        train(training, resume=False)
+    (folder / "committee.json").write_text(json.dumps({"members": [f"member_{k}/{MODEL_FILE}" for k in range(c.members)]}))
+    return folder

@@ -1,0 +1,124 @@
+"""Active-learning campaigns on the exact SO2 LVC oracle: the loop, its stopping rule, and crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exsnn.errors import ConfigurationError
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+TINY = """
+[oracle]
+spec = "lvc:{template}"
+batch = 4
+[initial]
+n_frames = 16
+spread = 1.5
+[committee]
+members = 2
+epochs = 15
+warm_epochs = 8
+width = 8
+interactions = 1
+batch_size = 8
+learning_rate = 3e-3
+[dynamics]
+n_trajectories = 12
+initial_state = 2
+dt_fs = 0.5
+duration_fs = 4.0
+[selection]
+budget = 6
+[stopping]
+max_iterations = 2
+label_budget = 40
+[run]
+seed = 3
+"""
+
+
+def write_config(folder: Path, shared_data: Path, text: str = TINY) -> Path:
+    path = folder / "campaign.toml"
+    path.write_text(text.format(template=shared_data / "schnarc" / "lvc_so2_3s" / "LVC.template"))
+    return path
+
+
+def exsnn(*args: object, **options: object) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "exsnn.cli.main", *map(str, args)], capture_output=True, text=True,
+                          env=env, **options)  # type: ignore[call-overload]
+
+
+def dataset_fingerprint(path: Path) -> list[tuple]:
+    from exsnn.data import read_frames
+
+    arrays = read_frames(path)
+    return [(json.dumps(json.loads(p)["campaign"], sort_keys=True), np.round(arrays.frame(k).positions, 10).tobytes(),
+             None if arrays.frame(k).energies is None else np.round(arrays.frame(k).energies, 10).tobytes())
+            for k, p in enumerate(arrays.provenance)]
+
+
+def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_path: Path) -> None:
+    from exsnn.active.config import parse_config
+
+    good = write_config(tmp_path, shared_data).read_text()
+    with pytest.raises(ConfigurationError, match=r"\[committee\] members"):
+        parse_config(good.replace("members = 2", "members = 1"), tmp_path / "c.toml")
+    with pytest.raises(ConfigurationError, match=r"\[dynamics\] speed"):
+        parse_config(good.replace("initial_state = 2", "initial_state = 2\nspeed = 3"), tmp_path / "c.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.replace("initial_state = 2", "initial_state = 7"))
+    result = exsnn("campaign", "run", bad, "-o", tmp_path / "out")
+    assert result.returncode == 2 and "initial_state" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def run_until_killed(config: Path, output: Path, marker: str, delay: float) -> None:
+    """Start a campaign, wait until its state file says `marker` phase (or the marker file exists), wait `delay` s
+    more and SIGKILL it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "exsnn.cli.main", "campaign", "run", str(config), "-o", str(output)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 600
+    state = output / "state.json"
+    while time.monotonic() < deadline:
+        if state.exists():
+            try:
+                current = json.loads(state.read_text())
+            except json.JSONDecodeError:
+                current = {}
+            if f"{current.get('iteration')}:{current.get('phase')}" == marker:
+                break
+        if process.poll() is not None:
+            raise AssertionError("the campaign ended before it could be killed")
+        time.sleep(0.05)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.slow
+def test_sigkill_in_every_phase_then_resume_gives_the_uninterrupted_dataset(shared_data: Path, tmp_path: Path) -> None:
+    config = write_config(tmp_path, shared_data)
+    reference = tmp_path / "reference"
+    assert exsnn("campaign", "run", config, "-o", reference).returncode == 0
+    expected = dataset_fingerprint(reference / "data.h5")
+    assert len(expected) > 16 and len({e[0] for e in expected}) == len(expected)  # dynamics labels were added, none twice
+    for marker, delay in (("0:train", 1.5), ("0:simulate", 0.3), ("0:label", 0.05), ("1:train", 0.8)):
+        killed = tmp_path / f"killed_{marker.replace(':', '_')}"
+        run_until_killed(config, killed, marker, delay)
+        resumed = exsnn("campaign", "resume", killed)
+        assert resumed.returncode == 0, resumed.stderr
+        assert dataset_fingerprint(killed / "data.h5") == expected, marker
+        status = json.loads(exsnn("campaign", "status", killed, "--json").stdout)
+        assert status["stopped"] is not None and status["n_labels"] == len(expected)
