@@ -122,3 +122,30 @@ def test_sigkill_in_every_phase_then_resume_gives_the_uninterrupted_dataset(shar
         assert dataset_fingerprint(killed / "data.h5") == expected, marker
         status = json.loads(exsnn("campaign", "status", killed, "--json").stdout)
         assert status["stopped"] is not None and status["n_labels"] == len(expected)
+
+
+@pytest.mark.slow
+def test_shipped_lvc_campaign_converges_by_its_rule_and_errors_fall(shared_data: Path, tmp_path: Path) -> None:
+    """The ready-to-run SO2 LVC campaign: it stops because the populations converged (not at the iteration limit), and
+    on the final held-out test set (labels from dynamics) the last committee is more accurate than the first."""
+    from exsnn.active.measure import committee_errors
+    from exsnn.active.train import campaign_split
+    from exsnn.data import read_frames
+    from exsnn.model.potential import ModelPotential
+
+    out = tmp_path / "so2"
+    result = exsnn("campaign", "run", PROJECT / "dynamics" / "campaign_so2_lvc.toml", "-o", out)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(exsnn("campaign", "status", out, "--json").stdout)
+    assert status["stopped"] == "converged" and status["converged"], status
+    assert status["finished_fraction"] >= 0.95
+    assert status["iteration"] >= 1 and status["n_labels"] <= 150
+    arrays = read_frames(out / "data.h5")
+    test = campaign_split(out / "data.h5", seed=0)["test"]
+    numbers = arrays.frame(0).numbers
+    first = committee_errors(ModelPotential(out / "iteration_000" / "committee", numbers), arrays, test)
+    last = committee_errors(ModelPotential(out / f"iteration_{status['iteration']:03d}" / "committee", numbers), arrays, test)
+    for key in ("energies_meV", "forces_meV_per_A"):
+        assert np.mean(list(last[key].values())) < np.mean(list(first[key].values())), (key, first[key], last[key])
+    report = (out / f"iteration_{status['iteration']:03d}" / "report.md").read_text()
+    assert "Test errors" in report and "populations.png" in report

@@ -1,0 +1,124 @@
+"""Data efficiency of active learning on an exact oracle: population error against labels spent.
+
+Oracle: SchNarc's SO2 LVC model (3 singlets, ../shared/data), where FSSH can be run on the truth. For a model M (a
+committee mean) the error is max over states and times of |P_M(t) - P_oracle(t)| of the classical populations, with
+both ensembles started from the same initial conditions (0 K Wigner, a dedicated seed, `--trajectories` of them) and
+the same random numbers. Compared at equal labels:
+
+* the campaign (dynamics/campaign_so2_lvc.toml, or --config): the committee of every iteration;
+* plain Wigner sampling: committees of the same size and training settings on N Wigner samples (the campaign's
+  initial spread), for several N.
+
+It prints both curves, the labels each needs to reach the target error (default 0.03), their ratio (goal: the
+campaign needs at most a third), and the campaign's wall time per phase.
+
+    .venv/bin/python benchmarks/bench_campaign.py [--trajectories 1000] [--budgets 30,60,120,240]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exsnn.active.campaign import Campaign, start
+from exsnn.active.config import load_config
+from exsnn.active.decide import classical_populations
+from exsnn.active.label import label_structures, oracle_metadata
+from exsnn.active.sample import initial_geometries
+from exsnn.active.train import train_committee
+from exsnn.data.splits import load_split
+from exsnn.dynamics.fssh import FSSHEngine
+from exsnn.dynamics.initial_conditions import wigner_harmonic
+from exsnn.dynamics.settings import FSSHSettings
+from exsnn.model.potential import ModelPotential
+from exsnn.potentials.base import Potential
+from exsnn.potentials.spec import load_potential
+from exsnn.units import FS_IN_AU_TIME
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def populations_on(potential: Potential, positions: torch.Tensor, velocities: torch.Tensor, config) -> np.ndarray:
+    """Classical populations (T, N) of FSSH on `potential` from the given initial conditions (no stopping)."""
+    d = config.dynamics
+    settings = FSSHSettings(dt=d.dt_fs * FS_IN_AU_TIME, n_steps=int(round(d.duration_fs / d.dt_fs)), seed=12345)
+    engine = FSSHEngine(potential, settings)
+    state = engine.initial_state(positions, velocities, torch.full((len(positions),), d.initial_state))
+    active = [state.active.numpy().copy()]
+    while state.step < settings.n_steps:
+        engine.step(state)
+        valid = state.status.numpy() != 3  # energy-drift failures leave the average
+        active.append(np.where(valid, state.active.numpy(), -1))
+    return classical_populations(np.array(active), potential.n_states, n_bootstrap=2)[0]
+
+
+def error(model_folder: Path, oracle: Potential, reference: np.ndarray, ics, config) -> float:
+    model = ModelPotential(model_folder, oracle.numbers.numpy(), dtype=torch.float64)
+    return float(np.abs(populations_on(model, *ics, config) - reference).max())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default=str(ROOT / "dynamics" / "campaign_so2_lvc.toml"))
+    parser.add_argument("--trajectories", type=int, default=1000)
+    parser.add_argument("--budgets", default="30,60,120,240")
+    parser.add_argument("--target", type=float, default=0.03)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
+    config = load_config(args.config)
+    oracle = load_potential(config.oracle_spec())
+    reference_modes = oracle.harmonic_modes()  # type: ignore[attr-defined]
+    ics = wigner_harmonic(*reference_modes, args.trajectories, seed=987654)
+    reference = populations_on(oracle, *ics, config)
+    print(f"oracle: {args.trajectories} trajectories, final populations {np.round(reference[-1], 3).tolist()}")
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        started = time.perf_counter()
+        start(args.config, root / "campaign")
+        state = Campaign(root / "campaign").run()
+        campaign_seconds = time.perf_counter() - started
+        campaign_curve = []
+        for entry in state.history:
+            i = entry["iteration"]
+            committee = root / "campaign" / f"iteration_{i:03d}" / "committee"
+            split = load_split(committee / "member_0" / "split.npz")
+            labels_used = int(sum(len(v) for v in split.values()))  # the labels this committee was trained with
+            campaign_curve.append((labels_used, error(committee, oracle, reference, ics, config)))
+        print(f"campaign ({state.stopped}, {campaign_seconds:.0f} s; seconds per phase "
+              + ", ".join(f"{k} {v:.0f}" for k, v in state.phase_seconds.items()) + ")")
+        for labels, value in campaign_curve:
+            print(f"  {labels:5d} labels  max|dP| = {value:.3f}")
+        wigner_curve = []
+        for budget in [int(b) for b in args.budgets.split(",")]:
+            plain = replace(config, initial=replace(config.initial, n_frames=budget))
+            data = root / f"wigner_{budget}.h5"
+            positions = initial_geometries(plain, oracle)
+            every = max(2, int(round(1 / plain.initial.test_fraction)))
+            tags = [{"iteration": 0, "index": k, "split": "test" if k % every == every - 1 else "train"} for k in range(budget)]
+            label_structures(data, oracle, positions, tags, oracle_metadata(oracle, plain.oracle.spec), 64)
+            folder_k = root / f"wigner_{budget}"
+            train_committee(data, folder_k, None, plain, 0)
+            wigner_curve.append((budget, error(folder_k / "committee", oracle, reference, ics, config)))
+        print("plain Wigner sampling:")
+        for labels, value in wigner_curve:
+            print(f"  {labels:5d} labels  max|dP| = {value:.3f}")
+
+    def needed(curve: list[tuple[int, float]]) -> int | None:
+        reached = [labels for labels, value in curve if value <= args.target]
+        return min(reached) if reached else None
+
+    ours, theirs = needed(campaign_curve), needed(wigner_curve)
+    print(f"labels to reach max|dP| <= {args.target}: campaign {ours}, Wigner {theirs}"
+          + (f", ratio {ours / theirs:.2f} (goal <= 0.33)" if ours and theirs else ""))
+
+
+if __name__ == "__main__":
+    main()
