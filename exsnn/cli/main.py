@@ -15,12 +15,13 @@ from exsnn.cli import data as data_cli
 from exsnn.cli import demo as demo_cli
 from exsnn.cli import dynamics as dynamics_cli
 from exsnn.cli import label as label_cli
+from exsnn.cli import photo as photo_cli
 from exsnn.cli import point as point_cli
 from exsnn.cli import train as train_cli
 from exsnn.cli import scatter as scatter_cli
 from exsnn.errors import ExsnnError, ExsnnWarning
 
-SUBCOMMAND_MODULES = (demo_cli, dynamics_cli, scatter_cli, point_cli, train_cli, label_cli, data_cli, campaign_cli)
+SUBCOMMAND_MODULES = (demo_cli, dynamics_cli, scatter_cli, point_cli, train_cli, label_cli, data_cli, campaign_cli, photo_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
