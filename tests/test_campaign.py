@@ -20,7 +20,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 TINY = """
 [oracle]
 spec = "lvc:{template}"
-batch = 4
+batch = 1
 [initial]
 n_frames = 16
 spread = 1.5
@@ -83,25 +83,34 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-def run_until_killed(config: Path, output: Path, marker: str, delay: float) -> None:
-    """Start a campaign, wait until its state file says `marker` phase (or the marker file exists), wait `delay` s
-    more and SIGKILL it."""
+def phase_is(output: Path, marker: str) -> bool:
+    """True when the campaign's state file says it is about to run `marker` ("ITERATION:PHASE")."""
+    try:
+        current = json.loads((output / "state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return f"{current.get('iteration')}:{current.get('phase')}" == marker
+
+
+def labels_committed(output: Path, at_least: int) -> bool:
+    from exsnn.data import count_frames
+
+    try:
+        return count_frames(output / "data.h5") >= at_least
+    except Exception:  # not created yet, or being replaced: look again
+        return False
+
+
+def run_until_killed(config: Path, output: Path, ready, delay: float) -> None:
+    """Start a campaign, wait until `ready(output)` holds, wait `delay` s more and SIGKILL it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "exsnn.cli.main", "campaign", "run", str(config), "-o", str(output)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 600
-    state = output / "state.json"
-    while time.monotonic() < deadline:
-        if state.exists():
-            try:
-                current = json.loads(state.read_text())
-            except json.JSONDecodeError:
-                current = {}
-            if f"{current.get('iteration')}:{current.get('phase')}" == marker:
-                break
-        if process.poll() is not None:
-            raise AssertionError("the campaign ended before it could be killed")
-        time.sleep(0.05)
+    while not ready(output):
+        assert process.poll() is None, "the campaign ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
     time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -114,12 +123,19 @@ def test_sigkill_in_every_phase_then_resume_gives_the_uninterrupted_dataset(shar
     assert exsnn("campaign", "run", config, "-o", reference).returncode == 0
     expected = dataset_fingerprint(reference / "data.h5")
     assert len(expected) > 16 and len({e[0] for e in expected}) == len(expected)  # dynamics labels were added, none twice
-    for marker, delay in (("0:train", 1.5), ("0:simulate", 0.3), ("0:label", 0.05), ("1:train", 0.8)):
-        killed = tmp_path / f"killed_{marker.replace(':', '_')}"
-        run_until_killed(config, killed, marker, delay)
+    kills = {  # where: (when to kill, extra delay in s)
+        "initial labelling": (lambda out: labels_committed(out, 1), 0.0),
+        "training": (lambda out: phase_is(out, "0:train"), 1.5),
+        "dynamics": (lambda out: phase_is(out, "0:simulate"), 0.3),
+        "labelling from dynamics": (lambda out: labels_committed(out, 17), 0.0),  # one label per append (batch = 1)
+        "warm-started training": (lambda out: phase_is(out, "1:train"), 0.8),
+    }
+    for where, (ready, delay) in kills.items():
+        killed = tmp_path / f"killed_{where.replace(' ', '_')}"
+        run_until_killed(config, killed, ready, delay)
         resumed = exsnn("campaign", "resume", killed)
         assert resumed.returncode == 0, resumed.stderr
-        assert dataset_fingerprint(killed / "data.h5") == expected, marker
+        assert dataset_fingerprint(killed / "data.h5") == expected, where
         status = json.loads(exsnn("campaign", "status", killed, "--json").stdout)
         assert status["stopped"] is not None and status["n_labels"] == len(expected)
 
