@@ -9,8 +9,12 @@
 3. Labelling throughput (geometries per minute) of `label_file` on 8 displaced CH2NH2+ geometries at TDA-HF/6-31G
    without NACs, through a Dask LocalCluster with 1 and then 2 worker processes (1 thread each); the cluster start-up
    is not counted.
+4. The `pyscf:` potential on one surface-hopping step of 2 CH2NH2+ trajectories at TDA-HF/6-31G* (energies,
+   active-state forces, analytic NACs; each SCF starting from its trajectory's previous density), in this process and
+   on 2 local workers (the pool started by an earlier step, not counted); and a hop refresh (another state's
+   gradient at the same geometry, after a step without couplings) against the full calculation it replaces.
 
-    .venv/bin/python benchmarks/bench_labelling.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_labelling.py
 """
 
 from __future__ import annotations
@@ -89,6 +93,38 @@ def throughput(workers: int, folder: Path) -> float:
     return 8 / elapsed * 60
 
 
+def potential_step(repeats: int = 3) -> None:
+    import torch
+
+    from exsnn.potentials.spec import load_potential
+
+    rng = np.random.default_rng(1)
+    start = torch.as_tensor(GEOMETRY + rng.normal(0, 0.03, (2, 6, 3)))
+    trajectories, active = torch.tensor([0, 1]), torch.tensor([1, 1])
+    seconds = {}
+    for name, options in (("in this process", ""), ("2 local workers", ",workers=2")):
+        potential = load_potential(f"pyscf:tda-hf/6-31g*,states=3,charge=1{options}", numbers=NUMBERS)
+        potential.compute(start, states=active, trajectories=trajectories)  # starts the pool; densities for the next step
+        steps = []
+        for step in range(1, repeats + 1):
+            t = time.perf_counter()
+            potential.compute(start + 0.01 * step, states=active, trajectories=trajectories)
+            steps.append(time.perf_counter() - t)
+        seconds[name] = min(steps)
+        potential.close()  # type: ignore[attr-defined]
+    potential = load_potential("pyscf:tda-hf/6-31g*,states=3,charge=1", numbers=NUMBERS)
+    t = time.perf_counter()
+    potential.compute(start[:1], states=active[:1], nacs=False, trajectories=trajectories[:1])
+    full = time.perf_counter() - t
+    t = time.perf_counter()
+    potential.compute(start[:1], states=torch.tensor([2]), nacs=False, trajectories=trajectories[:1])
+    refresh = time.perf_counter() - t
+    print(f"pyscf: potential, a step of 2 trajectories (TDA-HF/6-31G*, NACs; best of {repeats}): "
+          + ", ".join(f"{name} {value:.2f} s" for name, value in seconds.items())
+          + f" -> {seconds['in this process'] / seconds['2 local workers']:.2f}x; hop refresh {refresh:.2f} s "
+          f"(one gradient on the saved SCF + TDA) vs {full:.2f} s for SCF + TDA + gradient")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args()
@@ -102,6 +138,7 @@ def main() -> None:
         one = throughput(1, Path(folder))
         two = throughput(2, Path(folder))
     print(f"labelling throughput (TDA-HF/6-31G, 8 geometries): 1 worker {one:.1f}/min, 2 workers {two:.1f}/min -> {two / one:.2f}x")
+    potential_step()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import graphlib
 import json
 import os
 import signal
@@ -14,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import exsnn.qm
 from conftest import H2O_DATASET
 from exsnn.data import read_frames
+from exsnn.qm.excited import excited_states
 from exsnn.qm.labelling import label_file
 from exsnn.qm.overlap_nacs import cis_wavefunction, state_overlaps
-from exsnn.qm.pyscf_backend import excited_states, label_geometry
+from exsnn.qm.pyscf_backend import label_geometry
 from exsnn.qm.settings import parse_method
 
 WATER = np.array([[0.01, 0.02, 0.2217], [0.0, 1.3809, -0.8567], [0.02, -1.4309, -0.9267]])
@@ -137,12 +141,52 @@ def test_pyscf_potential_in_point(tmp_path: Path) -> None:
     assert failed.returncode == 2 and "failed at frame(s) [0]" in failed.stderr and "PySCF failed" in failed.stderr
     from exsnn.qm.potential import parse_spec
 
-    options = parse_spec("tddft-b3lyp/6-31g*,states=4,charge=1,nacs=overlap,etf=0,stability=0")
+    spec = parse_spec("tddft-b3lyp/6-31g*,states=4,charge=1,nacs=overlap,etf=0,stability=0")
+    options = spec.settings
     assert (options.excited, options.xc, options.n_states, options.charge) == ("tddft", "b3lyp", 4, 1)
-    assert (options.nacs, options.etf, options.check_stability) == ("overlap", False, False)
+    assert (options.nacs, options.etf, options.check_stability, spec.executor) == ("overlap", False, False, "serial")
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+# exsnn.qm as a one-way chain: each module may import only modules before it (labelling and potential are two ends)
+QM_CHAIN = ["settings", "validation", "results", "scf", "excited", "overlap_nacs", "analytic_nacs", "casscf", "pyscf_backend",
+            "labelling", "potential"]
+
+
+def exsnn_imports(tree: ast.AST) -> list[tuple[str, ast.AST]]:
+    """(imported exsnn module, the import node) for every import statement anywhere in `tree`; `from exsnn.qm
+    import scf` counts as importing exsnn.qm.scf."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node) for alias in node.names if alias.name.startswith("exsnn")]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative imports hide the chain"
+            if (node.module or "").startswith("exsnn"):
+                found += [(node.module, node)] + [(f"{node.module}.{alias.name}", node) for alias in node.names]
+    return found
+
+
+def test_exsnn_qm_imports_form_a_one_way_chain_at_top_level() -> None:
+    folder = Path(exsnn.qm.__file__).parent
+    modules = sorted(path.stem for path in folder.glob("*.py") if path.stem != "__init__")
+    assert modules == sorted(QM_CHAIN), "a new exsnn.qm module needs its place in QM_CHAIN"
+    graph: dict[str, set[str]] = {}
+    for module in modules:
+        tree = ast.parse((folder / f"{module}.py").read_text())
+        imports = exsnn_imports(tree)
+        graph[module] = {name.split(".")[2] for name, _ in imports if name.startswith("exsnn.qm.") and name.split(".")[2] in QM_CHAIN}
+        top_level = {id(node) for node in tree.body}
+        inside = sorted({name for name, node in imports if id(node) not in top_level})
+        assert not inside, f"exsnn.qm.{module} imports {inside} inside a function: import exsnn modules at the top"
+        for other in graph[module]:
+            assert QM_CHAIN.index(other) < QM_CHAIN.index(module), f"exsnn.qm.{module} imports exsnn.qm.{other}, later in the chain"
+    assert "potential" not in graph["labelling"] and "labelling" not in graph["potential"]
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # CycleError if any module imports itself back
+    assert set(order) == set(modules)
+    assert graph["scf"] == {"results", "settings"} and "pyscf_backend" in graph["labelling"] and "pyscf_backend" in graph["potential"]
+    assert not exsnn_imports(ast.parse((folder / "__init__.py").read_text()))
 
 
 CH2NH2 = np.array([[0.0, 0.0, 0.0], [0.0, 0.02, 1.28], [0.01, 0.94, -0.54], [0.0, -0.94, -0.55], [0.02, 0.87, 1.85],

@@ -24,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "wavefunction overlaps: root flips are recorded and NAC phases follow the reference (TDA/TDDFT)")
     p.add_argument("--executor", default="local", help="serial, local[:N], dask-local[:N] or dask:ADDRESS (default local)")
     p.add_argument("--threads", type=int, default=1, help="threads per worker (default %(default)s)")
+    p.add_argument("--max-attempts", type=int, default=3, help="a geometry whose worker process dies (killed, out of memory) "
+                   "is tried this many times, then recorded as a failed frame (default %(default)s)")
     p.add_argument("--commit-every", type=int, default=8, help="frames per atomic commit (default %(default)s)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     settings = parse_method(args.method, n_states=args.states, charge=args.charge, etf=args.etf, threads=args.threads,
                             check_stability=args.check_stability, **options)
     summary = label_file(args.input, args.output, settings, executor=args.executor, threads=args.threads,
-                         commit_every=args.commit_every, progress=not args.no_progress, reference=args.reference)
+                         commit_every=args.commit_every, progress=not args.no_progress, reference=args.reference,
+                         max_attempts=args.max_attempts)
     if args.json:
         print(json.dumps(summary.__dict__))
         return 0

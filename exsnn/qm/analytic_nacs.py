@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from exsnn.data.properties import state_pairs
+from exsnn.qm.results import ExcitedStates
 
 
 @dataclass
@@ -75,7 +76,7 @@ def basis_derivative_overlaps(mol: Any, mo_coeff: np.ndarray) -> Iterator[tuple[
             yield atom, axis, mo_coeff.T @ half @ mo_coeff
 
 
-def ground_excited_nacs(states: Any, etf: bool = False, tol: float = 1e-10) -> np.ndarray:
+def ground_excited_nacs(states: ExcitedStates, etf: bool = False, tol: float = 1e-10) -> np.ndarray:
     """d_0I for every kept root, (n_atoms, N-1, 3) in 1/Bohr, signs as PySCF's amplitudes at this geometry. Full
     TDDFT: X - Y takes the place of X (see the module docstring)."""
     from pyscf.hessian import rhf as rhf_hessian
@@ -112,7 +113,7 @@ def ground_excited_nacs(states: Any, etf: bool = False, tol: float = 1e-10) -> n
     return out
 
 
-def transition_gradient(states: Any, td_gradient: Any, gradients: np.ndarray, I: int, J: int) -> np.ndarray:
+def transition_gradient(states: ExcitedStates, td_gradient: Any, gradients: np.ndarray, I: int, J: int) -> np.ndarray:
     """h_IJ = X_I.(dA).X_J, (n_atoms, 3) in Hartree/Bohr, for excited states I, J >= 1 (I = J: the gradient of the
     excitation energy). gradients: the total gradients (n_atoms, N, 3) of S0 and the excited states."""
     X, Y = states.amplitudes()
@@ -121,7 +122,7 @@ def transition_gradient(states: Any, td_gradient: Any, gradients: np.ndarray, I:
     return 0.5 * (combined - gradients[:, I] - gradients[:, J] + gradients[:, 0])
 
 
-def basis_rotation_coupling(states: Any, I: int, J: int) -> np.ndarray:
+def basis_rotation_coupling(states: ExcitedStates, I: int, J: int) -> np.ndarray:
     """sum_iab X_I,ia X_J,ib T_ab - sum_ija X_I,ia X_J,ja T_ji (minus the same with Y) with T = (K - K^T)/2,
     (n_atoms, 3) in 1/Bohr: the part of d_IJ (I, J >= 1) that electron-translation factors remove."""
     mf = states.mf
@@ -137,7 +138,7 @@ def basis_rotation_coupling(states: Any, I: int, J: int) -> np.ndarray:
     return out
 
 
-def excited_pair_numerator(states: Any, td_gradient: Any, gradients: np.ndarray, I: int, J: int, etf: bool = True) -> np.ndarray:
+def excited_pair_numerator(states: ExcitedStates, td_gradient: Any, gradients: np.ndarray, I: int, J: int, etf: bool = True) -> np.ndarray:
     """h_IJ = (E_J - E_I) d_IJ between excited states I != J >= 1, (n_atoms, 3) in Hartree/Bohr; finite at
     degeneracies and symmetric (h_JI = h_IJ, so d_JI = -d_IJ)."""
     h = transition_gradient(states, td_gradient, gradients, I, J)
@@ -146,14 +147,14 @@ def excited_pair_numerator(states: Any, td_gradient: Any, gradients: np.ndarray,
     return h + (states.energies[J] - states.energies[I]) * basis_rotation_coupling(states, I, J)
 
 
-def excited_gradient_tool(states: Any, tol: float = 1e-10) -> Any:
+def excited_gradient_tool(states: ExcitedStates, tol: float = 1e-10) -> Any:
     """PySCF's TD gradient object used for the pair quadratic forms (tight Z-vector convergence)."""
     td_gradient = states.td.nuc_grad_method()
     td_gradient.cphf_conv_tol = max(tol, 1e-10)
     return td_gradient
 
 
-def analytic_nacs(states: Any, gradients: np.ndarray, etf: bool = True, tol: float = 1e-10) -> AnalyticCouplings:
+def analytic_nacs(states: ExcitedStates, gradients: np.ndarray, etf: bool = True, tol: float = 1e-10) -> AnalyticCouplings:
     """NACs of every pair of the N states (see module docstring). gradients: total gradients (n_atoms, N, 3) of all
     states at this geometry, as PySCF's SCF and TD gradients give them."""
     pairs = state_pairs(len(states.energies))

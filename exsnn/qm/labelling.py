@@ -4,7 +4,8 @@ Each output frame's provenance records the input file and index, the method, per
 closer than 1e-3 Hartree (`near_degenerate_pairs`: [i, j, gap, h] with h = gap * d_ij (n, 3) in Hartree/Bohr, finite
 where d_ij is not), overlaps with the states of a reference geometry and root flips against it when one is given
 (`reference_overlaps`, `root_flips`; NAC phases then follow the reference) and, for a failed geometry, the reason
-(its labels are then absent and masked): nothing is dropped or silently kept. Frames already
+(its labels are then absent and masked): nothing is dropped or silently kept. A geometry whose worker process dies
+each time it is labelled (out of memory, a crash in compiled code) is such a failed frame too, after `max_attempts`. Frames already
 in the output (by input index) are skipped, so a run killed at any point continues where it stopped without
 duplicates. Results are committed atomically in batches.
 """
@@ -24,8 +25,11 @@ from tqdm import tqdm
 from exsnn.data import DatasetMetadata, DatasetWriter, Frame, read_frames
 from exsnn.data.geometries import read_structures
 from exsnn.data.properties import state_pairs
-from exsnn.parallel.executors import open_pool
-from exsnn.qm.pyscf_backend import QMFailure, label_geometry, reference_wavefunction
+from exsnn.errors import ConfigurationError, ElectronicStructureError
+from exsnn.parallel.executors import DEFAULT_ATTEMPTS, WorkerDied, open_pool
+from exsnn.qm.overlap_nacs import CISWavefunction
+from exsnn.qm.pyscf_backend import WORKER_MODULES, label_geometry, reference_wavefunction
+from exsnn.qm.results import QMFailure
 from exsnn.qm.settings import QMSettings
 
 NEAR_DEGENERATE = 1e-3  # Hartree: adjacent states closer than this are recorded in the provenance
@@ -46,12 +50,22 @@ def read_geometries(path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(numbers, positions) for numbers, positions, _ in read_structures(path)]
 
 
-def _task(job: tuple[int, np.ndarray, np.ndarray, QMSettings, Any]) -> tuple[int, dict[str, Any]]:
-    """Worker entry point (top level so that process pools and Dask can pickle it)."""
-    index, numbers, positions, settings, reference = job
-    result = label_geometry(numbers, positions, settings, reference=reference)
+@dataclass
+class LabelJob:
+    """One geometry to label: its index in the input, atoms, positions (n, 3) in Bohr, settings and reference."""
+
+    index: int
+    numbers: np.ndarray
+    positions: np.ndarray
+    settings: QMSettings
+    reference: CISWavefunction | None
+
+
+def _task(job: LabelJob) -> dict[str, Any]:
+    """Worker entry point (top level so that process pools and Dask can pickle it): the QMResult's fields."""
+    result = label_geometry(job.numbers, job.positions, job.settings, reference=job.reference)
     result.density = None  # not stored; keeps the message from the worker small
-    return index, result.__dict__
+    return result.__dict__
 
 
 def near_degenerate_pairs(result: dict[str, Any], threshold: float = 1e-3) -> list[list[Any]]:
@@ -72,15 +86,20 @@ def near_degenerate_pairs(result: dict[str, Any], threshold: float = 1e-3) -> li
     return close
 
 
-def _reference_states(reference: str | Path, geometries: list[tuple[np.ndarray, np.ndarray]], settings: QMSettings) -> Any:
+def _reference_states(reference: str | Path, geometries: list[tuple[np.ndarray, np.ndarray]], settings: QMSettings) -> CISWavefunction:
     """The states at the first structure of `reference` (computed once, sent with every task)."""
     numbers, positions = read_geometries(reference)[0]
     if geometries and not np.array_equal(numbers, geometries[0][0]):
-        raise ValueError(f"reference {reference}: its atoms differ from those of the input")
+        raise ConfigurationError("its atoms differ from those of the input", source=reference, where="--reference")
     try:
         return reference_wavefunction(numbers, positions, settings)
     except QMFailure as exc:
-        raise ValueError(f"reference {reference}: {exc.reason}") from None
+        raise ElectronicStructureError(f"the reference states failed: {exc.reason}", source=reference) from None
+
+
+def _died(error: WorkerDied) -> dict[str, Any]:
+    """The fields of a failed QMResult for a geometry whose worker died each time."""
+    return {"energies": None, "forces": None, "nacs": None, "failure": error.reason, "timings": {}, "notes": []}
 
 
 def _labelled_indices(output: Path, source: str) -> set[int]:
@@ -96,25 +115,27 @@ def _labelled_indices(output: Path, source: str) -> set[int]:
 
 def label_file(
     source: str | Path, output: str | Path, settings: QMSettings, executor: str = "local", threads: int = 1,
-    commit_every: int = 8, progress: bool = True, reference: str | Path | None = None,
+    commit_every: int = 8, progress: bool = True, reference: str | Path | None = None, max_attempts: int = DEFAULT_ATTEMPTS,
 ) -> LabellingSummary:
     """Label every geometry of `source` into `output` (see module docstring). reference: a geometry file whose first
-    structure's states the states of every frame are matched to (root flips, NAC phases)."""
+    structure's states the states of every frame are matched to (root flips, NAC phases). max_attempts: how often a
+    geometry whose worker process dies is tried before it is recorded as failed."""
     start = time.perf_counter()
     source_key = str(Path(source).resolve())
     geometries = read_geometries(source)
     output = Path(output)
     done = _labelled_indices(output, source_key)
     reference_states = _reference_states(reference, geometries, settings) if reference is not None else None
-    jobs = [(k, numbers, positions, settings, reference_states) for k, (numbers, positions) in enumerate(geometries) if k not in done]
+    jobs = [LabelJob(k, numbers, positions, settings, reference_states) for k, (numbers, positions) in enumerate(geometries) if k not in done]
     metadata = DatasetMetadata(n_states=settings.n_states, method=settings.method_label, basis=settings.basis,
                                program="PySCF", program_version=pyscf.__version__, extra={"settings": settings.as_dict()})
     failures: dict[int, str] = {}
     labelled = 0
-    with DatasetWriter(output, metadata, commit_every=commit_every) as writer, open_pool(executor, threads) as pool:
+    with DatasetWriter(output, metadata, commit_every=commit_every) as writer, open_pool(executor, threads, max_attempts, WORKER_MODULES) as pool:
         bar = tqdm(total=len(jobs), disable=not progress, unit="geometry", desc=f"label {settings.method_label}/{settings.basis}")
-        for job, (index, result) in pool.map_unordered(_task, jobs):
-            numbers, positions = job[1], job[2]
+        for job, outcome in pool.map_unordered(_task, jobs):
+            index, numbers, positions = job.index, job.numbers, job.positions
+            result = _died(outcome) if isinstance(outcome, WorkerDied) else outcome
             provenance = {"source": "label", "input_file": source_key, "input_index": index, "method": settings.method_label,
                           "basis": settings.basis, "timings": result["timings"], "scf": result["notes"]}
             if result["failure"] is not None:

@@ -23,7 +23,8 @@ swaps order between displacements (small self-overlap) is reported as a root fli
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,8 @@ from exsnn.qm.settings import QMSettings
 
 @dataclass
 class CISWavefunction:
+    """CIS-like (TDA) or pseudo-wavefunction (TDDFT) states at one geometry as MO coefficients and amplitudes."""
+
     mol: Any
     occupied: np.ndarray  # (nao, nocc) MO coefficients
     virtual: np.ndarray  # (nao, nvir)
@@ -49,6 +52,7 @@ class CISWavefunction:
 
 
 def cis_wavefunction(states: ExcitedStates) -> CISWavefunction:
+    """The determinant expansion of `states` (ground state and kept roots) for overlaps with other geometries."""
     mf = states.mf
     occ = mf.mo_occ > 0
     X, Y = states.amplitudes()
@@ -85,7 +89,7 @@ def state_overlaps(bra: CISWavefunction, ket: CISWavefunction) -> np.ndarray:
     return out
 
 
-def _central_differences(n_atoms: int, step: float, overlaps_at: Any) -> np.ndarray:
+def _central_differences(n_atoms: int, step: float, overlaps_at: Callable[[int, int, float], np.ndarray]) -> np.ndarray:
     """(n, 3, N, N) derivative of overlaps_at(displaced index (atom, axis), sign) by central differences."""
     out = None
     for atom in range(n_atoms):
@@ -107,8 +111,6 @@ def basis_translation_nacs(numbers: np.ndarray, positions: np.ndarray, settings:
     """The part of the NACs (n, P, 3) that electron-translation factors remove: the antisymmetric part of the overlap
     derivative with the MO coefficients frozen (only the basis functions move with their nuclei), by central
     differences (no electronic-structure calculation at the displaced geometries)."""
-    from dataclasses import replace
-
     wave = cis_wavefunction(reference)
 
     def frozen(atom: int, axis: int, sign: float) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""What one PySCF calculation gives: the excited states at a geometry, the labels, or the reason it failed."""
+"""What one PySCF calculation gives: the excited states at a geometry (live PySCF objects, or saved as plain arrays to
+rebuild them without solving again), the labels, or the reason it failed."""
 
 from __future__ import annotations
 
@@ -13,6 +14,25 @@ from exsnn.errors import ElectronicStructureError
 class QMFailure(ElectronicStructureError):
     """A calculation that could not give trustworthy results; `reason` says why. Caught inside `exsnn.qm` and
     recorded with the frame (labelling) or turned into NaN (the potential)."""
+
+
+@dataclass
+class SavedStates:
+    """A converged SCF and its excited-state roots as plain arrays (picklable, a few nao^2 numbers): enough to rebuild
+    the PySCF objects at the same geometry without a new SCF or TD solve, for gradients and couplings asked later.
+
+    mo_coeff (nao, nmo), mo_occ and mo_energy (nmo,) in Hartree, e_tot in Hartree; excitations (R,) in Hartree and
+    amplitudes [(x, y)] as PySCF stores them (x, y (nocc, nvir), y = 0 for TDA) for every solved root, None without
+    excited states; roots: the kept roots."""
+
+    mo_coeff: np.ndarray
+    mo_occ: np.ndarray
+    mo_energy: np.ndarray
+    e_tot: float
+    excitations: np.ndarray | None
+    amplitudes: list[tuple[np.ndarray, np.ndarray | float]] | None
+    roots: list[int]
+    scf_attempts: list[str]
 
 
 @dataclass
@@ -43,10 +63,21 @@ class ExcitedStates:
             Y.append(y / norm)
         return np.array(X), np.array(Y)
 
+    def save(self) -> SavedStates:
+        """The solution as plain arrays (see `SavedStates`; `exsnn.qm.excited.restore_states` rebuilds it)."""
+        mf = self.mf
+        amplitudes = None
+        if self.td is not None:
+            amplitudes = [(np.array(x), y if np.isscalar(y) else np.array(y)) for x, y in self.td.xy]
+        return SavedStates(np.array(mf.mo_coeff), np.array(mf.mo_occ), np.array(mf.mo_energy), float(mf.e_tot),
+                           None if self.td is None else np.array(self.td.e), amplitudes, list(self.roots),
+                           list(self.scf_attempts))
+
 
 @dataclass
 class QMResult:
-    """Labels of one geometry, or the reason it failed. Arrays in atomic units, exsnn layout."""
+    """Labels of one geometry, or the reason it failed. Arrays in atomic units, exsnn layout; the forces of states
+    whose gradients were not asked for are NaN (`gradient_states` lists those computed)."""
 
     energies: np.ndarray | None = None  # (N,)
     forces: np.ndarray | None = None  # (n, N, 3)
@@ -58,5 +89,7 @@ class QMResult:
     reference_overlaps: list[float] | None = None  # |<state k at the reference|state k here>|, k = 0..N-1
     root_flips: list[list[float]] | None = None  # [state here, matching reference state, |overlap|] where they differ
     density: np.ndarray | None = None  # converged ground-state AO density (nao, nao): a start for a nearby geometry
-    timings: dict[str, float] = field(default_factory=dict)
+    saved: SavedStates | None = None  # the SCF + TD solution, when asked for (gradients/NACs at this geometry later)
+    gradient_states: list[int] = field(default_factory=list)  # states whose gradients this calculation computed
+    timings: dict[str, float] = field(default_factory=dict)  # "scf_and_excited" only when an SCF + TD solve ran
     notes: list[str] = field(default_factory=list)

@@ -20,7 +20,8 @@ def build_molecule(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
         raise QMFailure(f"cannot build the molecule ({type(exc).__name__}: {exc})") from None
 
 
-def _mean_field(mol: Any, settings: QMSettings) -> Any:
+def mean_field(mol: Any, settings: QMSettings) -> Any:
+    """An unsolved closed-shell mean field for `mol`: RHF for xc = 'hf', RKS with the functional otherwise."""
     from pyscf import dft, scf
 
     if settings.xc == "hf":
@@ -44,7 +45,7 @@ def run_scf(mol: Any, settings: QMSettings, guess_dm: np.ndarray | None = None,
     strategies += [("level shift 0.3", guess_dm, {"level_shift": 0.3}),
                    ("damping 0.5", guess_dm, {"damp": 0.5, "diis_start_cycle": 4}), ("second order", guess_dm, None)]
     for name, start, options in strategies:
-        mf = _mean_field(mol, settings)
+        mf = mean_field(mol, settings)
         mf.conv_tol = settings.scf_conv_tol
         mf.conv_tol_grad = settings.scf_conv_tol_grad
         mf.max_cycle = 100
@@ -80,7 +81,7 @@ def follow_internal_instabilities(mf: Any, mol: Any, settings: QMSettings, attem
         if len([a for a in attempts if a.startswith("internal instability")]) >= max_follow:
             break
         energy = mf.e_tot
-        follow = _mean_field(mol, settings)
+        follow = mean_field(mol, settings)
         follow.conv_tol, follow.conv_tol_grad, follow.max_cycle = settings.scf_conv_tol, settings.scf_conv_tol_grad, 100
         follow.kernel(dm0=mf.make_rdm1(rotated, mf.mo_occ))
         attempts.append(f"internal instability at E = {energy:.8f}: followed, "

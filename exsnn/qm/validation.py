@@ -28,6 +28,7 @@ import numpy as np
 
 from exsnn.errors import ConfigurationError, DataError
 from exsnn.qm.settings import QMSettings
+from exsnn.units import ANGSTROM_IN_BOHR
 
 OVERLAP_FACTOR = 0.5  # atoms closer than this times the sum of their covalent radii overlap
 LABEL_OPTIONS: dict[str, str] = {"method": "--method", "charge": "--charge", "states": "--states"}
@@ -45,8 +46,6 @@ def check_geometry(numbers: np.ndarray, positions: np.ndarray, source: str | Pat
     """DataError(source, field, problem) unless numbers (n,) are known elements and positions (n, 3) Bohr are finite
     and free of overlapping atoms. frame: the structure's index in the file, named in the message."""
     from ase.data import chemical_symbols, covalent_radii
-
-    from exsnn.units import ANGSTROM_IN_BOHR
 
     where = "" if frame is None else f"frame {frame}: "
     numbers = np.asarray(numbers)

@@ -1,0 +1,180 @@
+"""The `pyscf:` potential: per-trajectory memory keyed by the engine's trajectory ids, only the labels asked for
+(counted from what the calculations report), hop refreshes on the saved SCF + TD, and structures on parallel workers
+that give the serial results (real PySCF, real worker processes)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from exsnn.errors import ConfigurationError
+from exsnn.potentials.spec import load_potential
+from exsnn.qm.potential import PySCFPotential, parse_spec
+from exsnn.qm.pyscf_backend import label_geometry
+from exsnn.qm.settings import parse_method
+from test_parallel import command_line, descendants, gone
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+WATER = np.array([[0.01, 0.02, 0.2217], [0.0, 1.3809, -0.8567], [0.02, -1.4309, -0.9267]])
+NUMBERS = np.array([8, 1, 1])
+H4 = np.array([1, 1, 1, 1])
+SQUARE = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [2.0, 2.0, 0.0], [0.0, 2.0, 0.0]])  # Bohr
+RECTANGLE = np.array([[0.0, 0.0, 0.0], [1.6, 0.0, 0.0], [1.6, 2.4, 0.0], [0.0, 2.4, 0.0]])
+
+
+def tensor(*geometries: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.stack(geometries))
+
+
+def ids(*values: int) -> torch.Tensor:
+    return torch.tensor(values)
+
+
+@pytest.mark.parametrize("options", ["", ",workers=2"], ids=["serial", "two-workers"])
+def test_scf_guesses_follow_trajectory_ids_not_positions_in_the_batch(options: str) -> None:
+    """Square H4 in 6-31G has two RHF solutions: the symmetric one (a saddle point, reached from PySCF's guess or a
+    symmetric density) and a lower broken-symmetry one (reached from the density of a rectangle). Without the stability
+    check (stability=0) the starting density decides which one the SCF finds, so it shows whose density was used."""
+    settings = parse_method("tda-hf/6-31g", n_states=1, check_stability=False)
+    symmetric = label_geometry(H4, SQUARE * 1.001, settings).energies[0]
+    broken = label_geometry(H4, SQUARE * 1.001, settings, guess_dm=label_geometry(H4, RECTANGLE, settings).density).energies[0]
+    assert broken < symmetric - 0.02
+    potential = load_potential(f"pyscf:tda-hf/6-31g,states=1,stability=0{options}", numbers=H4)
+    try:
+        potential.compute(tensor(RECTANGLE, SQUARE), states=ids(0, 0), trajectories=ids(7, 3))
+        # the engine asks for trajectory 3 alone (position 0 of the last batch was trajectory 7's rectangle)
+        moved = potential.compute(tensor(SQUARE * 1.001), states=ids(0), trajectories=ids(3))
+        np.testing.assert_allclose(moved.energies[0, 0], symmetric, atol=1e-7)  # from its own symmetric density
+        # trajectory 7 continues from its own density (an SCF from the square's would be a different start)
+        np.testing.assert_allclose(potential.compute(tensor(RECTANGLE * 1.001), states=ids(0), trajectories=ids(7)).energies[0, 0],
+                                   label_geometry(H4, RECTANGLE * 1.001, settings).energies[0], atol=1e-7)
+        # unrelated structures (no ids): nothing carries over, PySCF's own guess
+        alone = potential.compute(tensor(SQUARE * 1.001), states=ids(0))
+        np.testing.assert_allclose(alone.energies[0, 0], symmetric, atol=1e-7)
+    finally:
+        potential.close()
+
+
+@pytest.mark.parametrize("method", ["tda-hf/sto-3g", "tda-b3lyp/sto-3g", "tddft-b3lyp/sto-3g"])
+def test_a_saved_solution_gives_the_gradients_and_nacs_of_the_original_without_solving_again(method: str) -> None:
+    settings = parse_method(method, n_states=3)
+    original = label_geometry(NUMBERS, WATER, settings, gradients=[1], nacs=False, keep_states=True)
+    assert original.failure is None and original.gradient_states == [1] and np.isnan(original.forces[:, [0, 2]]).all()
+    again = label_geometry(NUMBERS, WATER, settings, saved=original.saved)
+    assert "scf_and_excited" not in again.timings and again.gradient_states == [0, 1, 2]
+    full = label_geometry(NUMBERS, WATER, settings)  # a new SCF + TD from PySCF's guess: the same states
+    np.testing.assert_allclose(again.energies, full.energies, atol=1e-10)
+    np.testing.assert_allclose(again.forces, full.forces, atol=1e-8)
+    np.testing.assert_allclose(again.nacs, full.nacs, atol=1e-8)
+    np.testing.assert_allclose(again.forces[:, 1], original.forces[:, 1], atol=1e-12)
+
+
+def test_potential_computes_only_what_is_asked_and_refreshes_a_hop_on_the_saved_solution() -> None:
+    settings = parse_method("tda-hf/sto-3g", n_states=3)  # analytic NACs: S1-S2 needs every state's gradient
+    full = label_geometry(NUMBERS, WATER, settings)  # every gradient and NAC, the reference
+    potential = PySCFPotential(settings, NUMBERS)
+    R, T = tensor(WATER), ids(5)
+    counters = lambda: (potential.scf_runs, potential.gradient_evaluations, potential.nac_evaluations)  # noqa: E731
+
+    out = potential.compute(R, states=ids(1), nacs=False, trajectories=T)  # a step without couplings
+    assert out.nacs is None and out.all_forces is None and counters() == (1, 1, 0)  # one SCF + TD, one gradient
+    np.testing.assert_allclose(out.forces[0].numpy(), full.forces[:, 1], atol=1e-9)
+    np.testing.assert_allclose(out.energies[0].numpy(), full.energies, atol=1e-10)
+
+    hop = potential.compute(R.clone(), states=ids(2), nacs=False, trajectories=T)  # hop refresh: same id, same geometry
+    assert counters() == (1, 2, 0)  # no new SCF + TD: one more gradient on the saved solution
+    np.testing.assert_allclose(hop.forces[0].numpy(), full.forces[:, 2], atol=1e-9)
+    np.testing.assert_allclose(hop.energies.numpy(), out.energies.numpy(), atol=0)
+
+    potential.compute(R, states=ids(2), nacs=False, trajectories=T)
+    assert counters() == (1, 2, 0)  # asked again: answered from memory
+
+    coupled = potential.compute(R, states=ids(1), nacs=True, trajectories=T)  # NACs asked at the same geometry
+    assert potential.scf_runs == 1 and potential.nac_evaluations == 1
+    np.testing.assert_allclose(coupled.nacs[0].numpy(), full.nacs.transpose(1, 0, 2), atol=1e-9)
+
+    potential.compute(R, states=ids(1), nacs=False, trajectories=ids(6))  # another trajectory: its own calculation
+    assert potential.scf_runs == 2
+    nudged = R.clone()
+    nudged[0, 0, 0] = float(np.nextafter(WATER[0, 0], np.inf))  # one bit away: a new geometry
+    potential.compute(nudged, states=ids(1), nacs=False, trajectories=T)
+    assert potential.scf_runs == 3
+
+    two = PySCFPotential(parse_method("tda-hf/sto-3g", n_states=2), NUMBERS)  # the engine's pattern: a step with NACs,
+    step = two.compute(R, states=ids(1), nacs=True, trajectories=T)  # then a hop refresh without
+    assert (two.scf_runs, two.gradient_evaluations, two.nac_evaluations) == (1, 1, 1)  # S0-S1 needs no gradient
+    refreshed = two.compute(R, states=ids(0), nacs=False, trajectories=T)
+    assert (two.scf_runs, two.gradient_evaluations) == (1, 2)
+    reference = label_geometry(NUMBERS, WATER, parse_method("tda-hf/sto-3g", n_states=2))
+    np.testing.assert_allclose(refreshed.forces[0].numpy(), reference.forces[:, 0], atol=1e-9)
+    np.testing.assert_allclose(step.nacs[0].numpy(), reference.nacs.transpose(1, 0, 2), atol=1e-9)
+
+
+def test_structures_on_two_local_workers_equal_the_serial_results_and_the_pool_is_kept() -> None:
+    serial = load_potential("pyscf:tda-hf/sto-3g,states=3", numbers=NUMBERS)
+    parallel = load_potential("pyscf:tda-hf/sto-3g,states=3,workers=2", numbers=NUMBERS)
+    assert "executor local:2" in parallel.describe()
+    rng = np.random.default_rng(4)
+    geometries = WATER + 0.05 * rng.normal(size=(3, 3, 3))
+    trajectories, states = ids(0, 1, 2), ids(2, 1, 2)
+    workers = []
+    try:
+        for step in range(2):
+            positions = torch.as_tensor(geometries + 0.01 * step)
+            a = serial.compute(positions, states=states, all_forces=True, nacs=True, trajectories=trajectories)
+            b = parallel.compute(positions, states=states, all_forces=True, nacs=True, trajectories=trajectories)
+            for name in ("energies", "forces", "all_forces", "nacs"):
+                np.testing.assert_allclose(getattr(b, name).numpy(), getattr(a, name).numpy(), atol=1e-9, err_msg=name)
+            workers.append({pid for pid in descendants(os.getpid()) if "spawn_main" in command_line(pid)})
+            # a hop refresh on the workers: the saved solution travels with the task
+            hop = parallel.compute(positions[1:2], states=ids(0), nacs=False, trajectories=ids(1))
+            np.testing.assert_allclose(hop.forces[0].numpy(), a.all_forces[1, 0].numpy(), atol=1e-9)
+        assert (parallel.scf_runs, parallel.gradient_evaluations) == (serial.scf_runs, serial.gradient_evaluations) == (6, 18)
+        assert len(workers[0]) == 2 and workers[0] == workers[1]  # the same two processes for both steps
+    finally:
+        parallel.close()
+    assert all(gone(pid) for pid in workers[0])
+
+
+def test_potential_spec_options() -> None:
+    assert parse_spec("tda-hf/sto-3g").executor == "serial"
+    assert parse_spec("tda-hf/sto-3g,workers=3").executor == "local:3"
+    assert parse_spec("tda-hf/sto-3g,executor=dask-local,workers=2").executor == "dask-local:2"
+    spec = parse_spec("tda-hf/sto-3g,executor=dask:tcp://127.0.0.1:8786,max_attempts=5")
+    assert (spec.executor, spec.max_attempts) == ("dask:tcp://127.0.0.1:8786", 5)
+    for bad in ("tda-hf/sto-3g,workers=0", "tda-hf/sto-3g,executor=local:3,workers=2", "tda-hf/sto-3g,executor=mpi",
+                "tda-hf/sto-3g,states=three", "tda-hf/sto-3g,colour=red", "tda-hf/sto-3g,executor=serial,workers=2"):
+        with pytest.raises(ConfigurationError):
+            parse_spec(bad)
+
+
+def test_on_the_fly_surface_hopping_on_two_workers_writes_the_serial_ensemble(tmp_path) -> None:
+    """One trajectory per worker process, one ensemble file: the same numbers as the run in this process."""
+    import subprocess
+    import sys
+
+    import h5py
+
+    from conftest import H2O_DATASET
+
+    lines = H2O_DATASET.read_text().splitlines()
+    (tmp_path / "start.xyz").write_text("\n".join(lines[:10]) + "\n")  # two geometries at rest
+    runs = {}
+    for name, options in (("serial", ""), ("workers", ",workers=2")):
+        (tmp_path / f"{name}.toml").write_text(
+            f'[potential]\nspec = "pyscf:tda-hf/sto-3g,states=3{options}"\n'
+            '[initial_conditions]\nsampling = "file"\nfile = "start.xyz"\nn_trajectories = 2\ninitial_state = 2\nseed = 3\n'
+            '[integrator]\ndt_fs = 0.1\nduration_fs = 0.3\ndecoherence = "edc"\nrescale = "nac"\n'
+            f'[output]\nfile = "{name}.h5"\nrecord_every = 1\ngeometry_every = 1\ncheckpoint_every = 4\n')
+        command = [sys.executable, "-m", "exsnn.cli.main", "dynamics", str(tmp_path / f"{name}.toml"), "--no-progress", "--overwrite"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        with h5py.File(tmp_path / f"{name}.h5") as h5:
+            runs[name] = {key: h5[f"steps/{key}"][()] for key in ("total", "populations", "status")}
+    for key, values in runs["serial"].items():
+        np.testing.assert_allclose(runs["workers"][key], values, atol=1e-9, err_msg=key)
+    assert runs["serial"]["populations"][-1, :, 2].min() < 1.0 - 1e-7  # the couplings did something
