@@ -199,3 +199,37 @@ def test_filter_with_an_unknown_problem_kind_lists_the_kinds(tmp_path: Path) -> 
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--drop" in result.stderr and "too_hot" in result.stderr and "nac_translation" in result.stderr
     assert not (tmp_path / "clean.h5").exists()
+
+
+WATER = "3\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n"
+
+
+@pytest.mark.parametrize("geometry, options, fragments", [
+    (WATER, ["--method", "tda-b3lypx/sto-3g"], ["--method", "b3lypx"]),
+    (WATER, ["--method", "tda-hf/sto-3gx"], ["--method", "basis", "sto-3gx"]),
+    (WATER, ["--method", "tda-hf/sto-3g", "--charge", "1"], ["--charge", "odd"]),
+    (WATER, ["--method", "tda-hf/sto-3g", "--states", "1"], ["--states", "at least 2"]),
+    (WATER, ["--method", "casscf(8,9)/sto-3g"], ["--method", "active space"]),
+    (WATER.replace("H 0.96 0 0", "H nan 0 0"), ["--method", "tda-hf/sto-3g"], ["frame 0", "NaN"]),
+    (WATER.replace("H 0.96 0 0", "H 0.1 0 0"), ["--method", "tda-hf/sto-3g"], ["atoms 0 (O) and 1 (H)", "Bohr apart"]),
+])
+def test_label_refuses_impossible_settings_before_writing(tmp_path: Path, geometry: str, options: list[str],
+                                                          fragments: list[str]) -> None:
+    source = tmp_path / "water.xyz"
+    source.write_text(geometry)
+    output = tmp_path / "out.h5"
+    result = run_cli("label", source, "-o", output, *options, "--executor", "serial", "--no-progress")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+    assert not output.exists() and list(tmp_path.iterdir()) == [source]
+
+
+def test_unknown_potential_lists_every_registered_prefix(tmp_path: Path) -> None:
+    source = tmp_path / "water.xyz"
+    source.write_text(WATER)
+    result = run_cli("point", "--potential", "nonsense:x", source)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    for prefix in ("tully1", "lvc:", "model:", "pyscf:"):
+        assert prefix in result.stderr, result.stderr
+    assert "pyscf:" in run_cli("point", "--help").stdout

@@ -12,8 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="exsnn HDF5 dataset to write or continue")
     p.add_argument("--method", required=True, help="EXCITED-XC/BASIS (tda-hf/sto-3g, tda-b3lyp/6-31g*, tddft-pbe0/def2-svp) "
                    "or casscf(NELECAS,NCAS)/BASIS for state-averaged CASSCF")
-    p.add_argument("--states", type=int, default=3, help="number of states including S0 (default %(default)s)")
-    p.add_argument("--charge", type=int, default=0)
+    p.add_argument("--states", type=int, help="number of states including S0 (default 3)")
+    p.add_argument("--charge", type=int, help="total charge (default 0)")
     p.add_argument("--nacs", choices=("analytic", "overlap", "none"),
                    help="analytic (default): every pair; overlap: finite differences of (pseudo-)wavefunction overlaps "
                         "at 6n displaced geometries (the reference); none")
@@ -33,12 +33,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from exsnn.data.geometries import read_structures
+    from exsnn.errors import ConfigurationError
     from exsnn.qm.labelling import label_file
-    from exsnn.qm.settings import parse_method
+    from exsnn.qm.settings import parse_qm_spec
+    from exsnn.qm.validation import check_geometry, check_method
 
-    options = {"nacs": args.nacs} if args.nacs else {}
-    settings = parse_method(args.method, n_states=args.states, charge=args.charge, etf=args.etf, threads=args.threads,
-                            check_stability=args.check_stability, **options)
+    for name in ("threads", "max_attempts", "commit_every"):
+        if getattr(args, name) < 1:
+            raise ConfigurationError(f"must be at least 1, got {getattr(args, name)}", source="--" + name.replace("_", "-"))
+    settings = parse_qm_spec(args.method, n_states=args.states, charge=args.charge, nacs=args.nacs,
+                             etf=None if args.etf else False, threads=args.threads,
+                             check_stability=None if args.check_stability else False)
+    # everything that would fail is found before the output file is created
+    structures = read_structures(args.input)
+    for frame, (numbers, positions, _) in enumerate(structures):
+        check_geometry(numbers, positions, args.input, frame)
+    check_method(settings, structures[0][0], structures[0][1])
     summary = label_file(args.input, args.output, settings, executor=args.executor, threads=args.threads,
                          commit_every=args.commit_every, progress=not args.no_progress, reference=args.reference,
                          max_attempts=args.max_attempts)

@@ -30,11 +30,10 @@ from exsnn.parallel.executors import DEFAULT_ATTEMPTS, WorkerDied, WorkPool, ope
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.qm.pyscf_backend import WORKER_MODULES, StructureTask, run_structure_task
 from exsnn.qm.results import QMResult, SavedStates
-from exsnn.qm.settings import QMSettings, parse_method
+from exsnn.qm.settings import QMSettings, parse_qm_spec, take_options
+from exsnn.qm.validation import check_method
 from exsnn.units import AMU_IN_ELECTRON_MASS
 
-_INTEGER_OPTIONS = {"states": "n_states", "charge": "charge", "threads": "threads", "extra_roots": "extra_roots"}
-_OPTIONS = "states, charge, nacs, etf, stability, threads, extra_roots, fd_step, workers, executor, max_attempts"
 EXECUTOR_KINDS = ("serial", "local", "dask-local", "dask")
 
 
@@ -73,37 +72,14 @@ def _executor(workers: int | None, executor: str | None, argument: str) -> str:
 
 
 def parse_spec(argument: str) -> PotentialSpec:
-    """'tda-hf/sto-3g,states=3,charge=1,nacs=none,workers=2' -> PotentialSpec."""
-    method, *options = [part.strip() for part in argument.split(",") if part.strip()] or [""]
-    values: dict[str, object] = {}
-    workers: int | None = None
-    executor: str | None = None
-    attempts = DEFAULT_ATTEMPTS
-    for option in options:
-        key, _, value = option.partition("=")
-        if key in _INTEGER_OPTIONS:
-            try:
-                values[_INTEGER_OPTIONS[key]] = int(value)
-            except ValueError:
-                raise ConfigurationError(f"{key} must be an integer, got {value!r}", source=f"pyscf:{argument}") from None
-        elif key == "nacs":
-            values[key] = value
-        elif key in ("etf", "stability"):
-            values["check_stability" if key == "stability" else key] = value.lower() in ("1", "true", "yes")
-        elif key == "fd_step":
-            try:
-                values[key] = float(value)
-            except ValueError:
-                raise ConfigurationError(f"fd_step must be a number (Bohr), got {value!r}", source=f"pyscf:{argument}") from None
-        elif key == "workers":
-            workers = _positive(key, value, argument)
-        elif key == "executor":
-            executor = value
-        elif key == "max_attempts":
-            attempts = _positive(key, value, argument)
-        else:
-            raise ConfigurationError(f"unknown option {key!r}; expected {_OPTIONS}", source=f"pyscf:{argument}")
-    return PotentialSpec(parse_method(method, **values), _executor(workers, executor, argument), attempts)  # type: ignore[arg-type]
+    """'tda-hf/sto-3g,states=3,charge=1,nacs=none,workers=2' -> PotentialSpec: the potential's own options
+    (workers, executor, max_attempts) are taken out, the rest is the QM spec grammar of `exsnn.qm.settings`."""
+    source = f"pyscf:{argument}"
+    rest, own = take_options(argument, ("workers", "executor", "max_attempts"))
+    workers = None if "workers" not in own else _positive("workers", own["workers"], argument)
+    attempts = DEFAULT_ATTEMPTS if "max_attempts" not in own else _positive("max_attempts", own["max_attempts"], argument)
+    settings = parse_qm_spec(rest, source=source)
+    return PotentialSpec(settings, _executor(workers, own.get("executor"), argument), attempts)
 
 
 @dataclass
@@ -252,4 +228,8 @@ def load(prefix: str, argument: str, base_dir: Path, device: str, numbers: np.nd
     if numbers is None:
         raise ConfigurationError("pyscf potentials need the molecule's atoms (give a geometry file)", source="potential")
     spec = parse_spec(argument)
+    source = f"pyscf:{argument}"
+    spread_out = np.arange(len(numbers))[:, None] * np.array([3.0, 0.0, 0.0])  # only the atoms matter for these checks
+    check_method(spec.settings, np.asarray(numbers), spread_out, min_states=1,
+                 options={"method": source, "charge": source, "states": source})
     return PySCFPotential(spec.settings, numbers, spec.executor, spec.max_attempts)
