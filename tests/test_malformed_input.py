@@ -233,3 +233,40 @@ def test_unknown_potential_lists_every_registered_prefix(tmp_path: Path) -> None
     for prefix in ("tully1", "lvc:", "model:", "pyscf:"):
         assert prefix in result.stderr, result.stderr
     assert "pyscf:" in run_cli("point", "--help").stdout
+
+
+def test_label_resume_refuses_other_settings_and_retries_failed(tmp_path: Path) -> None:
+    import json
+
+    from exsnn.data import read_frames
+
+    source = tmp_path / "water.xyz"
+    source.write_text(WATER + WATER.replace("H 0.96 0 0", "H 0.97 0 0"))
+    output = tmp_path / "out.h5"
+    common = ("--executor", "serial", "--no-progress")
+    assert run_cli("label", source, "-o", output, "--method", "tda-hf/sto-3g", *common).returncode == 0
+    before = output.read_bytes()
+    other = run_cli("label", source, "-o", output, "--method", "tda-hf/6-31g", "--states", "4", *common)
+    assert other.returncode == 2 and "basis" in other.stderr and "n_states" in other.stderr and "Traceback" not in other.stderr
+    assert output.read_bytes() == before
+    again = run_cli("label", source, "-o", output, "--method", "tda-hf/sto-3g", *common, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["skipped"] == 2
+    # a header-only file (a run killed before its first commit) takes the new run's settings
+    empty = tmp_path / "empty.h5"
+    from exsnn.data import DatasetMetadata, create_dataset
+
+    create_dataset(empty, DatasetMetadata(n_states=2, extra={"settings": {"basis": "cc-pvdz"}}))
+    assert run_cli("label", source, "-o", empty, "--method", "tda-hf/sto-3g", *common).returncode == 0
+    assert read_frames(empty).n_frames == 2
+    # --retry-failed labels a failed geometry again (the failed frame stays, marked)
+    failed = tmp_path / "failed.h5"
+    create_dataset(failed, DatasetMetadata(n_states=3))
+    from exsnn.data import Frame, append_frames
+
+    append_frames(failed, [Frame(numbers=np.array([8, 1, 1]), positions=np.zeros((3, 3)) + np.arange(3)[:, None] * 2,
+                                 provenance={"input_file": str(source.resolve()), "input_index": 0, "failure": "test"})])
+    result = run_cli("label", source, "-o", failed, "--method", "tda-hf/sto-3g", *common, "--json")
+    assert json.loads(result.stdout)["skipped"] == 1  # without --retry-failed the failed geometry counts as done
+    result = run_cli("label", source, "-o", failed, "--method", "tda-hf/sto-3g", *common, "--json", "--retry-failed")
+    assert json.loads(result.stdout)["labelled"] == 1
+    assert sum(1 for p in read_frames(failed).provenance if not json.loads(p).get("failure")) == 2

@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads per worker (default %(default)s)")
     p.add_argument("--max-attempts", type=int, default=3, help="a geometry whose worker process dies (killed, out of memory) "
                    "is tried this many times, then recorded as a failed frame (default %(default)s)")
+    p.add_argument("--retry-failed", action="store_true", help="label again the geometries whose earlier attempt failed")
     p.add_argument("--commit-every", type=int, default=8, help="frames per atomic commit (default %(default)s)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     check_method(settings, structures[0][0], structures[0][1])
     summary = label_file(args.input, args.output, settings, executor=args.executor, threads=args.threads,
                          commit_every=args.commit_every, progress=not args.no_progress, reference=args.reference,
-                         max_attempts=args.max_attempts)
+                         max_attempts=args.max_attempts, retry_failed=args.retry_failed)
     if args.json:
         print(json.dumps(summary.__dict__))
         return 0

@@ -22,7 +22,7 @@ import numpy as np
 import pyscf
 from tqdm import tqdm
 
-from exsnn.data import DatasetMetadata, DatasetWriter, Frame, read_frames
+from exsnn.data import DatasetMetadata, DatasetWriter, Frame, count_frames, read_frames, read_metadata
 from exsnn.data.geometries import read_structures
 from exsnn.data.properties import state_pairs
 from exsnn.errors import ConfigurationError, ElectronicStructureError
@@ -102,29 +102,54 @@ def _died(error: WorkerDied) -> dict[str, Any]:
     return {"energies": None, "forces": None, "nacs": None, "failure": error.reason, "timings": {}, "notes": []}
 
 
-def _labelled_indices(output: Path, source: str) -> set[int]:
+def _labelled_indices(output: Path, source: str, retry_failed: bool = False) -> set[int]:
+    """Input indices of `source` already in `output` (with retry_failed: only those that did not fail)."""
     if not output.exists():
         return set()
     done = set()
     for record in read_frames(output).provenance:
         data = json.loads(record)
-        if data.get("input_file") == source:
+        if data.get("input_file") == source and not (retry_failed and data.get("failure")):
             done.add(int(data["input_index"]))
     return done
+
+
+#: settings that do not change the labels (a resumed run may choose them anew)
+FREE_SETTINGS = ("threads",)
+
+
+def check_resume(output: Path, settings: QMSettings) -> None:
+    """A rerun into an existing output must ask for the labels the file holds: ConfigurationError listing what differs.
+    A file without frames (left by a run killed before its first commit) is removed: the new run's settings apply."""
+    if not output.exists():
+        return
+    if count_frames(output) == 0:
+        output.unlink()
+        return
+    stored = read_metadata(output).extra.get("settings", {})
+    wanted = json.loads(json.dumps(settings.as_dict()))  # as stored: tuples read back as lists
+    differ = [f"{key} {stored.get(key)!r} in the file, {value!r} now" for key, value in wanted.items()
+              if key not in FREE_SETTINGS and key in stored and stored[key] != value]
+    if differ:
+        raise ConfigurationError(f"was labelled with other settings ({'; '.join(differ)}); label into another file, "
+                                 "or run with the file's settings", source=output, where="settings")
 
 
 def label_file(
     source: str | Path, output: str | Path, settings: QMSettings, executor: str = "local", threads: int = 1,
     commit_every: int = 8, progress: bool = True, reference: str | Path | None = None, max_attempts: int = DEFAULT_ATTEMPTS,
+    retry_failed: bool = False,
 ) -> LabellingSummary:
     """Label every geometry of `source` into `output` (see module docstring). reference: a geometry file whose first
     structure's states the states of every frame are matched to (root flips, NAC phases). max_attempts: how often a
-    geometry whose worker process dies is tried before it is recorded as failed."""
+    geometry whose worker process dies is tried before it is recorded as failed. retry_failed: label again the
+    geometries whose earlier attempt failed (the failed frames stay in the file, marked; the new result is appended)."""
     start = time.perf_counter()
     source_key = str(Path(source).resolve())
     geometries = read_geometries(source)
     output = Path(output)
-    done = _labelled_indices(output, source_key)
+    check_resume(output, settings)
+    done = _labelled_indices(output, source_key, retry_failed)
     reference_states = _reference_states(reference, geometries, settings) if reference is not None else None
     jobs = [LabelJob(k, numbers, positions, settings, reference_states) for k, (numbers, positions) in enumerate(geometries) if k not in done]
     metadata = DatasetMetadata(n_states=settings.n_states, method=settings.method_label, basis=settings.basis,
