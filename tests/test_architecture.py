@@ -1,7 +1,7 @@
 """The package map holds: no import cycles between exsnn modules, and no package imports a layer above it.
 
 Every `import`/`from ... import` statement is read from the source (top level and inside functions alike), so a
-lazy import inside a function counts as a dependency too. The potential registry names upper-layer loaders as strings
+lazy import inside a function counts as a dependency too; imports under `if TYPE_CHECKING:` (annotations only) do not. The potential registry names upper-layer loaders as strings
 ("exsnn.model.potential:load"), which is not an import of them.
 """
 
@@ -42,7 +42,13 @@ def module_name(path: Path) -> str:
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
     """The exsnn modules `path` imports (resolving `from package import module`)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(inner) for node in ast.walk(tree)  # `if TYPE_CHECKING:` imports never run
+                   if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                   for inner in ast.walk(node)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -165,3 +165,89 @@ def test_scatter_cli_json_contract(momentum: float) -> None:
     assert abs(data["R_lower"] + data["T_lower"] + data["R_upper"] + data["T_upper"] - 1) < 1e-12
     again = json.loads(exsnn("scatter", "--model", "tully1", "--momentum", momentum, "--ntraj", 200, "--seed", 4, "--json").stdout)
     assert again["T_upper"] == data["T_upper"]
+
+
+def test_failing_overwrite_leaves_a_finished_run_byte_identical(shared_data: Path, tmp_path: Path) -> None:
+    """--overwrite checks the configuration and builds the initial conditions before it replaces anything."""
+    config = write_config(tmp_path, shared_data, "run", n=4, duration=2.0)
+    assert exsnn("dynamics", config, "--no-progress").returncode == 0
+    finished = (tmp_path / "run.h5").read_bytes()
+    good = config.read_text()
+    (tmp_path / "one.xyz").write_text("3\nSO2\nS 0.0 0.0 0.0\nO 0.0 -1.26 0.72\nO 0.0 1.26 0.74\n")
+    broken = {
+        "too few geometries": good.replace('sampling = "wigner"', 'sampling = "file"\nfile = "one.xyz"'),
+        "record_every = 0": good.replace("geometry_every = 5", "geometry_every = 5\nrecord_every = 0"),
+        "non-finite time step": good.replace("dt_fs = 0.5", "dt_fs = nan"),
+    }
+    for what, text in broken.items():
+        config.write_text(text)
+        result = exsnn("dynamics", config, "--overwrite", "--no-progress")
+        assert result.returncode == 2 and "exsnn: error:" in result.stderr, (what, result.stderr)
+        assert (tmp_path / "run.h5").read_bytes() == finished, what
+    config.write_text(good)
+    assert exsnn("dynamics", config, "--overwrite", "--no-progress").returncode == 0
+
+
+BAD_VALUES = [
+    ("[output]", "record_every = 0", "[output] record_every"),
+    ("[output]", "geometry_every = 0", "[output] geometry_every"),
+    ("[output]", "checkpoint_every = -3", "[output] checkpoint_every"),
+    ("[integrator]", "box_bohr = -5.0", "[integrator] box_bohr"),
+    ("[integrator]", "edc_c = inf", "[integrator] edc_c"),
+    ("[integrator]", "max_energy_drift_ev = nan", "[integrator] max_energy_drift_ev"),
+    ("[integrator]", "forced_hop_gap_ev = -0.1", "[integrator] forced_hop_gap_ev"),
+    ("[integrator]", "substeps = 0", "[integrator] substeps"),
+    ("[integrator]", 'decoherence = "afssh-typo"', "[integrator] decoherence"),
+    ("[initial_conditions]", "seed = -1", "[initial_conditions] seed"),
+    ("[initial_conditions]", "momentum = nan", "[initial_conditions] momentum"),
+    ("[initial_conditions]", "momentum = -2.0", "[initial_conditions] momentum"),
+]
+
+
+@pytest.mark.parametrize("section, line, key", BAD_VALUES)
+def test_impossible_values_are_rejected_at_load_naming_file_and_key(shared_data: Path, tmp_path: Path, section: str, line: str, key: str) -> None:
+    from exsnn.dynamics.config import load_config
+    from exsnn.errors import DataError
+
+    config = write_config(tmp_path, shared_data, "bad")
+    name = line.split(" = ")[0]
+    text = "\n".join(row for row in config.read_text().splitlines() if not row.startswith(f"{name} ="))  # one value
+    config.write_text(text.replace(section, f"{section}\n{line}", 1))
+    with pytest.raises(DataError) as raised:
+        load_config(config)
+    assert str(config) in str(raised.value) and key in str(raised.value)
+
+
+@pytest.mark.parametrize("replace, key", [("dt_fs = 0.5", "dt_fs = -0.5"), ("dt_fs = 0.5", "dt_fs = inf"),
+                                          ("duration_fs = 40.0", "duration_fs = nan")])
+def test_time_step_and_duration_must_be_positive_and_finite(shared_data: Path, tmp_path: Path, replace: str, key: str) -> None:
+    from exsnn.dynamics.config import load_config
+    from exsnn.errors import DataError
+
+    config = write_config(tmp_path, shared_data, "bad")
+    config.write_text(config.read_text().replace(replace, key))
+    with pytest.raises(DataError, match=key.split(" = ")[0]):
+        load_config(config)
+
+
+def test_left_out_keys_take_the_dataclass_defaults(shared_data: Path, tmp_path: Path) -> None:
+    from dataclasses import fields
+
+    from exsnn.dynamics.config import load_config
+    from exsnn.dynamics.settings import FSSHSettings, OutputSettings
+
+    path = tmp_path / "minimal.toml"
+    path.write_text(f'[potential]\nspec = "tully1"\n[initial_conditions]\nn_trajectories = 2\nsampling = "scattering"\n'
+                    f'momentum = 20.0\n[integrator]\ndt_fs = 0.1\nduration_fs = 1.0\n')
+    config = load_config(path)
+    reference = FSSHSettings(dt=config.settings.dt, n_steps=config.settings.n_steps)
+    for f in fields(FSSHSettings):
+        assert getattr(config.settings, f.name) == getattr(reference, f.name), f.name
+    assert config.output_settings == OutputSettings()
+    assert config.settings.max_energy_drift == pytest.approx(0.2 / 27.211386, rel=1e-6)  # 0.2 eV, as in SHARC
+
+
+@pytest.mark.parametrize("momentum", ["0", "-5"])
+def test_scatter_rejects_non_positive_momentum_naming_the_option(momentum: str) -> None:
+    result = exsnn("scatter", "--model", "tully1", "--momentum", momentum, "--ntraj", 10)
+    assert result.returncode == 2 and "--momentum" in result.stderr and "Traceback" not in result.stderr

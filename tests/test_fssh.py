@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from exsnn.data.phases import state_signs_from_nacs
+from exsnn.dynamics.decoherence import energy_based_decoherence
 from exsnn.dynamics.fssh import FSSHEngine, LEFT_BOX, kinetic_energy
+from exsnn.dynamics.hopping import attempt_hops
 from exsnn.dynamics.scattering import run_scattering, sample_initial_conditions
 from exsnn.dynamics.settings import FSSHSettings
 from exsnn.potentials.lvc import LVCPotential
@@ -55,7 +57,9 @@ def test_same_seed_same_trajectories_other_seed_differs() -> None:
     assert not torch.equal(finals[0][1], finals[2][1])
 
 
-def hop_fixture(frustrated: str, kinetic: float) -> tuple[FSSHEngine, dict]:
+def hop_fixture(frustrated: str, kinetic: float, rescale: str = "nac", target_force: float | None = None) -> tuple[FSSHEngine, dict]:
+    """One Tully-1 trajectory on state 0 drawn to hop to state 1 (0.01 Hartree up), NAC along +x, moving along +x with
+    `kinetic` Hartree; the grad-V check sees the target force `target_force` along x."""
     engine = FSSHEngine(TullyPotential("tully1"), FSSHSettings(dt=1.0, n_steps=1, frustrated=frustrated, decoherence="none"))
     v = torch.zeros((1, 1, 3), dtype=torch.float64)
     v[0, 0, 0] = math.sqrt(2 * kinetic / 2000.0)
@@ -63,33 +67,41 @@ def hop_fixture(frustrated: str, kinetic: float) -> tuple[FSSHEngine, dict]:
     d[0, 0, 0, 0] = 1.0
     energies = torch.tensor([[-0.005, 0.005]], dtype=torch.float64)
     force = torch.tensor([[[0.001, 0.0, 0.0]]], dtype=torch.float64)
-    return engine, dict(R=torch.zeros((1, 1, 3), dtype=torch.float64), v=v, active=torch.tensor([0]), target=torch.tensor([1]),
-                        E=energies, d=d, F_active=force)
+
+    def target_forces(rows: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        forces = torch.zeros((len(rows), 1, 3), dtype=torch.float64)
+        forces[:, 0, 0] = math.nan if target_force is None else target_force
+        return forces
+
+    return engine, dict(velocities=v, active=torch.tensor([0]), target=torch.tensor([1]), energies=energies, nacs=d,
+                        forces=force, masses=engine.masses, pair_index=engine.pairs.pair_index, rescale=rescale,
+                        frustrated_mode=frustrated, target_forces=target_forces)
 
 
 def test_allowed_hop_conserves_energy_along_the_nac() -> None:
     engine, args = hop_fixture("keep", kinetic=0.03)
-    v, active, frustrated, attempted = engine._attempt_hops(**args)
-    assert active.tolist() == [1] and not frustrated.item() and attempted.item()
-    before = kinetic_energy(args["v"], engine.masses) + args["E"][0, 0]
-    after = kinetic_energy(v, engine.masses) + args["E"][0, 1]
+    outcome = attempt_hops(**args)
+    v = outcome.velocities
+    assert outcome.active.tolist() == [1] and not outcome.frustrated.item() and outcome.attempted.item()
+    before = kinetic_energy(args["velocities"], engine.masses) + args["energies"][0, 0]
+    after = kinetic_energy(v, engine.masses) + args["energies"][0, 1]
     assert after.item() == pytest.approx(before.item(), abs=1e-15)
 
 
 @pytest.mark.parametrize("mode, reversed_", [("keep", False), ("reflect", True)])
 def test_frustrated_hop_keeps_or_reflects(mode: str, reversed_: bool) -> None:
     engine, args = hop_fixture(mode, kinetic=0.004)  # less than the 0.01 gap
-    v, active, frustrated, _ = engine._attempt_hops(**args)
-    assert active.tolist() == [0] and frustrated.item()
-    assert v[0, 0, 0].item() == pytest.approx(-args["v"][0, 0, 0].item() if reversed_ else args["v"][0, 0, 0].item())
+    outcome = attempt_hops(**args)
+    assert outcome.active.tolist() == [0] and outcome.frustrated.item()
+    v0 = args["velocities"][0, 0, 0].item()
+    assert outcome.velocities[0, 0, 0].item() == pytest.approx(-v0 if reversed_ else v0)
 
 
 def test_edc_damps_inactive_states_with_the_granucci_persico_rate() -> None:
-    engine = FSSHEngine(TullyPotential("tully1"), FSSHSettings(dt=10.0, n_steps=1, edc_c=0.1))
     c = torch.tensor([[math.sqrt(0.6), math.sqrt(0.4)]], dtype=torch.complex128)
     energies = torch.tensor([[0.0, 0.05]], dtype=torch.float64)
     kinetic = torch.tensor([0.02], dtype=torch.float64)
-    damped = engine._decohere(c, torch.tensor([0]), energies, kinetic)
+    damped = energy_based_decoherence(c, torch.tensor([0]), energies, kinetic, dt=10.0, constant=0.1)
     tau = (1 + 0.1 / 0.02) / 0.05
     assert (damped[0, 1].abs() ** 2).item() == pytest.approx(0.4 * math.exp(-2 * 10.0 / tau))
     assert (damped.abs() ** 2).sum().item() == pytest.approx(1.0)
@@ -150,10 +162,10 @@ def test_fssh_matches_exact_quantum_scattering(model: str, momentum: float) -> N
 
 
 def test_velocity_rescaling_conserves_energy_along_the_velocity() -> None:
-    engine, args = hop_fixture("keep", kinetic=0.03)
-    engine.settings.rescale = "velocity"
-    v, active, frustrated, _ = engine._attempt_hops(**args)
-    assert active.tolist() == [1] and not frustrated.item()
+    engine, args = hop_fixture("keep", kinetic=0.03, rescale="velocity")
+    outcome = attempt_hops(**args)
+    v = outcome.velocities
+    assert outcome.active.tolist() == [1] and not outcome.frustrated.item()
     assert kinetic_energy(v, engine.masses).item() == pytest.approx(0.03 - 0.01, abs=1e-15)
     assert v[0, 0, 0].item() > 0  # scaled, not reversed
 
@@ -162,19 +174,10 @@ def test_velocity_rescaling_conserves_energy_along_the_velocity() -> None:
 def test_grad_v_criterion_decides_reflection(target_force: float, reflected: bool) -> None:
     """Jasper-Truhlar: reflect a frustrated hop only if the target force opposes the motion along u and the
     forces of the two states along u have opposite signs. Here u = +x, v > 0, F_active = +0.001."""
-
-    class FixedTarget(TullyPotential):
-        def compute(self, positions, states=None, all_forces=False, nacs=True):
-            out = super().compute(positions, states, all_forces, nacs)
-            out.forces = torch.full_like(out.forces, 0.0)
-            out.forces[..., 0] = target_force
-            return out
-
-    engine, args = hop_fixture("reflect_gradv", kinetic=0.004)
-    engine.potential = FixedTarget("tully1")
-    v, active, frustrated, _ = engine._attempt_hops(**args)
-    assert frustrated.item() and active.tolist() == [0]
-    assert (v[0, 0, 0].item() < 0) == reflected
+    engine, args = hop_fixture("reflect_gradv", kinetic=0.004, target_force=target_force)
+    outcome = attempt_hops(**args)
+    assert outcome.frustrated.item() and outcome.active.tolist() == [0] and not outcome.failed.item()
+    assert (outcome.velocities[0, 0, 0].item() < 0) == reflected
 
 
 def test_forced_hop_to_ground_below_the_gap() -> None:
@@ -214,8 +217,8 @@ class FailingRegionTully(TullyPotential):
     """Tully 1 whose 'electronic structure' fails (NaN, as the PySCF potential reports a failed calculation) for
     structures with x > 0 and y > 0.5: the engine must end exactly those trajectories and keep the others going."""
 
-    def compute(self, positions, states=None, all_forces=False, nacs=True):
-        out = super().compute(positions, states=states, all_forces=all_forces, nacs=nacs)
+    def compute(self, positions, states=None, all_forces=False, nacs=True, trajectories=None):
+        out = super().compute(positions, states=states, all_forces=all_forces, nacs=nacs, trajectories=trajectories)
         broken = (positions[:, 0, 0] > 0) & (positions[:, 0, 1] > 0.5)
         out.energies = torch.where(broken[:, None], torch.nan, out.energies)
         if out.forces is not None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
+
+from exsnn.dynamics.settings import FRUSTRATED_CHOICES, FSSHSettings, default_of  # no torch: cheap at start-up
+from exsnn.errors import ConfigurationError
 
 MODEL_NAMES = ("tully1", "tully2", "tully3")  # exsnn.potentials.tully.TULLY_MODELS (imported lazily: torch is slow to load)
 
@@ -18,22 +22,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dt", type=float, help="time step (atomic units; default: moves the particle ~0.025 Bohr, at most 5)")
     p.add_argument("--sampling", choices=("wigner", "fixed"), default="wigner",
                    help="initial conditions: Wigner sampling of the Gaussian wavepacket (default) or all at (x0, k)")
-    p.add_argument("--decoherence", choices=("none", "edc"), default="none")
-    p.add_argument("--frustrated", choices=("keep", "reflect", "reflect_gradv"), default="keep")
+    p.add_argument("--decoherence", help="decoherence scheme (exsnn.dynamics.decoherence.SCHEMES: none, edc, ...; "
+                   "default: none, as Tully's FSSH)")
+    p.add_argument("--frustrated", choices=FRUSTRATED_CHOICES, default=default_of(FSSHSettings, "frustrated"),
+                   help="frustrated hops (default %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """ConfigurationError naming the option for impossible values (before any work)."""
+    from exsnn.dynamics.decoherence import SCHEMES
+
+    if not args.momentum > 0 or not math.isfinite(args.momentum):
+        raise ConfigurationError(f"must be positive (the particle starts on the left moving right), got {args.momentum:g}", source="--momentum")
+    if args.ntraj < 1:
+        raise ConfigurationError(f"must be at least 1, got {args.ntraj}", source="--ntraj")
+    if args.dt is not None and (not args.dt > 0 or not math.isfinite(args.dt)):
+        raise ConfigurationError(f"must be positive, got {args.dt:g}", source="--dt")
+    if not 0 <= args.seed < 2**64:
+        raise ConfigurationError(f"must be an integer in [0, 2**64), got {args.seed}", source="--seed")
+    if args.decoherence is not None and args.decoherence not in SCHEMES:
+        raise ConfigurationError(f"unknown scheme {args.decoherence!r}; expected one of {sorted(SCHEMES)}", source="--decoherence")
+
+
 def run(args: argparse.Namespace) -> int:
     from exsnn.dynamics.scattering import OUTCOMES, run_scattering
 
-    if args.ntraj < 1:
-        raise ValueError("--ntraj must be at least 1")
+    check_options(args)
+    options = {"frustrated": args.frustrated}
+    if args.decoherence is not None:
+        options["decoherence"] = args.decoherence
     start = time.perf_counter()
     result = run_scattering(
-        args.model, args.momentum, args.ntraj, seed=args.seed, dt=args.dt, sampling=args.sampling,
-        device=args.device, decoherence=args.decoherence, frustrated=args.frustrated,
+        args.model, args.momentum, args.ntraj, seed=args.seed, dt=args.dt, sampling=args.sampling, device=args.device,
+        **options,
     )
     elapsed = time.perf_counter() - start
     if args.json:

@@ -8,22 +8,22 @@ device = "cpu"
 [initial_conditions]
 sampling = "wigner"        # "wigner" (harmonic modes of the potential), "file", or "scattering" (1-D models)
 # file = "geometries.xyz"  # for sampling = "file": XYZ/extxyz (Angstrom) or exsnn HDF5 (Bohr)
-# momentum = 20.0          # for sampling = "scattering": mean momentum (a.u.)
+# momentum = 20.0          # for sampling = "scattering": mean momentum (a.u., positive)
 n_trajectories = 100
 initial_state = 2          # 0 = S0
-seed = 7
+seed = 7                   # non-negative
 
 [integrator]
 dt_fs = 0.5
 duration_fs = 50.0
-decoherence = "edc"        # or "none"
+decoherence = "edc"        # a scheme of exsnn.dynamics.decoherence: "edc" or "none"
 edc_c = 0.1                # Hartree
 rescale = "nac"            # or "velocity"
 frustrated = "keep"        # "keep", "reflect", "reflect_gradv"
 # forced_hop_gap_ev = 0.1  # hop to S0 when the active state is closer than this to S0
 # box_bohr = 50.0          # end trajectories that leave the box
 max_energy_drift_ev = 0.2  # stop and mark failed beyond this total-energy change
-# substeps = 20            # electronic substeps (default: chosen automatically)
+# substeps = 20            # electronic substeps (default: chosen automatically per trajectory)
 
 [output]
 file = "run.h5"            # relative to this file's folder
@@ -31,17 +31,22 @@ record_every = 1           # steps between records of states, populations and en
 geometry_every = 10        # steps between stored positions and velocities
 checkpoint_every = 100     # steps between checkpoints (atomic commits of records + ensemble state)
 ```
+
+Every key but `[potential] spec`, `dt_fs`, `duration_fs` and `n_trajectories` is optional; a key left out takes
+the default of `exsnn.dynamics.settings.FSSHSettings` or `OutputSettings` (the one place defaults are written; the
+values above are examples). Every problem is reported as a DataError naming the file and the key, before any work.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exsnn.errors import DataError
-from exsnn.dynamics.settings import FSSHSettings
+from exsnn.dynamics.settings import FSSHSettings, OutputSettings
+from exsnn.errors import ConfigurationError, DataError
 from exsnn.units import EV_IN_HARTREE, FS_IN_AU_TIME
 
 _SECTIONS = {
@@ -51,6 +56,20 @@ _SECTIONS = {
                    "box_bohr", "max_energy_drift_ev", "substeps"},
     "output": {"file", "record_every", "geometry_every", "checkpoint_every"},
 }
+SAMPLINGS = ("wigner", "file", "scattering")
+# optional [integrator] keys: TOML key -> (FSSHSettings field, type, factor to atomic units or None)
+_INTEGRATOR_KEYS: dict[str, tuple[str, type, float | None]] = {
+    "decoherence": ("decoherence", str, None),
+    "edc_c": ("edc_c", float, 1.0),
+    "rescale": ("rescale", str, None),
+    "frustrated": ("frustrated", str, None),
+    "forced_hop_gap_ev": ("forced_hop_gap", float, EV_IN_HARTREE),
+    "box_bohr": ("box", float, 1.0),
+    "max_energy_drift_ev": ("max_energy_drift", float, EV_IN_HARTREE),
+    "substeps": ("substeps", int, None),
+}
+_TOML_KEY_OF_FIELD = {field: f"[integrator] {key}" for key, (field, _, _) in _INTEGRATOR_KEYS.items()}
+_TOML_KEY_OF_FIELD.update({"dt": "[integrator] dt_fs", "n_steps": "[integrator] duration_fs", "seed": "[initial_conditions] seed"})
 
 
 @dataclass
@@ -67,12 +86,23 @@ class DynamicsConfig:
     seed: int
     settings: FSSHSettings
     output: Path
-    record_every: int
-    geometry_every: int
-    checkpoint_every: int
+    output_settings: OutputSettings
+
+    @property
+    def record_every(self) -> int:
+        return self.output_settings.record_every
+
+    @property
+    def geometry_every(self) -> int:
+        return self.output_settings.geometry_every
+
+    @property
+    def checkpoint_every(self) -> int:
+        return self.output_settings.checkpoint_every
 
 
 def _get(table: dict[str, Any], key: str, path: Path, section: str, kind: type, default: Any = ...) -> Any:
+    """table[key] checked to be of `kind` (ints accepted as floats; floats must be finite)."""
     if key not in table:
         if default is ...:
             raise DataError(path, f"[{section}] {key}", "missing")
@@ -82,6 +112,8 @@ def _get(table: dict[str, Any], key: str, path: Path, section: str, kind: type, 
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise DataError(path, f"[{section}] {key}", f"expected {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise DataError(path, f"[{section}] {key}", f"must be a finite number, got {value!r}")
     return value
 
 
@@ -93,9 +125,7 @@ def parse_state(value: Any, path: Path) -> int:
     raise DataError(path, "[initial_conditions] initial_state", f"expected a state index (0 = S0) or 'S1', 'S2', ...; got {value!r}")
 
 
-def load_config(path: str | Path) -> DynamicsConfig:
-    """Read and check a dynamics TOML file; every problem names the file and the key."""
-    path = Path(path)
+def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
     if not path.exists():
         raise DataError(path, "file", "does not exist")
     text = path.read_text()
@@ -106,44 +136,64 @@ def load_config(path: str | Path) -> DynamicsConfig:
     for section, table in data.items():
         if section not in _SECTIONS:
             raise DataError(path, f"[{section}]", f"unknown section; expected {sorted(_SECTIONS)}")
+        if not isinstance(table, dict):
+            raise DataError(path, f"[{section}]", "expected a table")
         unknown = set(table) - _SECTIONS[section]
         if unknown:
             raise DataError(path, f"[{section}] {sorted(unknown)[0]}", f"unknown key; expected one of {sorted(_SECTIONS[section])}")
+    return text, data
+
+
+def _integrator_settings(integ: dict[str, Any], ic: dict[str, Any], path: Path) -> FSSHSettings:
+    """FSSHSettings from the [integrator] table (and the seed): keys left out take the dataclass defaults."""
+    dt_fs = _get(integ, "dt_fs", path, "integrator", float)
+    duration_fs = _get(integ, "duration_fs", path, "integrator", float)
+    for key, value in (("dt_fs", dt_fs), ("duration_fs", duration_fs)):
+        if value <= 0:
+            raise DataError(path, f"[integrator] {key}", f"must be positive, got {value!r}")
+    options: dict[str, Any] = {"dt": dt_fs * FS_IN_AU_TIME, "n_steps": int(round(duration_fs / dt_fs))}
+    for key, (name, kind, factor) in _INTEGRATOR_KEYS.items():
+        if key in integ:
+            value = _get(integ, key, path, "integrator", kind)
+            options[name] = value * factor if factor is not None else value
+    if "seed" in ic:
+        options["seed"] = _get(ic, "seed", path, "initial_conditions", int)
+    try:
+        return FSSHSettings(**options)
+    except ConfigurationError as exc:
+        raise DataError(path, _TOML_KEY_OF_FIELD.get(exc.where or "", "[integrator]"), exc.problem) from None
+
+
+def _output_settings(out: dict[str, Any], path: Path) -> OutputSettings:
+    options = {key: _get(out, key, path, "output", int) for key in ("record_every", "geometry_every", "checkpoint_every") if key in out}
+    try:
+        return OutputSettings(**options)
+    except ConfigurationError as exc:
+        raise DataError(path, f"[output] {exc.where}", exc.problem) from None
+
+
+def load_config(path: str | Path) -> DynamicsConfig:
+    """Read and check a dynamics TOML file; every problem names the file and the key."""
+    path = Path(path)
+    text, data = _read_toml(path)
     base = path.parent
     pot, ic, integ, out = (data.get(s, {}) for s in ("potential", "initial_conditions", "integrator", "output"))
     sampling = _get(ic, "sampling", path, "initial_conditions", str, "wigner")
-    if sampling not in ("wigner", "file", "scattering"):
-        raise DataError(path, "[initial_conditions] sampling", f"expected 'wigner', 'file' or 'scattering', got {sampling!r}")
+    if sampling not in SAMPLINGS:
+        raise DataError(path, "[initial_conditions] sampling", f"expected one of {SAMPLINGS}, got {sampling!r}")
     geometry_file = _get(ic, "file", path, "initial_conditions", str, None)
     if sampling == "file" and geometry_file is None:
         raise DataError(path, "[initial_conditions] file", "missing (needed for sampling = 'file')")
     momentum = _get(ic, "momentum", path, "initial_conditions", float, None)
     if sampling == "scattering" and momentum is None:
         raise DataError(path, "[initial_conditions] momentum", "missing (needed for sampling = 'scattering')")
-    dt_fs = _get(integ, "dt_fs", path, "integrator", float)
-    duration_fs = _get(integ, "duration_fs", path, "integrator", float)
-    if dt_fs <= 0 or duration_fs <= 0:
-        raise DataError(path, "[integrator] dt_fs/duration_fs", "must be positive")
-    gap = _get(integ, "forced_hop_gap_ev", path, "integrator", float, None)
-    try:
-        settings = FSSHSettings(
-            dt=dt_fs * FS_IN_AU_TIME,
-            n_steps=int(round(duration_fs / dt_fs)),
-            substeps=_get(integ, "substeps", path, "integrator", int, None),
-            rescale=_get(integ, "rescale", path, "integrator", str, "nac"),
-            frustrated=_get(integ, "frustrated", path, "integrator", str, "keep"),
-            decoherence=_get(integ, "decoherence", path, "integrator", str, "edc"),
-            edc_c=_get(integ, "edc_c", path, "integrator", float, 0.1),
-            forced_hop_gap=None if gap is None else gap * EV_IN_HARTREE,
-            box=_get(integ, "box_bohr", path, "integrator", float, None),
-            max_energy_drift=_get(integ, "max_energy_drift_ev", path, "integrator", float, 0.2) * EV_IN_HARTREE,
-            seed=_get(ic, "seed", path, "initial_conditions", int, 0),
-        )
-    except ValueError as exc:
-        raise DataError(path, "[integrator]", str(exc)) from None
+    if momentum is not None and momentum <= 0:
+        raise DataError(path, "[initial_conditions] momentum", f"must be positive (the particle starts on the left moving right), got {momentum!r}")
     n_traj = _get(ic, "n_trajectories", path, "initial_conditions", int)
     if n_traj < 1:
         raise DataError(path, "[initial_conditions] n_trajectories", "must be at least 1")
+    initial_state = parse_state(ic.get("initial_state", 0), path)
+    settings = _integrator_settings(integ, ic, path)
     return DynamicsConfig(
         path=path,
         text=text,
@@ -153,11 +203,9 @@ def load_config(path: str | Path) -> DynamicsConfig:
         geometry_file=None if geometry_file is None else base / geometry_file,
         momentum=momentum,
         n_trajectories=n_traj,
-        initial_state=parse_state(ic.get("initial_state", 0), path),
+        initial_state=initial_state,
         seed=settings.seed,
         settings=settings,
         output=base / _get(out, "file", path, "output", str, path.with_suffix(".h5").name),
-        record_every=_get(out, "record_every", path, "output", int, 1),
-        geometry_every=_get(out, "geometry_every", path, "output", int, 10),
-        checkpoint_every=_get(out, "checkpoint_every", path, "output", int, 100),
+        output_settings=_output_settings(out, path),
     )

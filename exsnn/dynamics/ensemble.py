@@ -1,4 +1,8 @@
-"""Run a configured ensemble: potential + initial conditions + engine + run file, resumable after any crash."""
+"""Run a configured ensemble: potential + initial conditions + engine + run file, resumable after any crash.
+
+Everything that can fail on the input (the configuration, the potential, the initial conditions, the potential at
+the starting structures) is done before a run file is written, so a failing `--overwrite` leaves an old run as it
+was."""
 
 from __future__ import annotations
 
@@ -10,12 +14,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from exsnn.errors import DataError
 from exsnn.dynamics.config import DynamicsConfig
-from exsnn.dynamics.fssh import FAILED_STATUSES, FSSHEngine, HopEvents, STATUS_NAMES
+from exsnn.dynamics.fssh import FSSHEngine
 from exsnn.dynamics.initial_conditions import from_file, read_numbers, wigner_harmonic
 from exsnn.dynamics.runfile import RunMetadata, RunWriter, load_checkpoint, open_run, read_config_text
 from exsnn.dynamics.scattering import sample_initial_conditions
+from exsnn.dynamics.state import FAILED_STATUSES, STATUS_NAMES
+from exsnn.errors import DataError
 from exsnn.potentials.base import Potential
 from exsnn.potentials.spec import load_potential
 
@@ -70,9 +75,7 @@ def run_ensemble(config: DynamicsConfig, resume: bool = False, overwrite: bool =
         masses=potential.masses.cpu().numpy(),
         n_states=potential.n_states,
         n_trajectories=config.n_trajectories,
-        record_every=config.record_every,
-        geometry_every=config.geometry_every,
-        checkpoint_every=config.checkpoint_every,
+        output=config.output_settings,
         config=config.text,
     )
     resumed_from = None
@@ -85,12 +88,12 @@ def run_ensemble(config: DynamicsConfig, resume: bool = False, overwrite: bool =
         writer = RunWriter(config.output, metadata, engine.total_energy)
         resumed_from = state.step
     else:
-        writer = RunWriter.create(config.output, metadata, engine.total_energy, overwrite=overwrite)
+        if config.output.exists() and not overwrite:
+            raise DataError(config.output, "file", "already exists (use --resume to continue it, or --overwrite)")
         positions, velocities = initial_conditions(config, potential)
         states = torch.full((config.n_trajectories,), config.initial_state, dtype=torch.long)
         state = engine.initial_state(positions, velocities, states)
-        writer.record(state, HopEvents.empty(0, engine.device))
-        writer.commit(state)
+        writer = RunWriter.create(config.output, metadata, engine.total_energy, state, overwrite=overwrite)
     bar = tqdm(total=config.settings.n_steps, initial=state.step, unit="step", disable=not progress, file=sys.stderr,
                desc=f"FSSH {config.n_trajectories} traj")
     engine.run(state, observer=writer.record, progress=lambda step: bar.update(step - bar.n))

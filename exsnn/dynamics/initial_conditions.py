@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exsnn.errors import DataError
 from exsnn.data.geometries import read_structures
+from exsnn.errors import ConfigurationError, DataError
 
 
 def wigner_harmonic(
@@ -22,7 +22,8 @@ def wigner_harmonic(
     dx = M^-1/2 K q and v = M^-1/2 K p. Returns positions and velocities (n_samples, n, 3).
     """
     if np.any(frequencies <= 0):
-        raise ValueError("Wigner sampling needs positive vibrational frequencies")
+        raise ConfigurationError(f"Wigner sampling needs positive vibrational frequencies, got {np.asarray(frequencies).tolist()} Hartree",
+                                 where="harmonic modes")
     rng = np.random.default_rng([seed, 0x316E])
     q = rng.normal(size=(n_samples, len(frequencies))) / np.sqrt(2 * frequencies)
     p = rng.normal(size=(n_samples, len(frequencies))) * np.sqrt(frequencies / 2)

@@ -15,23 +15,27 @@ Layout (T recorded steps, B trajectories, N states, n atoms, G geometry snapshot
 
 Records are buffered in memory and committed together with the checkpoint in one atomic update
 (`exsnn.data.atomic`), so the records and the checkpoint always agree: a run killed at any instant resumes from
-its last checkpoint and reproduces the uninterrupted run bit for bit.
+its last checkpoint and reproduces the uninterrupted run bit for bit. A new run file is written whole (metadata,
+the records of step 0 and the first checkpoint) beside its destination and renamed over it, so an old run file is
+replaced only by a complete new one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 import numpy as np
 import torch
 
-from exsnn.data.atomic import atomic_h5_update, open_readonly
+from exsnn.data.atomic import atomic_h5_update, exclusive_lock, open_readonly, remove_stale_temporaries
+from exsnn.dynamics.settings import OutputSettings
+from exsnn.dynamics.state import EnsembleState, HopEvents, populations
 from exsnn.errors import DataError
-from exsnn.dynamics.fssh import EnsembleState, HopEvents, populations
 
 FORMAT_NAME = "exsnn-fssh-run"
 FORMAT_VERSION = 1
@@ -46,9 +50,7 @@ class RunMetadata:
     masses: np.ndarray
     n_states: int
     n_trajectories: int
-    record_every: int = 1
-    geometry_every: int = 10
-    checkpoint_every: int = 100
+    output: OutputSettings = field(default_factory=OutputSettings)
     config: str = ""
 
 
@@ -69,47 +71,83 @@ def _extend(h5: h5py.File, name: str, values: np.ndarray) -> None:
     ds[start:] = values
 
 
+#: EnsembleState -> (B,) total energies, Hartree (the engine's `total_energy`)
+TotalEnergy = Callable[[EnsembleState], torch.Tensor]
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class RunWriter:
     """Buffers per-step records and commits them with a checkpoint every `checkpoint_every` steps."""
 
-    def __init__(self, path: str | Path, metadata: RunMetadata, total_energy: Any) -> None:
+    def __init__(self, path: str | Path, metadata: RunMetadata, total_energy: TotalEnergy) -> None:
         self.path = Path(path)
         self.metadata = metadata
-        self.total_energy = total_energy  # callable: EnsembleState -> (B,) total energies
+        self.total_energy = total_energy
         self.buffer = _Buffer()
 
     @classmethod
-    def create(cls, path: str | Path, metadata: RunMetadata, total_energy: Any, overwrite: bool = False) -> "RunWriter":
+    def create(cls, path: str | Path, metadata: RunMetadata, total_energy: TotalEnergy, initial: EnsembleState,
+               overwrite: bool = False) -> "RunWriter":
+        """Write a new run file holding the metadata, the records of `initial` and its checkpoint. The file is
+        written beside `path` and renamed over it when complete (an existing run is replaced only with
+        `overwrite`, and only by a complete file)."""
         path = Path(path)
-        if path.exists():
-            if not overwrite:
-                raise DataError(path, "file", "already exists (use --resume to continue it, or --overwrite)")
-            path.unlink()
-        with atomic_h5_update(path) as h5:
-            h5.attrs.update(
-                {
-                    "format": FORMAT_NAME,
-                    "format_version": FORMAT_VERSION,
-                    "settings": json.dumps(metadata.settings, sort_keys=True),
-                    "potential": metadata.potential,
-                    "n_trajectories": metadata.n_trajectories,
-                    "n_states": metadata.n_states,
-                    "n_atoms": len(metadata.numbers),
-                    "record_every": metadata.record_every,
-                    "geometry_every": metadata.geometry_every,
-                    "checkpoint_every": metadata.checkpoint_every,
-                    "config": metadata.config,
-                }
-            )
-            h5["system/numbers"] = metadata.numbers
-            h5["system/masses"] = metadata.masses
-            h5["system/masses"].attrs["unit"] = "electron mass"
-        return cls(path, metadata, total_energy)
+        if path.exists() and not overwrite:
+            raise DataError(path, "file", "already exists (use --resume to continue it, or --overwrite)")
+        writer = cls(path, metadata, total_energy)
+        writer._buffer_records(initial, HopEvents.empty(initial.step, initial.positions.device))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(path):
+            remove_stale_temporaries(path)
+            temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+            try:
+                with h5py.File(temporary, "w") as h5:
+                    writer._write_metadata(h5)
+                    writer._write_buffer(h5, initial)
+                _fsync(temporary)
+                os.replace(temporary, path)
+                _fsync(path.parent)
+            finally:
+                temporary.unlink(missing_ok=True)
+        return writer
+
+    def _write_metadata(self, h5: h5py.File) -> None:
+        metadata = self.metadata
+        h5.attrs.update(
+            {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "settings": json.dumps(metadata.settings, sort_keys=True),
+                "potential": metadata.potential,
+                "n_trajectories": metadata.n_trajectories,
+                "n_states": metadata.n_states,
+                "n_atoms": len(metadata.numbers),
+                "record_every": metadata.output.record_every,
+                "geometry_every": metadata.output.geometry_every,
+                "checkpoint_every": metadata.output.checkpoint_every,
+                "config": metadata.config,
+            }
+        )
+        h5["system/numbers"] = metadata.numbers
+        h5["system/masses"] = metadata.masses
+        h5["system/masses"].attrs["unit"] = "electron mass"
 
     def record(self, state: EnsembleState, hops: HopEvents) -> None:
         """Buffer what this step should store; commit with a checkpoint when one is due."""
+        self._buffer_records(state, hops)
+        if state.step % self.metadata.output.checkpoint_every == 0:
+            self.commit(state)
+
+    def _buffer_records(self, state: EnsembleState, hops: HopEvents) -> None:
         m = self.metadata
-        if state.step % m.record_every == 0:
+        if state.step % m.output.record_every == 0:
             energies = state.energies
             total = self.total_energy(state)
             self.buffer.steps.append(
@@ -124,7 +162,7 @@ class RunWriter:
                     "total": total.cpu().numpy()[None],
                 }
             )
-        if state.step % m.geometry_every == 0:
+        if state.step % m.output.geometry_every == 0:
             self.buffer.geometries.append(
                 {"step": np.array([state.step]), "positions": state.positions.cpu().numpy()[None], "velocities": state.velocities.cpu().numpy()[None]}
             )
@@ -139,22 +177,24 @@ class RunWriter:
                     "kind": hops.kind.cpu().numpy().astype(np.int8),
                 }
             )
-        if state.step % m.checkpoint_every == 0:
-            self.commit(state)
 
     def commit(self, state: EnsembleState) -> None:
         """Write buffered records and the checkpoint of `state` in one atomic update."""
         with atomic_h5_update(self.path) as h5:
-            for group, rows in (("steps", self.buffer.steps), ("geometries", self.buffer.geometries), ("hops", self.buffer.hops)):
-                if rows:
-                    for key in rows[0]:
-                        _extend(h5, f"{group}/{key}", np.concatenate([r[key] for r in rows]))
-            if "checkpoint" in h5:
-                del h5["checkpoint"]
-            checkpoint = h5.create_group("checkpoint")
-            checkpoint.attrs["step"] = state.step
-            for name, tensor in state.tensors().items():
-                checkpoint[name] = tensor.cpu().numpy()
+            self._write_buffer(h5, state)
+
+    def _write_buffer(self, h5: h5py.File, state: EnsembleState) -> None:
+        """Append the buffered records to `h5` and replace its checkpoint by `state`'s; empty the buffer."""
+        for group, rows in (("steps", self.buffer.steps), ("geometries", self.buffer.geometries), ("hops", self.buffer.hops)):
+            if rows:
+                for key in rows[0]:
+                    _extend(h5, f"{group}/{key}", np.concatenate([r[key] for r in rows]))
+        if "checkpoint" in h5:
+            del h5["checkpoint"]
+        checkpoint = h5.create_group("checkpoint")
+        checkpoint.attrs["step"] = state.step
+        for name, tensor in state.tensors().items():
+            checkpoint[name] = tensor.cpu().numpy()
         self.buffer = _Buffer()
 
 

@@ -17,12 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from exsnn.dynamics.fssh import FAILED, LEFT_BOX, RUNNING, FSSHEngine
+from exsnn.dynamics.fssh import FSSHEngine
 from exsnn.dynamics.settings import FSSHSettings
+from exsnn.dynamics.state import FAILED, LEFT_BOX, RUNNING
+from exsnn.errors import ConfigurationError
 from exsnn.potentials.tully import TullyPotential
 
 OUTCOMES = ("R_lower", "T_lower", "R_upper", "T_upper")
+SAMPLINGS = ("wigner", "fixed")
 COMPACT_BELOW = 0.7  # drop ended trajectories from the batch once fewer than this fraction still run
+#: settings in which scattering differs from FSSHSettings' defaults: Tully's FSSH without decoherence, and ended
+#: trajectories moving freely in the asymptotic region (neither side nor state can change there: stepping them
+#: along is cheaper than gathering the running ones every step)
+SCATTERING_SETTINGS: dict[str, Any] = {"decoherence": "none", "propagate_finished": True}
 
 
 @dataclass
@@ -41,6 +48,12 @@ class ScatteringResult:
         return out
 
 
+def check_momentum(momentum: float) -> None:
+    """ConfigurationError unless the mean momentum (a.u.) is positive and finite."""
+    if not momentum > 0 or not math.isfinite(momentum):
+        raise ConfigurationError(f"must be positive (the particle starts on the left moving right), got {momentum!r}", where="momentum")
+
+
 def default_start(momentum: float) -> tuple[float, float]:
     """(x0, sigma) of the initial wavepacket for mean momentum `momentum`."""
     sigma = 20.0 / momentum
@@ -51,8 +64,7 @@ def sample_initial_conditions(
     n: int, momentum: float, mass: float, seed: int, sampling: str = "wigner"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions and velocities (n, 1, 3) for a scattering ensemble."""
-    if momentum <= 0:
-        raise ValueError("momentum must be positive (the particle starts on the left moving right)")
+    check_momentum(momentum)
     x0, sigma = default_start(momentum)
     positions = torch.zeros((n, 1, 3), dtype=torch.float64)
     velocities = torch.zeros((n, 1, 3), dtype=torch.float64)
@@ -64,7 +76,7 @@ def sample_initial_conditions(
         positions[:, 0, 0] = x0
         velocities[:, 0, 0] = momentum / mass
     else:
-        raise ValueError(f"sampling must be 'wigner' or 'fixed', got {sampling!r}")
+        raise ConfigurationError(f"must be one of {SAMPLINGS}, got {sampling!r}", where="sampling")
     return positions, velocities
 
 
@@ -83,15 +95,17 @@ def run_scattering(
     device: str = "cpu",
     **settings: Any,
 ) -> ScatteringResult:
-    """Run a scattering ensemble on Tully model `model` and count the outcomes."""
+    """Run a scattering ensemble on Tully model `model` and count the outcomes; `settings` override
+    SCATTERING_SETTINGS and FSSHSettings' defaults."""
+    if n_trajectories < 1:
+        raise ConfigurationError(f"must be at least 1, got {n_trajectories}", where="n_trajectories")
+    check_momentum(momentum)
     potential = TullyPotential(model, device=device)
     mass = float(potential.masses[0])
     dt = dt or default_time_step(momentum, mass)
     x0, _ = default_start(momentum)
     n_steps = int(math.ceil(8.0 * abs(x0) * mass / momentum / dt)) + 2000
-    # ended trajectories move freely in the asymptotic region, where neither side nor state can change:
-    # stepping them along is cheaper than gathering the running ones every step
-    options = {"decoherence": "none", "propagate_finished": True, **settings}
+    options = {**SCATTERING_SETTINGS, **settings}
     fssh = FSSHSettings(dt=dt, n_steps=n_steps, box=abs(x0), seed=seed, **options)
     engine = FSSHEngine(potential, fssh)
     positions, velocities = sample_initial_conditions(n_trajectories, momentum, mass, seed, sampling)

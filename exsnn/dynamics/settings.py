@@ -1,13 +1,29 @@
-"""Settings of the surface-hopping integrator (atomic units inside; the CLI converts fs and eV)."""
+"""Settings of the surface-hopping integrator and of its output (atomic units inside; the TOML reader and the CLI
+convert fs and eV). Every default lives here, in the dataclass fields; `exsnn.dynamics.config` and the CLI take
+their defaults from these fields (`default_of`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
+
+from exsnn.errors import ConfigurationError
+from exsnn.units import EV_IN_HARTREE
 
 RESCALE_CHOICES = ("nac", "velocity")
 FRUSTRATED_CHOICES = ("keep", "reflect", "reflect_gradv")
-DECOHERENCE_CHOICES = ("edc", "none")
+#: maximum number of electronic substeps per nuclear step chosen automatically (a trajectory needing more is
+#: integrated with this many: its rotation angles then exceed `max_substep_angle`)
+MAX_AUTO_SUBSTEPS = 10_000
+
+
+def decoherence_choices() -> tuple[str, ...]:
+    """Names of the decoherence schemes (the table `exsnn.dynamics.decoherence.SCHEMES`; imported on demand because
+    it needs torch)."""
+    from exsnn.dynamics.decoherence import SCHEMES
+
+    return tuple(SCHEMES)
 
 
 @dataclass
@@ -15,15 +31,17 @@ class FSSHSettings:
     """How trajectories are propagated.
 
     dt: nuclear time step (atomic time units). n_steps: steps to run. substeps: electronic substeps per nuclear
-    step (energies and v.d interpolated linearly; None: chosen every step so that, for every trajectory, the
-    coupling rotation |v.d| dtau and the splitting-error scale sqrt(dE |v.d|) dtau stay below `max_substep_angle`). rescale: direction of the kinetic-energy adjustment after a hop
-    ('nac' or 'velocity'). frustrated: 'keep' the velocity, 'reflect' its component along the rescaling direction,
-    or 'reflect_gradv' (reflect only when the grad-V criterion of Jasper and Truhlar holds). decoherence: 'edc'
+    step (energies and v.d interpolated linearly; None: chosen every step for each trajectory on its own, so that its
+    coupling rotation |v.d| dtau and splitting-error scale sqrt(dE |v.d|) dtau stay below `max_substep_angle`).
+    rescale: direction of the kinetic-energy adjustment after a hop ('nac' or 'velocity'). frustrated: 'keep' the
+    velocity, 'reflect' its component along the rescaling direction, or 'reflect_gradv' (reflect only when the grad-V
+    criterion of Jasper and Truhlar holds). decoherence: a name of `exsnn.dynamics.decoherence.SCHEMES`: 'edc'
     (Granucci-Persico energy-based correction with constant `edc_c` Hartree) or 'none'. forced_hop_gap: hop to S0
     when the active state lies less than this (Hartree) above S0 (None: never). box: a trajectory ends when any
-    coordinate is beyond [-box, box] Bohr and moving away (None: never). max_energy_drift: a trajectory whose total energy moves more
-    than this (Hartree) from its start is stopped and marked failed. seed: drives every random number. propagate_finished: keep stepping
-    trajectories that ended (cheaper for analytic models; their status and outcome stay as they were).
+    coordinate is beyond [-box, box] Bohr and moving away (None: never). max_energy_drift: a trajectory whose total
+    energy moves more than this (Hartree; default 0.2 eV, as SHARC) from its start is stopped and marked failed.
+    seed: drives every random number. propagate_finished: keep stepping trajectories that ended (cheaper for
+    analytic models; their status and outcome stay as they were).
     """
 
     dt: float
@@ -35,7 +53,7 @@ class FSSHSettings:
     edc_c: float = 0.1
     forced_hop_gap: float | None = None
     box: float | None = None
-    max_energy_drift: float = 1e-2
+    max_energy_drift: float = 0.2 * EV_IN_HARTREE
     seed: int = 0
     max_substep_angle: float = 0.05
     propagate_finished: bool = False
@@ -45,12 +63,57 @@ class FSSHSettings:
         for name, value, choices in (
             ("rescale", self.rescale, RESCALE_CHOICES),
             ("frustrated", self.frustrated, FRUSTRATED_CHOICES),
-            ("decoherence", self.decoherence, DECOHERENCE_CHOICES),
+            ("decoherence", self.decoherence, decoherence_choices()),
         ):
             if value not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-        if self.dt <= 0 or self.n_steps < 0 or (self.substeps is not None and self.substeps < 1):
-            raise ValueError("dt must be positive, n_steps >= 0 and substeps >= 1")
+                raise ConfigurationError(f"must be one of {choices}, got {value!r}", where=name)
+        for name in ("dt", "edc_c", "forced_hop_gap", "box", "max_energy_drift", "max_substep_angle"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigurationError(f"must be a finite number, got {value!r}", where=name)
+        positive = {"dt": self.dt, "box": self.box, "max_energy_drift": self.max_energy_drift,
+                    "max_substep_angle": self.max_substep_angle}
+        for name, value in positive.items():
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"must be positive, got {value!r}", where=name)
+        for name, value in (("edc_c", self.edc_c), ("forced_hop_gap", self.forced_hop_gap)):
+            if value is not None and value < 0:
+                raise ConfigurationError(f"must not be negative, got {value!r}", where=name)
+        if self.n_steps < 0:
+            raise ConfigurationError(f"must not be negative, got {self.n_steps}", where="n_steps")
+        if self.substeps is not None and self.substeps < 1:
+            raise ConfigurationError(f"must be at least 1, got {self.substeps}", where="substeps")
+        if not 0 <= self.seed < 2**64:
+            raise ConfigurationError(f"must be an integer in [0, 2**64), got {self.seed}", where="seed")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class OutputSettings:
+    """What a run file stores: records of states, populations and energies every `record_every` steps, positions
+    and velocities every `geometry_every` steps, and a checkpoint (records committed with the ensemble state) every
+    `checkpoint_every` steps."""
+
+    record_every: int = 1
+    geometry_every: int = 10
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"must be an integer of at least 1, got {value!r}", where=f.name)
+
+
+def default_of(settings_class: type, name: str) -> Any:
+    """The default of field `name` of a settings dataclass (the one place defaults are written)."""
+    for f in fields(settings_class):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+            raise KeyError(f"{settings_class.__name__}.{name} has no default")
+    raise KeyError(f"{settings_class.__name__} has no field {name!r}")

@@ -1,0 +1,223 @@
+"""Electronic propagation of surface hopping: couplings, state-sign tracking, substeps, coefficients, hopping
+probabilities and the per-step random numbers.
+
+Over one nuclear step the coefficients c (B, N) obey i dc/dt = H c with H = diag(E) - i T, T_ij = v . d_ij, both
+interpolated linearly between the step's ends (Tully, J. Chem. Phys. 93, 1061 (1990)). Each trajectory takes its
+own number of substeps n (chosen from its own energies and couplings, `auto_substeps`) of length dtau = dt / n; each
+substep is a symmetric (Strang) splitting into unitary factors: half a step of phases exp(-i E dtau / 2), the
+couplings as a symmetric sequence of plane rotations (exp(-T dtau) is a real rotation because T is antisymmetric),
+half a step of phases. The norm is kept to round-off and the error per substep is O(dtau^3). The fewest-switches
+probabilities g_aj = max(0, 2 Re(c_a* c_j) T_aj dtau / |c_a|^2) are summed over the substeps.
+
+Batch independence: the arithmetic is elementwise per trajectory in real float64 (complex products are written
+out, rotations act on real and imaginary parts; torch's vectorised and scalar complex products round differently),
+with row reductions only and no matrix products. Trajectories that need fewer substeps than the batch's largest
+stop earlier: the substeps that all take run on the whole batch, the rest on the trajectories that need them,
+sorted by substep count so that those still integrating are a shrinking prefix. So a trajectory's coefficients and
+probabilities are the same bits whether it runs alone or beside strongly coupled neighbours, given the same
+energies and couplings (on the CPU and on CUDA).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from exsnn.data.phases import pair_signs, state_signs_from_nacs
+from exsnn.data.properties import state_pairs
+from exsnn.dynamics.settings import MAX_AUTO_SUBSTEPS
+from exsnn.dynamics.state import row_max, row_min, row_sum
+from exsnn.errors import ConfigurationError
+
+
+class PairTable:
+    """Index tables of the N(N-1)/2 state pairs i<j (exsnn order 01, 02, ..., 12, ...) on a device."""
+
+    def __init__(self, n_states: int, device: torch.device | str = "cpu") -> None:
+        self.n_states = n_states
+        self.pairs: list[tuple[int, int]] = [tuple(p) for p in state_pairs(n_states)]  # type: ignore[misc]
+        P = len(self.pairs)
+        index = torch.zeros((n_states, n_states), dtype=torch.long)
+        sign = torch.zeros((n_states, n_states), dtype=torch.float64)
+        pair_index = torch.full((n_states, n_states), -1, dtype=torch.long)
+        for p, (i, j) in enumerate(self.pairs):
+            index[i, j] = index[j, i] = p
+            sign[i, j], sign[j, i] = 1.0, -1.0
+            pair_index[i, j] = pair_index[j, i] = p
+        #: (N, N) pair of states i, j (-1 on the diagonal)
+        self.pair_index = pair_index.to(device)
+        # T_aj = row_sign[a, j] * T[row_index[a, j]] (T antisymmetric: +1 for a < j, -1 for a > j, 0 for a = j)
+        self._row_index = index.to(device) if P else index.clamp_max(0).to(device)
+        self._row_sign = sign.to(device)
+        #: order of the plane rotations of one substep: each pair with half the angle, forward then backward
+        self.sweep: list[int] = list(range(P)) + list(range(P - 1, -1, -1)) if P > 1 else list(range(P))
+        self.rotation_fraction = 0.5 if P > 1 else 1.0
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pairs)
+
+    def active_rows(self, pair_values: tuple[torch.Tensor, ...], active: torch.Tensor) -> list[torch.Tensor]:
+        """Row a of the antisymmetric matrices with pair values (B, P) each: (B, N) with entries T_aj (T_aa = 0)."""
+        if self.n_pairs == 0:
+            return [torch.zeros((len(active), self.n_states), dtype=t.dtype, device=t.device) for t in pair_values]
+        index, sign = self._row_index.index_select(0, active), self._row_sign.index_select(0, active)
+        return [t.gather(1, index) * sign for t in pair_values]
+
+
+def velocity_couplings(velocities: torch.Tensor, nacs: torch.Tensor) -> torch.Tensor:
+    """T_ij = v . d_ij per pair: velocities (B, n, 3), NACs (B, P, n, 3) -> (B, P) (1 / atomic time)."""
+    return row_sum((nacs * velocities[:, None]).flatten(2))
+
+
+def state_signs_from_vectors(new: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """Signs (B, N) that make each state vector (B, K, N) overlap positively with the previous step's."""
+    overlap = new[:, 0] * previous[:, 0]
+    for k in range(1, new.shape[1]):  # K is small: explicit adds beat a strided reduction
+        overlap = overlap + new[:, k] * previous[:, k]
+    return torch.where(overlap < 0, -1.0, 1.0).to(new.dtype)
+
+
+def align_signs(
+    nacs: torch.Tensor, previous_nacs: torch.Tensor, vectors: torch.Tensor | None, previous_vectors: torch.Tensor | None,
+    n_states: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fix the arbitrary signs of the new states to follow the previous step: from the overlaps of the state vectors
+    (B, K, N) when both steps have them, otherwise the consistent sign vector that best aligns the NACs (B, P, n, 3)
+    with the previous ones. Returns the sign-aligned NACs and state vectors."""
+    if vectors is not None and previous_vectors is not None:
+        signs = state_signs_from_vectors(vectors, previous_vectors)
+    else:
+        signs = state_signs_from_nacs(nacs, previous_nacs, n_states)
+    if not bool((signs < 0).any()):  # the usual case along a smooth trajectory: nothing to flip
+        return nacs, vectors
+    if vectors is not None and previous_vectors is not None:
+        vectors = vectors * signs[:, None, :]
+    return nacs * pair_signs(signs, n_states)[:, :, None, None], vectors
+
+
+def step_uniforms(seed: int, step: int, n_trajectories: int) -> np.ndarray:
+    """The uniform random numbers of one step, one per trajectory of the original ensemble (index = trajectory id).
+
+    Every (seed, step) gets its own Philox key, so the streams of different steps are independent (consecutive
+    counters of one key would overlap: trajectory i at step s+1 would reuse the number of trajectory i+4 at step s).
+    A trajectory's number depends only on (seed, step, id): not on the batch it runs in, nor on a resume.
+    """
+    if not 0 <= seed < 2**64:
+        raise ConfigurationError(f"must be an integer in [0, 2**64), got {seed}", where="seed")
+    return np.random.Generator(np.random.Philox(key=(seed << 64) | step)).random(n_trajectories)
+
+
+def auto_substeps(
+    E_old: torch.Tensor, E_new: torch.Tensor, T_old: torch.Tensor, T_new: torch.Tensor, dt: float, max_angle: float,
+) -> torch.Tensor:
+    """(B,) long: each trajectory's fewest substeps keeping its coupling rotation |T| dtau and its splitting-error
+    scale sqrt(dE |T|) dtau below `max_angle` (phases alone are integrated exactly), between 1 and
+    MAX_AUTO_SUBSTEPS. Energies (B, N) Hartree, couplings (B, P) at both ends of the step of length dt."""
+    if T_old.shape[1] == 0:
+        return torch.ones(len(E_old), dtype=torch.long, device=E_old.device)
+    spread = torch.maximum(row_max(E_old) - row_min(E_old), row_max(E_new) - row_min(E_new))  # (B,)
+    coupling = torch.maximum(row_max(T_old.abs()), row_max(T_new.abs()))  # (B,)
+    rate = torch.maximum(coupling, torch.sqrt(spread * coupling))
+    return torch.ceil(rate * dt / max_angle).clamp(1, MAX_AUTO_SUBSTEPS).to(torch.long)
+
+
+def _times_phase(X: torch.Tensor, cos_phase: torch.Tensor, sin_phase: torch.Tensor) -> torch.Tensor:
+    """c * exp(i phase) for c as real and imaginary parts X (2, N, m), with cos and sin of the phases (N, m)."""
+    re, im = X[0], X[1]
+    out = torch.empty_like(X)
+    out_re, out_im = out[0], out[1]
+    torch.mul(re, cos_phase, out=out_re).sub_(im * sin_phase)  # re cos - im sin
+    torch.mul(re, sin_phase, out=out_im).add_(im * cos_phase)  # re sin + im cos
+    return out
+
+
+def propagate_coefficients(
+    coefficients: torch.Tensor,
+    active: torch.Tensor,
+    E_old: torch.Tensor,
+    E_new: torch.Tensor,
+    T_old: torch.Tensor,
+    T_new: torch.Tensor,
+    n_substeps: torch.Tensor,
+    dt: float,
+    table: PairTable,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Propagate coefficients (B, N) complex128 over one nuclear step of length dt.
+
+    active (B,) the active states, E_old/E_new (B, N) energies, T_old/T_new (B, P) couplings v . d at the step's
+    ends, n_substeps (B,) long each trajectory's substeps. Returns the new coefficients (B, N) and the summed
+    hopping probabilities (B, N) out of the active state (zero for the active state itself).
+
+    The substeps every trajectory takes run on the whole batch; the trajectories that take more continue as a
+    subset sorted by substep count, which shrinks to a prefix as they finish.
+    """
+    B, N = coefficients.shape
+    dT = T_new - T_old
+    # state-major layout (rows, B): real parts, imaginary parts, E - E_a (a global phase), dE (N rows each), T, dT
+    # (P each), and the active state's row of T and of dT (N each)
+    coefficients = coefficients.resolve_conj()
+    parts = (coefficients.real, coefficients.imag, E_old - E_old.gather(1, active[:, None]), E_new - E_old, T_old, dT,
+             *table.active_rows((T_old, dT), active))
+    block = torch.cat([part.T for part in parts], dim=0)
+    X, inputs = block[: 2 * N].view(2, N, B), block[2 * N:]
+    inverse_n = n_substeps.to(torch.float64).reciprocal()
+    n_min, n_max = (int(x) for x in torch.stack(torch.aminmax(n_substeps)).tolist())
+    probabilities = torch.zeros((N, B), dtype=torch.float64, device=coefficients.device)
+    X, probabilities = _substeps(X, probabilities, inputs, active, inverse_n, dt, table, range(n_min), [B] * n_min)
+    if n_max > n_min:  # the others go on, longest first, so that those still integrating are a prefix
+        rows = torch.nonzero(n_substeps > n_min)[:, 0]
+        rows = rows[torch.argsort(n_substeps[rows], descending=True, stable=True)]
+        at_least = torch.bincount(n_substeps[rows], minlength=n_max + 1).flip(0).cumsum(0).flip(0)  # [k]: n >= k
+        still = at_least[n_min + 1:].tolist()  # trajectories with more than k substeps, k = n_min .. n_max - 1
+        more_X, more_probabilities = _substeps(X.index_select(2, rows), probabilities.index_select(1, rows),
+                                               inputs.index_select(1, rows), active[rows], inverse_n[rows], dt, table,
+                                               range(n_min, n_max), still)
+        X, probabilities = X.index_copy(2, rows, more_X), probabilities.index_copy(1, rows, more_probabilities)
+    return torch.complex(X[0].T, X[1].T).contiguous(), probabilities.T
+
+
+def _substeps(
+    X: torch.Tensor, probabilities: torch.Tensor, inputs: torch.Tensor, active: torch.Tensor, inverse_n: torch.Tensor,
+    dt: float, table: PairTable, substeps: range, still: list[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Substeps `substeps` of m trajectories: X (2, N, m) real and imaginary parts of the coefficients, probabilities
+    (N, m), inputs (rows, m) as laid out by `propagate_coefficients`, active (m,), 1 / n_substeps (m,); the first
+    still[i] trajectories take substep substeps[i]. Returns the coefficients and the summed probabilities."""
+    N, m = X.shape[1], X.shape[2]
+    P = table.n_pairs
+    E0, dE, T0, dT, Ta0, dTa = inputs.split([N, N, P, P, N, N], dim=0)
+    dtau = inverse_n * dt
+    phase_scale, angle_scale, flux_scale = -0.5 * dtau, dtau * table.rotation_fraction, 2.0 * dtau
+    pairs = table.pairs
+    done_X: list[torch.Tensor] = []  # results of trajectories that finished early, the last ones first
+    done_probabilities: list[torch.Tensor] = []
+    for k, count in zip(substeps, still):
+        if count != m:  # trajectories count .. m-1 are done: keep their results, go on with the rest
+            done_X.append(X[..., count:])
+            done_probabilities.append(probabilities[:, count:])
+            m = count
+            X, probabilities, active = X[..., :m], probabilities[:, :m], active[:m]
+            E0, dE, T0, dT, Ta0, dTa = E0[:, :m], dE[:, :m], T0[:, :m], dT[:, :m], Ta0[:, :m], dTa[:, :m]
+            inverse_n, phase_scale = inverse_n[:m], phase_scale[:m]
+            angle_scale, flux_scale = angle_scale[:m], flux_scale[:m]
+        f = inverse_n * (k + 0.5)  # (m,) midpoint of the substep as a fraction of the step
+        phase = (E0 + f * dE) * phase_scale
+        cos_phase, sin_phase = torch.cos(phase), torch.sin(phase)
+        X = _times_phase(X, cos_phase, sin_phase)
+        angles = (T0 + f * dT) * angle_scale
+        cos, sin = torch.cos(angles).unbind(0), torch.sin(angles).unbind(0)
+        x = list(X.unbind(1))  # (2, m) per state: real and imaginary part
+        for p in table.sweep:
+            i, j = pairs[p]
+            xi, xj = x[i], x[j]
+            x[i], x[j] = cos[p] * xi - sin[p] * xj, sin[p] * xi + cos[p] * xj
+        X = _times_phase(torch.stack(x, dim=1), cos_phase, sin_phase)
+        x_active = X.gather(1, active[None, None, :].expand(2, 1, m))  # (2, 1, m)
+        a_re, a_im = x_active[0, 0], x_active[1, 0]
+        overlap = X[0] * a_re + X[1] * a_im  # Re(c_a* c_j), (N, m)
+        flux = overlap * (Ta0 + f * dTa) * flux_scale
+        probabilities = probabilities + (flux / (a_re * a_re + a_im * a_im).clamp_min(1e-300)).clamp_min(0.0)
+    if not done_X:
+        return X, probabilities
+    return torch.cat([X, *done_X[::-1]], dim=2), torch.cat([probabilities, *done_probabilities[::-1]], dim=1)
