@@ -16,9 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_dynamics)
 
-    p = subparsers.add_parser("analyze", help="population plot (PNG) and table of a surface-hopping run")
+    from exsnn.cli.photo import add_analyze_options, run_analyze
+
+    p = subparsers.add_parser("analyze", help="populations with bands, lifetimes, hops, energy diagnostics, exports of a run")
     p.add_argument("run_file", help="HDF5 file written by exsnn dynamics")
     p.add_argument("--output", help="prefix of the written files (default: next to the run file)")
+    add_analyze_options(p)
     p.set_defaults(run=run_analyze)
 
 
@@ -38,13 +41,4 @@ def run_dynamics(args: argparse.Namespace) -> int:
     print(f"  hops: {summary.hops} accepted, {summary.frustrated_hops} frustrated, {summary.forced_hops} forced to S0")
     print("  trajectories: " + ", ".join(f"{name} {count}" for name, count in summary.status_counts.items()))
     print(f"  results: {summary.output}  (exsnn analyze {summary.output} for plots)")
-    return 0
-
-
-def run_analyze(args: argparse.Namespace) -> int:
-    from exsnn.dynamics.analysis import analyze_run
-
-    written = analyze_run(args.run_file, args.output)
-    for label, path in written.items():
-        print(f"{label}: {path}")
     return 0
