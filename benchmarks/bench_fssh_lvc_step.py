@@ -1,8 +1,9 @@
 """Step time of the FSSH engine on the SO2 LVC model (3 singlets) for 1, 100 and 10,000 trajectories.
 
-Wigner-sampled trajectories start on S2 with EDC decoherence and automatic electronic substeps; the time per step
-is averaged over --steps steps after one warm-up step. Also reports the share of a step spent in the potential
-(energies, active-state forces, NACs), which measures the engine's own overhead. Threads: torch 1 (--threads).
+Wigner-sampled trajectories start on S2 with EDC decoherence and automatic electronic substeps (each trajectory its
+own number); the time per step is averaged over --steps steps after one warm-up step. Also reports the share of a
+step spent in the potential (energies, active-state forces, NACs), which measures the engine's own overhead.
+Threads: torch 1 (--threads).
 
     .venv/bin/python benchmarks/bench_fssh_lvc_step.py [--steps 50]   # needs ../shared/data
 """

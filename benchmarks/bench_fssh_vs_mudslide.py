@@ -25,7 +25,11 @@ from exsnn.dynamics.scattering import default_start, default_time_step, run_scat
 from exsnn.potentials.tully import TULLY_MODELS
 from exsnn.validation.wavepacket import exact_scattering
 
-MUDSLIDE_MODELS = {"tully1": "TullySimpleAvoidedCrossing", "tully2": "TullyDualAvoidedCrossing", "tully3": "TullyExtendedCouplingReflection"}
+MUDSLIDE_MODELS = {
+    "tully1": "TullySimpleAvoidedCrossing",
+    "tully2": "TullyDualAvoidedCrossing",
+    "tully3": "TullyExtendedCouplingReflection",
+}
 
 
 def run_mudslide(model: str, momentum: float, n: int, seed: int, dt: float) -> tuple[float, dict[str, float]]:
@@ -39,8 +43,15 @@ def run_mudslide(model: str, momentum: float, n: int, seed: int, dt: float) -> t
     counts = {"R_lower": 0, "T_lower": 0, "R_upper": 0, "T_upper": 0}
     start = time.perf_counter()
     for k in range(n):
-        trajectory = SurfaceHoppingMD(potential, [float(positions[k, 0, 0])], [float(velocities[k, 0, 0])], 0,
-                                      dt=dt, bounds=[[x0], [-x0]], seed_sequence=seed * 100_000 + k)
+        trajectory = SurfaceHoppingMD(
+            potential,
+            [float(positions[k, 0, 0])],
+            [float(velocities[k, 0, 0])],
+            0,
+            dt=dt,
+            bounds=[[x0], [-x0]],
+            seed_sequence=seed * 100_000 + k,
+        )
         trajectory.simulate()
         side = "T" if trajectory.position[0] > 0 else "R"
         counts[f"{side}_{'upper' if trajectory.state == 1 else 'lower'}"] += 1
@@ -70,9 +81,27 @@ def main() -> None:
 
     start = time.perf_counter()
     cli = subprocess.run(
-        [sys.executable, "-m", "exsnn.cli.main", "scatter", "--model", args.model, "--momentum", str(args.momentum),
-         "--ntraj", str(args.ntraj), "--seed", str(args.seed), "--dt", str(dt), "--json"],
-        capture_output=True, text=True, check=True, env={**__import__("os").environ, "OMP_NUM_THREADS": str(args.threads)},
+        [
+            sys.executable,
+            "-m",
+            "exsnn.cli.main",
+            "scatter",
+            "--model",
+            args.model,
+            "--momentum",
+            str(args.momentum),
+            "--ntraj",
+            str(args.ntraj),
+            "--seed",
+            str(args.seed),
+            "--dt",
+            str(dt),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": str(args.threads)},
     )
     cli_per_traj = (time.perf_counter() - start) / args.ntraj
     cli_result = json.loads(cli.stdout)
@@ -80,16 +109,26 @@ def main() -> None:
     mudslide_per_traj, mudslide_p = run_mudslide(args.model, args.momentum, args.mudslide_ntraj, args.seed, dt)
     exact = exact_scattering(TULLY_MODELS[args.model], args.momentum).as_dict()
 
-    print(f"{args.model}, k = {args.momentum:g} a.u., dt = {dt:.3g} a.u., Wigner-sampled wavepacket, no decoherence; "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"{'outcome':9s} {'exsnn (N=' + str(args.ntraj) + ')':>22s} {'mudslide (N=' + str(args.mudslide_ntraj) + ')':>22s} {'exact':>8s}")
+    print(
+        f"{args.model}, k = {args.momentum:g} a.u., dt = {dt:.3g} a.u., Wigner-sampled wavepacket, no decoherence; "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"{'outcome':9s} {'exsnn (N=' + str(args.ntraj) + ')':>22s} {'mudslide (N=' + str(args.mudslide_ntraj) + ')':>22s} {'exact':>8s}"
+    )
     for key in ("R_lower", "T_lower", "R_upper", "T_upper"):
         p, q = ours.probabilities[key], mudslide_p[key]
-        print(f"{key:9s} {p:14.4f} +/- {ours.errors[key]:.4f} {q:14.4f} +/- {error(q, args.mudslide_ntraj):.4f} {exact[key]:8.4f}")
+        print(
+            f"{key:9s} {p:14.4f} +/- {ours.errors[key]:.4f} {q:14.4f} +/- {error(q, args.mudslide_ntraj):.4f} {exact[key]:8.4f}"
+        )
     assert cli_result["T_upper"] == ours.probabilities["T_upper"], "CLI and in-process runs must agree"
-    print(f"time per trajectory: exsnn in-process {ours_per_traj * 1e6:9.1f} us | exsnn CLI (start-up included) "
-          f"{cli_per_traj * 1e6:9.1f} us | mudslide {mudslide_per_traj * 1e6:9.1f} us")
-    print(f"throughput ratio vs mudslide: in-process {mudslide_per_traj / ours_per_traj:7.0f}x | CLI {mudslide_per_traj / cli_per_traj:7.0f}x")
+    print(
+        f"time per trajectory: exsnn in-process {ours_per_traj * 1e6:9.1f} us | exsnn CLI (start-up included) "
+        f"{cli_per_traj * 1e6:9.1f} us | mudslide {mudslide_per_traj * 1e6:9.1f} us"
+    )
+    print(
+        f"throughput ratio vs mudslide: in-process {mudslide_per_traj / ours_per_traj:7.0f}x | CLI {mudslide_per_traj / cli_per_traj:7.0f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -69,19 +69,32 @@ def main() -> None:
     network = MultiStateNetwork(config)
     with tempfile.TemporaryDirectory() as folder:
         model_file = Path(folder) / "model.pt"
-        torch.save({"format": "exsnn-model", "version": 1, "network": config.as_dict(), "state_dict": network.state_dict(), "double": False}, model_file)
+        torch.save(
+            {
+                "format": "exsnn-model",
+                "version": 1,
+                "network": config.as_dict(),
+                "state_dict": network.state_dict(),
+                "double": False,
+            },
+            model_file,
+        )
         potential = ModelPotential(model_file, NUMBERS)
         baseline = single_state_painn(args.width, args.interactions, 10.0)
-        print(f"PaiNN {args.width} x {args.interactions}, 3 states, 6 atoms, float32, torch threads {torch.get_num_threads()}")
-        print(f"{'batch':>6s} {'active-state':>14s} {'all-states':>12s} {'1-state PaiNN':>14s}   (microseconds per structure)")
+        print(
+            f"PaiNN {args.width} x {args.interactions}, 3 states, 6 atoms, float32, torch threads {torch.get_num_threads()}"
+        )
+        print(
+            f"{'batch':>6s} {'active-state':>14s} {'all-states':>12s} {'1-state PaiNN':>14s}   (microseconds per structure)"
+        )
         for size in (1, 10, 100, 1000):
             positions = geometries(size)
             batch = potential.batch(positions)
             states = torch.randint(0, 3, (size,))
             repeats = max(3, 300 // size)
-            active = timed(lambda: network(batch, forces="selected", states=states), repeats) / size
-            every = timed(lambda: network(batch, forces="all"), repeats) / size
-            single = timed(lambda: baseline(dict(batch)), repeats) / size
+            active = timed(lambda batch=batch, states=states: network(batch, forces="selected", states=states), repeats) / size
+            every = timed(lambda batch=batch: network(batch, forces="all"), repeats) / size
+            single = timed(lambda batch=batch: baseline(dict(batch)), repeats) / size
             print(f"{size:6d} {active * 1e6:14.1f} {every * 1e6:12.1f} {single * 1e6:14.1f}")
 
         optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
@@ -90,12 +103,18 @@ def main() -> None:
 
         def train_step() -> None:
             out = network(train_batch, forces="all", create_graph=True)
-            loss = ((out["energies"] + 94.2 - targets) ** 2).mean() + (out["forces"] ** 2).mean() + (out["smooth_nacs"] ** 2).mean()
+            loss = (
+                ((out["energies"] + 94.2 - targets) ** 2).mean()
+                + (out["forces"] ** 2).mean()
+                + (out["smooth_nacs"] ** 2).mean()
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
 
-        print(f"training throughput (batch 32, forces of all states, couplings): {32 / timed(train_step, 10):.0f} frames/s")
+        print(
+            f"training throughput (batch 32, forces of all states, couplings): {32 / timed(train_step, 10):.0f} frames/s"
+        )
 
         n = 100
         engine = FSSHEngine(potential, FSSHSettings(dt=0.5 * FS_IN_AU_TIME, n_steps=100, seed=1))
@@ -103,11 +122,17 @@ def main() -> None:
         state = engine.initial_state(positions, torch.zeros_like(positions), torch.full((n,), 2))
         step = timed(lambda: engine.step(state), 10)
         call = timed(lambda: potential.compute(state.positions, states=state.active, nacs=True), 10)
-        alone = timed(lambda: [potential.compute(state.positions[k : k + 1], all_forces=True, nacs=True) for k in range(n)], 2)
-        print(f"FSSH with the network, {n} trajectories: step {step * 1e3:.1f} ms, one batched potential call "
-              f"{call * 1e3:.1f} ms -> integrator adds {100 * (step - call) / call:.0f}%")
-        print(f"  each trajectory alone with all states' forces: {alone * 1e3:.1f} ms per step -> batched FSSH is "
-              f"{alone / step:.0f}x faster per trajectory")
+        alone = timed(
+            lambda: [potential.compute(state.positions[k : k + 1], all_forces=True, nacs=True) for k in range(n)], 2
+        )
+        print(
+            f"FSSH with the network, {n} trajectories: step {step * 1e3:.1f} ms, one batched potential call "
+            f"{call * 1e3:.1f} ms -> integrator adds {100 * (step - call) / call:.0f}%"
+        )
+        print(
+            f"  each trajectory alone with all states' forces: {alone * 1e3:.1f} ms per step -> batched FSSH is "
+            f"{alone / step:.0f}x faster per trajectory"
+        )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,18 @@ def main() -> None:
         frames = label_frames(potential, positions, {"source": "wigner", "spread": "3x harmonic"})
         append_frames(data, frames, DatasetMetadata(n_states=3, method="LVC (SO2, SchNarc parameters)", program="exsnn"))
     network = ArchitectureConfig(n_atom_basis=args.width, n_interactions=args.interactions, cutoff=8.0)
-    result = train(TrainingConfig(data=str(data), output=str(out / "model"), network=network, max_epochs=args.epochs, batch_size=32, learning_rate=1e-3, progress_bar=False, threads=1))
+    result = train(
+        TrainingConfig(
+            data=str(data),
+            output=str(out / "model"),
+            network=network,
+            max_epochs=args.epochs,
+            batch_size=32,
+            learning_rate=1e-3,
+            progress_bar=False,
+            threads=1,
+        )
+    )
     print(f"split {result['split']}, {result['epochs']} epochs")
     print(result["table_text"])
     print(f"model: {result['model']}; learning curve: {out / 'model' / 'learning_curve.png'}")

@@ -52,19 +52,29 @@ def main() -> None:
                                       executor=args.executor)
     excitations.write(out / "excitations.json")
     dE = excitations.excitation_energies
-    print("mean vertical excitation energies (eV): " + " ".join(f"S{k + 1} {e:.3f}" for k, e in enumerate(np.nanmean(dE, 0) * HARTREE_IN_EV)))
+    print(
+        "mean vertical excitation energies (eV): "
+        + " ".join(f"S{k + 1} {e:.3f}" for k, e in enumerate(np.nanmean(dE, 0) * HARTREE_IN_EV))
+    )
 
     selection = select_states(dE, excitations.strengths, window_ev=(8.0, 14.0), stochastic=True, seed=args.seed)
     for state in sorted(set(selection.state.tolist())):
         chosen = selection.geometry[selection.state == state]
-        path = write_structures(out / f"initial_conditions_S{state}.xyz", numbers, sample.positions[chosen],
-                                sample.velocities[chosen], info={"initial_state": state})
+        path = write_structures(
+            out / f"initial_conditions_S{state}.xyz",
+            numbers,
+            sample.positions[chosen],
+            sample.velocities[chosen],
+            info={"initial_state": state},
+        )
         print(f"S{state}: {len(chosen)} initial conditions -> {path}")
 
     ok = np.all(np.isfinite(excitations.energies), axis=1)
     spectrum = absorption_spectrum(dE[ok], excitations.strengths[ok], fwhm_ev=0.3, n_bootstrap=500, seed=args.seed)
-    print(f"spectrum: {spectrum.plot(out / 'spectrum.png')}, {spectrum.write_table(out / 'spectrum.txt')}; band maxima (eV) "
-          + " ".join(f"{label} {e:.2f}" for label, e in zip(spectrum.state_labels, spectrum.peaks_ev())))
+    print(
+        f"spectrum: {spectrum.plot(out / 'spectrum.png')}, {spectrum.write_table(out / 'spectrum.txt')}; band maxima (eV) "
+        + " ".join(f"{label} {e:.2f}" for label, e in zip(spectrum.state_labels, spectrum.peaks_ev()))
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The package map holds: no import cycles between exsnn modules, and no package imports a layer above it.
 
 Every `import`/`from ... import` statement is read from the source (top level and inside functions alike), so a
-lazy import inside a function counts as a dependency too; imports under `if TYPE_CHECKING:` (annotations only) do not. The potential registry names upper-layer loaders as strings
+lazy import inside a function counts as a dependency too; imports under `if TYPE_CHECKING:` (annotations only) do not.
+The potential registry names upper-layer loaders as strings
 ("exsnn.model.potential:load"), which is not an import of them.
 """
 
@@ -27,10 +28,33 @@ ALLOWED = {
     "model": {"errors", "units", "data", "potentials"},
     "photo": {"errors", "units", "data", "potentials", "qm", "parallel"},
     "analysis": {"errors", "units", "data", "dynamics"},
-    "active": {"errors", "units", "data", "potentials", "validation", "parallel", "dynamics", "qm", "model", "photo",
-               "analysis"},
-    "cli": {"errors", "units", "data", "potentials", "validation", "parallel", "dynamics", "qm", "model", "photo",
-            "analysis", "active"},
+    "active": {
+        "errors",
+        "units",
+        "data",
+        "potentials",
+        "validation",
+        "parallel",
+        "dynamics",
+        "qm",
+        "model",
+        "photo",
+        "analysis",
+    },
+    "cli": {
+        "errors",
+        "units",
+        "data",
+        "potentials",
+        "validation",
+        "parallel",
+        "dynamics",
+        "qm",
+        "model",
+        "photo",
+        "analysis",
+        "active",
+    },
 }
 
 
@@ -43,9 +67,12 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
     """The exsnn modules `path` imports (resolving `from package import module`)."""
     found: set[str] = set()
     tree = ast.parse(path.read_text())
-    typing_only = {id(inner) for node in ast.walk(tree)  # `if TYPE_CHECKING:` imports never run
-                   if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
-                   for inner in ast.walk(node)}
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)  # `if TYPE_CHECKING:` imports never run
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
     for node in ast.walk(tree):
         if id(node) in typing_only:
             continue
@@ -91,7 +118,8 @@ def test_packages_import_only_lower_layers(package: str) -> None:
     graph = import_graph()
     wrong = sorted(
         f"{module} imports {target}"
-        for module, targets in graph.items() if package_of(module) == package
+        for module, targets in graph.items()
+        if package_of(module) == package
         for target in targets
         if package_of(target) not in ALLOWED[package] | {package, ""}
     )

@@ -55,6 +55,7 @@ def test_unordered_energies_and_non_finite_values_are_flagged() -> None:
 
 def test_ch2nh2_short_distances_are_exactly_rows_1_to_10(shared_data) -> None:
     from conftest import CH2NH2_FILES
+
     from exsnn.data.importers import import_file
 
     imported = import_file(CH2NH2_FILES["spainn"])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import CH2NH2_FILES, H2O_DATASET
+
 from exsnn.data import read_frames
 
 

@@ -82,7 +82,9 @@ def test_run_file_contents_and_analysis(shared_data: Path, tmp_path: Path) -> No
     png = tmp_path / "run_populations.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = np.loadtxt(tmp_path / "run_populations.txt")
-    assert table.shape == (41, 7) and np.allclose(table[:, 1:4].sum(1), 1)
+    # columns: time, (classical, band low, band high) per state, quantum per state
+    assert table.shape == (41, 13) and np.allclose(table[:, [1, 4, 7]].sum(1), 1) and np.allclose(table[:, 10:13].sum(1), 1)
+    assert np.all(table[:, [2, 5, 8]] <= table[:, [1, 4, 7]] + 1e-12) and np.all(table[:, [3, 6, 9]] >= table[:, [1, 4, 7]] - 1e-12)
 
 
 def test_resume_after_sigkill_is_bit_identical(shared_data: Path, tmp_path: Path) -> None:
@@ -205,7 +207,9 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize("section, line, key", BAD_VALUES)
-def test_impossible_values_are_rejected_at_load_naming_file_and_key(shared_data: Path, tmp_path: Path, section: str, line: str, key: str) -> None:
+def test_impossible_values_are_rejected_at_load_naming_file_and_key(
+    shared_data: Path, tmp_path: Path, section: str, line: str, key: str
+) -> None:
     from exsnn.dynamics.config import load_config
     from exsnn.errors import DataError
 
@@ -218,9 +222,13 @@ def test_impossible_values_are_rejected_at_load_naming_file_and_key(shared_data:
     assert str(config) in str(raised.value) and key in str(raised.value)
 
 
-@pytest.mark.parametrize("replace, key", [("dt_fs = 0.5", "dt_fs = -0.5"), ("dt_fs = 0.5", "dt_fs = inf"),
-                                          ("duration_fs = 40.0", "duration_fs = nan")])
-def test_time_step_and_duration_must_be_positive_and_finite(shared_data: Path, tmp_path: Path, replace: str, key: str) -> None:
+@pytest.mark.parametrize(
+    "replace, key",
+    [("dt_fs = 0.5", "dt_fs = -0.5"), ("dt_fs = 0.5", "dt_fs = inf"), ("duration_fs = 40.0", "duration_fs = nan")],
+)
+def test_time_step_and_duration_must_be_positive_and_finite(
+    shared_data: Path, tmp_path: Path, replace: str, key: str
+) -> None:
     from exsnn.dynamics.config import load_config
     from exsnn.errors import DataError
 
@@ -237,8 +245,10 @@ def test_left_out_keys_take_the_dataclass_defaults(shared_data: Path, tmp_path: 
     from exsnn.dynamics.settings import FSSHSettings, OutputSettings
 
     path = tmp_path / "minimal.toml"
-    path.write_text(f'[potential]\nspec = "tully1"\n[initial_conditions]\nn_trajectories = 2\nsampling = "scattering"\n'
-                    f'momentum = 20.0\n[integrator]\ndt_fs = 0.1\nduration_fs = 1.0\n')
+    path.write_text(
+        '[potential]\nspec = "tully1"\n[initial_conditions]\nn_trajectories = 2\nsampling = "scattering"\n'
+        "momentum = 20.0\n[integrator]\ndt_fs = 0.1\nduration_fs = 1.0\n"
+    )
     config = load_config(path)
     reference = FSSHSettings(dt=config.settings.dt, n_steps=config.settings.n_steps)
     for f in fields(FSSHSettings):

@@ -10,7 +10,7 @@ import torch
 
 from exsnn.data.phases import state_signs_from_nacs
 from exsnn.dynamics.decoherence import energy_based_decoherence
-from exsnn.dynamics.fssh import FSSHEngine, LEFT_BOX, kinetic_energy
+from exsnn.dynamics.fssh import LEFT_BOX, FSSHEngine, kinetic_energy
 from exsnn.dynamics.hopping import attempt_hops
 from exsnn.dynamics.scattering import run_scattering, sample_initial_conditions
 from exsnn.dynamics.settings import FSSHSettings
@@ -114,7 +114,9 @@ def test_nac_based_sign_tracking_undoes_random_state_flips() -> None:
     true_signs[:, 0] = 1
     from exsnn.data.phases import pair_signs
 
-    flipped = (previous + 0.01 * torch.randn(previous.shape, generator=g, dtype=torch.float64)) * pair_signs(true_signs, 4)[:, :, None, None]
+    flipped = (previous + 0.01 * torch.randn(previous.shape, generator=g, dtype=torch.float64)) * pair_signs(
+        true_signs, 4
+    )[:, :, None, None]
     found = state_signs_from_nacs(flipped, previous, 4)
     assert torch.equal(found, true_signs)
 
@@ -129,7 +131,9 @@ def test_lvc_nve_on_one_state_conserves_energy_over_a_picosecond(so2: LVCPotenti
     settings = FSSHSettings(dt=0.5 * fs, n_steps=2000, decoherence="none", seed=1)
     engine = FSSHEngine(so2, settings)
     g = torch.Generator().manual_seed(3)
-    positions = so2.reference_positions()[None].repeat(8, 1, 1) + 0.05 * torch.randn((8, 3, 3), generator=g, dtype=torch.float64)
+    positions = so2.reference_positions()[None].repeat(8, 1, 1) + 0.05 * torch.randn(
+        (8, 3, 3), generator=g, dtype=torch.float64
+    )
     state = engine.initial_state(positions, torch.zeros_like(positions), torch.zeros(8, dtype=torch.long))
     hops, totals = [], []
 
@@ -181,7 +185,9 @@ def test_grad_v_criterion_decides_reflection(target_force: float, reflected: boo
 
 
 def test_forced_hop_to_ground_below_the_gap() -> None:
-    engine = FSSHEngine(TullyPotential("tully1"), FSSHSettings(dt=1.0, n_steps=1, forced_hop_gap=0.02, decoherence="none"))
+    engine = FSSHEngine(
+        TullyPotential("tully1"), FSSHSettings(dt=1.0, n_steps=1, forced_hop_gap=0.02, decoherence="none")
+    )
     positions = torch.zeros((2, 1, 3), dtype=torch.float64)
     positions[:, 0, 0] = torch.tensor([0.0, -30.0])  # gap 0.01 at the crossing, 0.02 far away
     velocities = torch.zeros_like(positions)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import CH2NH2_FILES, H2O_DATASET
+
 from exsnn.data import FrameArrays
 from exsnn.data.exporters import export_extxyz, export_spainn_db
 from exsnn.data.importers import detect_format, import_file

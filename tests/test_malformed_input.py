@@ -12,8 +12,8 @@ import ase.db
 import numpy as np
 import pytest
 from ase import Atoms
-
 from conftest import CH2NH2_FILES, H2O_DATASET
+
 from exsnn.data import DataError, count_frames
 from exsnn.data.importers import import_file
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import schnetpack.properties as structure
 import torch
 from scipy.spatial.transform import Rotation
 
-import schnetpack.properties as structure
 from exsnn.data import DatasetMetadata, append_frames
 from exsnn.data.torch_data import ExcitedStateTorchDataset
 from exsnn.dynamics.initial_conditions import wigner_harmonic
@@ -27,8 +27,18 @@ torch.manual_seed(0)
 
 def small_network(dipoles: bool = True, representation: str = "painn") -> MultiStateNetwork:
     torch.manual_seed(1)
-    config = NetworkConfig(n_states=3, n_atom_basis=16, n_interactions=2, n_rbf=8, cutoff=8.0, dipoles=dipoles, representation=representation,
-                           energy_mean_per_atom=[-1.0, -0.9, -0.8], energy_std_per_atom=0.1, coupling_scale=0.05)
+    config = NetworkConfig(
+        n_states=3,
+        n_atom_basis=16,
+        n_interactions=2,
+        n_rbf=8,
+        cutoff=8.0,
+        dipoles=dipoles,
+        representation=representation,
+        energy_mean_per_atom=[-1.0, -0.9, -0.8],
+        energy_std_per_atom=0.1,
+        coupling_scale=0.05,
+    )
     return MultiStateNetwork(config).double()
 
 
@@ -37,13 +47,20 @@ def molecule_batch(positions: torch.Tensor, numbers=(6, 7, 1, 1, 1, 1)) -> dict[
     n = len(numbers)
     i, j = torch.nonzero(~torch.eye(n, dtype=torch.bool)).T
     return {
-        structure.Z: torch.tensor(numbers), structure.R: positions.clone(), structure.n_atoms: torch.tensor([n]),
-        structure.idx_m: torch.zeros(n, dtype=torch.long), structure.idx_i: i, structure.idx_j: j,
+        structure.Z: torch.tensor(numbers),
+        structure.R: positions.clone(),
+        structure.n_atoms: torch.tensor([n]),
+        structure.idx_m: torch.zeros(n, dtype=torch.long),
+        structure.idx_i: i,
+        structure.idx_j: j,
         structure.offsets: torch.zeros((len(i), 3), dtype=torch.float64),
     }
 
 
-GEOMETRY = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, 2.5], [1.8, 0.2, -1.0], [-1.7, 0.1, -1.1], [1.7, -0.3, 3.4], [-1.8, 0.2, 3.5]], dtype=torch.float64)
+GEOMETRY = torch.tensor(
+    [[0.0, 0.0, 0.0], [0.1, 0.0, 2.5], [1.8, 0.2, -1.0], [-1.7, 0.1, -1.1], [1.7, -0.3, 3.4], [-1.8, 0.2, 3.5]],
+    dtype=torch.float64,
+)
 
 
 @pytest.mark.parametrize("representation", ["painn", "so3net"])
@@ -51,12 +68,16 @@ def test_energies_invariant_and_vectors_equivariant(representation: str) -> None
     net = small_network(representation=representation)
     base = net(molecule_batch(GEOMETRY), forces="all")
     rotation = torch.tensor(Rotation.random(random_state=3).as_matrix())
-    moved = net(molecule_batch(GEOMETRY @ rotation.T + torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64)), forces="all")
+    moved = net(
+        molecule_batch(GEOMETRY @ rotation.T + torch.tensor([3.0, -1.0, 2.0], dtype=torch.float64)), forces="all"
+    )
     torch.testing.assert_close(moved["energies"], base["energies"], atol=1e-9, rtol=0)
     for key in ("forces", "smooth_nacs", "nacs", "dipoles"):
         torch.testing.assert_close(moved[key], base[key] @ rotation.T, atol=1e-9, rtol=1e-7, msg=key)
     perm = torch.tensor([0, 1, 3, 2, 5, 4])  # swap equivalent hydrogens' labels
-    permuted = net(molecule_batch(GEOMETRY[perm], numbers=tuple(np.array([6, 7, 1, 1, 1, 1])[perm.numpy()])), forces="all")
+    permuted = net(
+        molecule_batch(GEOMETRY[perm], numbers=tuple(np.array([6, 7, 1, 1, 1, 1])[perm.numpy()])), forces="all"
+    )
     torch.testing.assert_close(permuted["energies"], base["energies"], atol=1e-10, rtol=0)
     for key in ("forces", "smooth_nacs", "nacs"):
         torch.testing.assert_close(permuted[key], base[key][perm], atol=1e-10, rtol=1e-8, msg=key)
@@ -72,7 +93,10 @@ def test_forces_are_minus_the_finite_difference_gradient() -> None:
             plus, minus = GEOMETRY.clone(), GEOMETRY.clone()
             plus[a, c] += h
             minus[a, c] -= h
-            fd[a, :, c] = -(net(molecule_batch(plus), forces=None)["energies"][0] - net(molecule_batch(minus), forces=None)["energies"][0]) / (2 * h)
+            fd[a, :, c] = -(
+                net(molecule_batch(plus), forces=None)["energies"][0]
+                - net(molecule_batch(minus), forces=None)["energies"][0]
+            ) / (2 * h)
     torch.testing.assert_close(out["forces"], fd, atol=1e-8, rtol=1e-6)
 
 
@@ -82,8 +106,10 @@ def test_active_state_path_equals_all_states_path() -> None:
     batch = molecule_batch(positions[:6])
     batch = {k: v for k, v in batch.items()}
     two = {  # two molecules in one batch
-        structure.Z: torch.tensor([6, 7, 1, 1, 1, 1] * 2), structure.R: torch.cat([GEOMETRY, GEOMETRY * 1.05]),
-        structure.n_atoms: torch.tensor([6, 6]), structure.idx_m: torch.arange(2).repeat_interleave(6),
+        structure.Z: torch.tensor([6, 7, 1, 1, 1, 1] * 2),
+        structure.R: torch.cat([GEOMETRY, GEOMETRY * 1.05]),
+        structure.n_atoms: torch.tensor([6, 6]),
+        structure.idx_m: torch.arange(2).repeat_interleave(6),
         structure.idx_i: torch.cat([batch[structure.idx_i], batch[structure.idx_i] + 6]),
         structure.idx_j: torch.cat([batch[structure.idx_j], batch[structure.idx_j] + 6]),
         structure.offsets: torch.zeros((60, 3), dtype=torch.float64),
@@ -101,7 +127,9 @@ def lvc_dataset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     reference, masses, frequencies, modes = potential.harmonic_modes()
     positions, _ = wigner_harmonic(reference, masses, frequencies / 9.0, modes, 400, seed=5)
     path = tmp_path_factory.mktemp("lvc") / "so2_lvc.h5"
-    append_frames(path, label_frames(potential, positions, {"source": "wigner"}), DatasetMetadata(n_states=3, method="LVC"))
+    append_frames(
+        path, label_frames(potential, positions, {"source": "wigner"}), DatasetMetadata(n_states=3, method="LVC")
+    )
     return path
 
 
@@ -113,8 +141,17 @@ def test_phase_free_loss_ignores_consistent_flips_only(lvc_dataset: Path) -> Non
     out = net(batch, forces="all")
     reference, _ = compute_loss(out, batch, LossWeights(), LabelScales(nacs=0.05))
     flipped = dict(batch)
-    state_signs = torch.tensor([[1, -1, 1], [1, 1, -1], [1, -1, -1], [1, 1, 1], [1, -1, 1], [1, 1, -1]], dtype=torch.float64)
-    pair = torch.stack([state_signs[:, 0] * state_signs[:, 1], state_signs[:, 0] * state_signs[:, 2], state_signs[:, 1] * state_signs[:, 2]], 1)
+    state_signs = torch.tensor(
+        [[1, -1, 1], [1, 1, -1], [1, -1, -1], [1, 1, 1], [1, -1, 1], [1, 1, -1]], dtype=torch.float64
+    )
+    pair = torch.stack(
+        [
+            state_signs[:, 0] * state_signs[:, 1],
+            state_signs[:, 0] * state_signs[:, 2],
+            state_signs[:, 1] * state_signs[:, 2],
+        ],
+        1,
+    )
     flipped["nacs"] = batch["nacs"] * pair[batch[structure.idx_m]][:, :, None]
     same, _ = compute_loss(out, flipped, LossWeights(), LabelScales(nacs=0.05))
     torch.testing.assert_close(same, reference, atol=1e-12, rtol=1e-10)
@@ -153,7 +190,11 @@ def test_training_checkpoints_resume_and_model_potential(lvc_dataset: Path, tmp_
     point = exsnn("point", "--potential", f"model:{out}", xyz, "--json")
     assert point.returncode == 0, point.stderr
     frame = json.loads(point.stdout)[0]
-    assert np.shape(frame["energies"]) == (3,) and np.shape(frame["gradients"]) == (3, 3, 3) and np.shape(frame["nacs"]) == (3, 3, 3)
+    assert (
+        np.shape(frame["energies"]) == (3,)
+        and np.shape(frame["gradients"]) == (3, 3, 3)
+        and np.shape(frame["nacs"]) == (3, 3, 3)
+    )
     # the trained model drives surface hopping (geometries from the dataset itself)
     config = tmp_path / "ml.toml"
     config.write_text(
@@ -170,8 +211,22 @@ def test_dipole_head_trains_on_ch2nh2_dipoles(shared_data: Path, tmp_path: Path)
 
     data = tmp_path / "ch2nh2.h5"
     assert exsnn("data", "import", CH2NH2_FILES["spainn"], data).returncode == 0
-    result = exsnn("train", data, "-o", tmp_path / "dip", "--dipoles", "--epochs", 1, "--width", 8, "--interactions", 1,
-                   "--threads", 1, "--no-progress")
+    result = exsnn(
+        "train",
+        data,
+        "-o",
+        tmp_path / "dip",
+        "--dipoles",
+        "--epochs",
+        1,
+        "--width",
+        8,
+        "--interactions",
+        1,
+        "--threads",
+        1,
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     table = json.loads((tmp_path / "dip" / "test_errors.json").read_text())
     assert set(table["dipoles"]["mae"]) == {"00", "01", "02", "11", "12", "22"}
@@ -183,8 +238,18 @@ def test_training_beats_the_mean_predictor(lvc_dataset: Path, tmp_path: Path) ->
     from exsnn.model.network import ArchitectureConfig
     from exsnn.model.training import TrainingConfig, train
 
-    result = train(TrainingConfig(data=str(lvc_dataset), output=str(tmp_path / "fit"),
-                                  network=ArchitectureConfig(n_atom_basis=32, n_interactions=2, cutoff=8.0), max_epochs=60, batch_size=16, learning_rate=1e-3, progress_bar=False, threads=1))
+    result = train(
+        TrainingConfig(
+            data=str(lvc_dataset),
+            output=str(tmp_path / "fit"),
+            network=ArchitectureConfig(n_atom_basis=32, n_interactions=2, cutoff=8.0),
+            max_epochs=60,
+            batch_size=16,
+            learning_rate=1e-3,
+            progress_bar=False,
+            threads=1,
+        )
+    )
     test_idx = np.load(tmp_path / "fit" / "split.npz")["test_idx"]
     energies = read_frames(lvc_dataset).energies
     mean_predictor = np.abs(energies[test_idx] - energies.mean(0)).mean(0) * 27211.386  # meV
@@ -200,8 +265,25 @@ def test_committee_potential_and_ase_calculator(lvc_dataset: Path, tmp_path: Pat
     from exsnn.units import ANGSTROM_IN_BOHR, HARTREE_IN_EV
 
     out = tmp_path / "committee"
-    result = exsnn("train", lvc_dataset, "-o", out, "--committee", 2, "--epochs", 1, "--width", 8, "--interactions", 1,
-                   "--threads", 1, "--no-progress", "--cutoff", 8.0)
+    result = exsnn(
+        "train",
+        lvc_dataset,
+        "-o",
+        out,
+        "--committee",
+        2,
+        "--epochs",
+        1,
+        "--width",
+        8,
+        "--interactions",
+        1,
+        "--threads",
+        1,
+        "--no-progress",
+        "--cutoff",
+        8.0,
+    )
     assert result.returncode == 0, result.stderr
     assert (out / "member_0" / "model.pt").exists() and (out / "member_1" / "model.pt").exists()
     numbers = np.array([16, 8, 8])
@@ -223,10 +305,14 @@ def test_committee_potential_and_ase_calculator(lvc_dataset: Path, tmp_path: Pat
     twin = ModelPotential(out / "member_0", numbers, dtype=torch.float64)
     twin.networks.append(flipped)
     flipped_nacs = flipped(twin.batch(positions), forces=None)["nacs"].reshape(1, 3, 3, 3).permute(0, 2, 1, 3)
-    torch.testing.assert_close(flipped_nacs, single * torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64)[None, :, None, None])
+    torch.testing.assert_close(
+        flipped_nacs, single * torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64)[None, :, None, None]
+    )
     torch.testing.assert_close(twin.compute(positions, nacs=True).nacs, single)
     atoms = Atoms(numbers=numbers, positions=positions[0].numpy() / ANGSTROM_IN_BOHR)
     atoms.calc = ExsnnCalculator(out / "member_0", state=1)
     direct = member.compute(positions, states=torch.tensor([1]), all_forces=True)
     assert atoms.get_potential_energy() == pytest.approx(direct.energies[0, 1].item() * HARTREE_IN_EV)
-    np.testing.assert_allclose(atoms.get_forces(), direct.forces[0].numpy() * HARTREE_IN_EV * ANGSTROM_IN_BOHR, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(
+        atoms.get_forces(), direct.forces[0].numpy() * HARTREE_IN_EV * ANGSTROM_IN_BOHR, rtol=1e-6, atol=1e-8
+    )

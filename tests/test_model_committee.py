@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import schnetpack.properties as structure
 import torch
 from test_model import GEOMETRY, molecule_batch, small_network
 
-import schnetpack.properties as structure
 from exsnn.model.loss import LabelScales, LossWeights, compute_loss
 from exsnn.model.potential import ModelPotential, model_files
 from exsnn.model.training import save_network
@@ -162,10 +163,7 @@ def test_ase_calculator_state_change_recomputes(tmp_path: Path) -> None:
     assert "energies" not in atoms.calc.results  # ASE's per-atom energies key is not reused for states
 
 
-def run_point(*args: object) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-    import sys
-
+def run_point(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "exsnn.cli.main", "point", *map(str, args)], capture_output=True, text=True)
 
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import H2O_DATASET
+
 from exsnn.errors import ConfigurationError
 from exsnn.parallel import WorkerDied, open_pool
 

@@ -14,10 +14,9 @@ from exsnn.errors import ConfigurationError, DataError, ElectronicStructureError
 from exsnn.photo.excitation import compute_excitations, delta_pulse_weights, read_excitations, select_states
 from exsnn.photo.modes import modes_from_hessian, read_modes
 from exsnn.photo.spectrum import ANGSTROM2_TO_MOLAR_ABSORPTIVITY, absorption_spectrum, cross_sections
-from exsnn.photo.structure import (default_masses, ground_state_gradient, ground_state_settings, harmonic_analysis,
-                                   optimize_geometry)
+from exsnn.photo.structure import default_masses, ground_state_gradient, ground_state_settings, harmonic_analysis, optimize_geometry
 from exsnn.photo.wigner import mean_mode_energy, mode_variances, sample_wigner
-from exsnn.units import ANGSTROM_IN_BOHR, AMU_IN_ELECTRON_MASS, EV_IN_HARTREE, HARTREE_IN_EV
+from exsnn.units import AMU_IN_ELECTRON_MASS, ANGSTROM_IN_BOHR, EV_IN_HARTREE, HARTREE_IN_EV
 
 HF = ground_state_settings("hf/sto-3g")
 WATER = (np.array([8, 1, 1]), np.array([[0.0, 0.0, 0.1], [0.0, 0.8, -0.5], [0.0, -0.75, -0.45]]) * ANGSTROM_IN_BOHR)
@@ -242,9 +241,18 @@ def test_a_single_line_integrates_to_its_oscillator_strength_times_pi_e2_over_2_
 def test_energy_factor_weights_each_line_by_de_over_e() -> None:
     """Crespo-Otero and Barbatti's dE/E factor: sigma(E) E / dE is the plain line, so it integrates to f C."""
     centre = 6.0 * EV_IN_HARTREE
-    plain = absorption_spectrum(np.array([[centre]]), np.array([[0.2]]), fwhm_ev=0.5, energy_range_ev=(2.0, 10.0), points=8001, n_bootstrap=0)
-    weighted = absorption_spectrum(np.array([[centre]]), np.array([[0.2]]), fwhm_ev=0.5, energy_range_ev=(2.0, 10.0), points=8001,
-                                   n_bootstrap=0, energy_factor=True)
+    plain = absorption_spectrum(
+        np.array([[centre]]), np.array([[0.2]]), fwhm_ev=0.5, energy_range_ev=(2.0, 10.0), points=8001, n_bootstrap=0
+    )
+    weighted = absorption_spectrum(
+        np.array([[centre]]),
+        np.array([[0.2]]),
+        fwhm_ev=0.5,
+        energy_range_ev=(2.0, 10.0),
+        points=8001,
+        n_bootstrap=0,
+        energy_factor=True,
+    )
     assert np.allclose(weighted.cross_section * plain.energy_ev / 6.0, plain.cross_section)
 
 
@@ -253,12 +261,15 @@ def test_spectrum_peaks_at_the_mean_vertical_excitation_energies() -> None:
     means_ev = np.array([5.0, 7.5])
     excitations = (means_ev + rng.normal(0, 0.25, (4000, 2))) * EV_IN_HARTREE
     strengths = np.column_stack([np.full(4000, 0.05), np.full(4000, 0.3)])
-    spectrum = absorption_spectrum(excitations, strengths, fwhm_ev=0.4, energy_range_ev=(3.5, 9.0), points=2001,
-                                   n_bootstrap=200, seed=1)
+    spectrum = absorption_spectrum(
+        excitations, strengths, fwhm_ev=0.4, energy_range_ev=(3.5, 9.0), points=2001, n_bootstrap=200, seed=1
+    )
     peaks = spectrum.peaks_ev()
     assert np.abs(np.array(peaks) - excitations.mean(axis=0) * HARTREE_IN_EV).max() < 0.03
     # the bootstrap band holds the spectrum and is narrow where the spectrum is well sampled
-    assert np.all(spectrum.band_low <= spectrum.cross_section + 1e-12) and np.all(spectrum.cross_section <= spectrum.band_high + 1e-12)
+    assert np.all(spectrum.band_low <= spectrum.cross_section + 1e-12) and np.all(
+        spectrum.cross_section <= spectrum.band_high + 1e-12
+    )
     top = np.argmax(spectrum.cross_section)
     assert (spectrum.band_high[top] - spectrum.band_low[top]) / spectrum.cross_section[top] < 0.1
     assert np.allclose(spectrum.per_state.sum(axis=1), spectrum.cross_section)
@@ -375,18 +386,59 @@ def test_command_line_from_structure_to_spectrum(tmp_path: Path, capsys: pytest.
     assert run_cli("frequencies", tmp_path / "opt.xyz", "--method", "hf/sto-3g", "-o", tmp_path / "modes.json") == 0
     modes = read_modes(tmp_path / "modes.json")
     assert len(modes.frequencies) == 3
-    assert run_cli("sample", tmp_path / "modes.json", "-n", "6", "--seed", "2", "--temperature", "300", "-o", tmp_path / "wigner.xyz") == 0
+    assert (
+        run_cli(
+            "sample",
+            tmp_path / "modes.json",
+            "-n",
+            "6",
+            "--seed",
+            "2",
+            "--temperature",
+            "300",
+            "-o",
+            tmp_path / "wigner.xyz",
+        )
+        == 0
+    )
     from exsnn.photo.io import read_geometries
 
     numbers, positions, velocities = read_geometries(tmp_path / "wigner.xyz")
     direct = sample_wigner(modes, 6, seed=2, temperature=300.0)
-    assert np.allclose(positions, direct.positions, atol=1e-7) and np.allclose(velocities, direct.velocities, rtol=1e-5, atol=1e-9)
-    assert run_cli("excite", tmp_path / "wigner.xyz", "--method", "tda-hf/sto-3g,states=3", "-o", tmp_path / "excite",
-                   "--window", "5:30", "--stochastic", "--seed", "1") == 0
+    assert np.allclose(positions, direct.positions, atol=1e-7) and np.allclose(
+        velocities, direct.velocities, rtol=1e-5, atol=1e-9
+    )
+    assert (
+        run_cli(
+            "excite",
+            tmp_path / "wigner.xyz",
+            "--method",
+            "tda-hf/sto-3g,states=3",
+            "-o",
+            tmp_path / "excite",
+            "--window",
+            "5:30",
+            "--stochastic",
+            "--seed",
+            "1",
+        )
+        == 0
+    )
     selection = json.loads((tmp_path / "excite" / "selection.json").read_text())
     assert selection["criteria"].startswith("excitation energy in [5, 30] eV")
-    assert run_cli("spectrum", tmp_path / "excite" / "excitations.json", "-o", tmp_path / "spectrum", "--fwhm", "0.3",
-                   "--bootstrap", "20") == 0
+    assert (
+        run_cli(
+            "spectrum",
+            tmp_path / "excite" / "excitations.json",
+            "-o",
+            tmp_path / "spectrum",
+            "--fwhm",
+            "0.3",
+            "--bootstrap",
+            "20",
+        )
+        == 0
+    )
     table = np.loadtxt(tmp_path / "spectrum.txt")
     assert table.shape[1] == 7 and (tmp_path / "spectrum.png").exists()
     out = capsys.readouterr().out
@@ -406,7 +458,9 @@ def test_ground_state_gradient_of_sa_casscf_matches_finite_differences() -> None
     plus[1, 2] += h
     minus = positions.copy()
     minus[1, 2] -= h
-    difference = (ground_state_gradient(numbers, plus, settings)[0] - ground_state_gradient(numbers, minus, settings)[0]) / (2 * h)
+    difference = (
+        ground_state_gradient(numbers, plus, settings)[0] - ground_state_gradient(numbers, minus, settings)[0]
+    ) / (2 * h)
     assert gradient[1, 2] == pytest.approx(difference, abs=1e-6)
     assert energy < 0
 
@@ -417,8 +471,22 @@ def test_command_line_with_an_lvc_model_gives_files_dynamics_reads(tmp_path: Pat
 
     template = shared_data / "schnarc" / "lvc_so2_3s" / "LVC.template"
     assert run_cli("sample", template, "-n", "200", "--seed", "4", "-o", tmp_path / "wigner.xyz") == 0
-    assert run_cli("excite", tmp_path / "wigner.xyz", "--potential", f"lvc:{template}", "-o", tmp_path / "excite",
-                   "--states", "2", "--stochastic", "--seed", "3") == 0
+    assert (
+        run_cli(
+            "excite",
+            tmp_path / "wigner.xyz",
+            "--potential",
+            f"lvc:{template}",
+            "-o",
+            tmp_path / "excite",
+            "--states",
+            "2",
+            "--stochastic",
+            "--seed",
+            "3",
+        )
+        == 0
+    )
     selection = json.loads((tmp_path / "excite" / "selection.json").read_text())["initial_conditions"]
     assert selection and all(row["state"] == 2 for row in selection)
     numbers, positions, velocities = read_geometries(tmp_path / "wigner.xyz")

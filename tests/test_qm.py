@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import H2O_DATASET
 
 import exsnn.qm
-from conftest import H2O_DATASET
 from exsnn.data import read_frames
 from exsnn.qm.excited import excited_states
 from exsnn.qm.labelling import label_file
@@ -115,7 +115,13 @@ def test_dask_workers_on_loopback_survive_a_killed_worker(tmp_path: Path) -> Non
 
             killer = threading.Thread(target=kill_one_worker)
             killer.start()
-            summary = label_file(source, output, parse_method("tda-hf/sto-3g", n_states=3, nacs="overlap"), executor=f"dask:{address}", progress=False)
+            summary = label_file(
+                source,
+                output,
+                parse_method("tda-hf/sto-3g", n_states=3, nacs="overlap"),
+                executor=f"dask:{address}",
+                progress=False,
+            )
             killer.join()
             assert pids[0] not in client.run(os.getpid).values()  # the worker really died (the nanny started another)
     assert summary.labelled == 10 and summary.failed == 0
@@ -126,18 +132,35 @@ def test_dask_workers_on_loopback_survive_a_killed_worker(tmp_path: Path) -> Non
 def test_pyscf_potential_in_point(tmp_path: Path) -> None:
     xyz = tmp_path / "water.xyz"
     xyz.write_text("3\nwater\nO 0.0 0.0 0.117\nH 0.0 0.757 -0.469\nH 0.0 -0.757 -0.469\n")
-    result = subprocess.run([sys.executable, "-m", "exsnn.cli.main", "point", "--potential", "pyscf:tda-hf/sto-3g,states=3", str(xyz), "--json"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exsnn.cli.main",
+            "point",
+            "--potential",
+            "pyscf:tda-hf/sto-3g,states=3",
+            str(xyz),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     frame = json.loads(result.stdout)[0]
-    direct = label_geometry(NUMBERS, np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.469], [0.0, -0.757, -0.469]]) * 1.8897261254578281, CIS)
+    direct = label_geometry(
+        NUMBERS, np.array([[0.0, 0.0, 0.117], [0.0, 0.757, -0.469], [0.0, -0.757, -0.469]]) * 1.8897261254578281, CIS
+    )
     np.testing.assert_allclose(frame["energies"], direct.energies, atol=1e-7)
     np.testing.assert_allclose(np.array(frame["gradients"]), -direct.forces.transpose(1, 0, 2), atol=1e-6)
     assert np.shape(frame["nacs"]) == (3, 3, 3)
     collapsed = tmp_path / "collapsed.xyz"
     collapsed.write_text("3\nH on O\nO 0.0 0.0 0.117\nH 0.0 0.0 0.117\nH 0.0 -0.757 -0.469\n")
-    failed = subprocess.run([sys.executable, "-m", "exsnn.cli.main", "point", "--potential", "pyscf:tda-hf/sto-3g", str(collapsed)],
-                            capture_output=True, text=True)
+    failed = subprocess.run(
+        [sys.executable, "-m", "exsnn.cli.main", "point", "--potential", "pyscf:tda-hf/sto-3g", str(collapsed)],
+        capture_output=True,
+        text=True,
+    )
     assert failed.returncode == 2 and "failed at frame(s) [0]" in failed.stderr and "PySCF failed" in failed.stderr
     from exsnn.qm.potential import parse_spec
 
@@ -150,8 +173,19 @@ def test_pyscf_potential_in_point(tmp_path: Path) -> None:
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 # exsnn.qm as a one-way chain: each module may import only modules before it (labelling and potential are two ends)
-QM_CHAIN = ["settings", "validation", "results", "scf", "excited", "overlap_nacs", "analytic_nacs", "casscf", "pyscf_backend",
-            "labelling", "potential"]
+QM_CHAIN = [
+    "settings",
+    "validation",
+    "results",
+    "scf",
+    "excited",
+    "overlap_nacs",
+    "analytic_nacs",
+    "casscf",
+    "pyscf_backend",
+    "labelling",
+    "potential",
+]
 
 
 def exsnn_imports(tree: ast.AST) -> list[tuple[str, ast.AST]]:
@@ -176,27 +210,54 @@ def test_exsnn_qm_imports_form_a_one_way_chain_at_top_level() -> None:
     for module in modules:
         tree = ast.parse((folder / f"{module}.py").read_text())
         imports = exsnn_imports(tree)
-        graph[module] = {name.split(".")[2] for name, _ in imports if name.startswith("exsnn.qm.") and name.split(".")[2] in QM_CHAIN}
+        graph[module] = {
+            name.split(".")[2] for name, _ in imports if name.startswith("exsnn.qm.") and name.split(".")[2] in QM_CHAIN
+        }
         top_level = {id(node) for node in tree.body}
         inside = sorted({name for name, node in imports if id(node) not in top_level})
         assert not inside, f"exsnn.qm.{module} imports {inside} inside a function: import exsnn modules at the top"
         for other in graph[module]:
-            assert QM_CHAIN.index(other) < QM_CHAIN.index(module), f"exsnn.qm.{module} imports exsnn.qm.{other}, later in the chain"
+            assert QM_CHAIN.index(other) < QM_CHAIN.index(module), (
+                f"exsnn.qm.{module} imports exsnn.qm.{other}, later in the chain"
+            )
     assert "potential" not in graph["labelling"] and "labelling" not in graph["potential"]
     order = list(graphlib.TopologicalSorter(graph).static_order())  # CycleError if any module imports itself back
     assert set(order) == set(modules)
-    assert graph["scf"] == {"results", "settings"} and "pyscf_backend" in graph["labelling"] and "pyscf_backend" in graph["potential"]
+    assert (
+        graph["scf"] == {"results", "settings"}
+        and "pyscf_backend" in graph["labelling"]
+        and "pyscf_backend" in graph["potential"]
+    )
     assert not exsnn_imports(ast.parse((folder / "__init__.py").read_text()))
 
 
-CH2NH2 = np.array([[0.0, 0.0, 0.0], [0.0, 0.02, 1.28], [0.01, 0.94, -0.54], [0.0, -0.94, -0.55], [0.02, 0.87, 1.85],
-                   [0.0, -0.87, 1.86]]) * 1.8897261254578281
+CH2NH2 = (
+    np.array(
+        [
+            [0.0, 0.0, 0.0],
+            [0.0, 0.02, 1.28],
+            [0.01, 0.94, -0.54],
+            [0.0, -0.94, -0.55],
+            [0.02, 0.87, 1.85],
+            [0.0, -0.87, 1.86],
+        ]
+    )
+    * 1.8897261254578281
+)
 
 
 def tight_states(numbers, positions, method, charge, n_states=3):
     """Settings and states converged tightly enough for finite-difference references at 1e-6."""
-    tight = parse_method(method, n_states=n_states, charge=charge, nacs="overlap", etf=False, fd_step=2.5e-4,
-                         scf_conv_tol=1e-14, scf_conv_tol_grad=1e-10)
+    tight = parse_method(
+        method,
+        n_states=n_states,
+        charge=charge,
+        nacs="overlap",
+        etf=False,
+        fd_step=2.5e-4,
+        scf_conv_tol=1e-14,
+        scf_conv_tol_grad=1e-10,
+    )
     states = excited_states(numbers, positions, tight)
     states.mf.conv_tol_cpscf = 1e-12
     return tight, states
@@ -219,15 +280,26 @@ def all_gradients(states) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "numbers, positions, method, charge, atol",
-    [(NUMBERS, WATER, "tda-hf/sto-3g", 0, 1e-5), (NUMBERS, WATER, "tda-hf/6-31g", 0, 1e-5),
-     (np.array([6, 7, 1, 1, 1, 1]), CH2NH2, "tda-hf/sto-3g", 1, 1e-5),
-     # full TDHF (RPA): pseudo-wavefunction overlaps with the response metric as the reference
-     (NUMBERS, WATER, "tddft-hf/6-31g", 0, 1e-5), (np.array([6, 7, 1, 1, 1, 1]), CH2NH2, "tddft-hf/sto-3g", 1, 1e-5),
-     # DFT: the analytic couplings differ from the finite-difference ones by the XC-grid noise (~1e-5)
-     pytest.param(NUMBERS, WATER, "tda-b3lyp/sto-3g", 0, 5e-5, marks=pytest.mark.slow),
-     pytest.param(NUMBERS, WATER, "tddft-b3lyp/sto-3g", 0, 5e-5, marks=pytest.mark.slow)],
-    ids=["H2O-CIS-STO-3G", "H2O-CIS-6-31G", "CH2NH2+-CIS-STO-3G", "H2O-TDHF-6-31G", "CH2NH2+-TDHF-STO-3G",
-         "H2O-TDA-B3LYP", "H2O-TDDFT-B3LYP"],
+    [
+        (NUMBERS, WATER, "tda-hf/sto-3g", 0, 1e-5),
+        (NUMBERS, WATER, "tda-hf/6-31g", 0, 1e-5),
+        (np.array([6, 7, 1, 1, 1, 1]), CH2NH2, "tda-hf/sto-3g", 1, 1e-5),
+        # full TDHF (RPA): pseudo-wavefunction overlaps with the response metric as the reference
+        (NUMBERS, WATER, "tddft-hf/6-31g", 0, 1e-5),
+        (np.array([6, 7, 1, 1, 1, 1]), CH2NH2, "tddft-hf/sto-3g", 1, 1e-5),
+        # DFT: the analytic couplings differ from the finite-difference ones by the XC-grid noise (~1e-5)
+        pytest.param(NUMBERS, WATER, "tda-b3lyp/sto-3g", 0, 5e-5, marks=pytest.mark.slow),
+        pytest.param(NUMBERS, WATER, "tddft-b3lyp/sto-3g", 0, 5e-5, marks=pytest.mark.slow),
+    ],
+    ids=[
+        "H2O-CIS-STO-3G",
+        "H2O-CIS-6-31G",
+        "CH2NH2+-CIS-STO-3G",
+        "H2O-TDHF-6-31G",
+        "CH2NH2+-TDHF-STO-3G",
+        "H2O-TDA-B3LYP",
+        "H2O-TDDFT-B3LYP",
+    ],
 )
 def test_analytic_nacs_of_every_pair_match_overlap_finite_differences(numbers, positions, method, charge, atol) -> None:
     from exsnn.qm.analytic_nacs import analytic_nacs
@@ -245,7 +317,9 @@ def test_analytic_nacs_of_every_pair_match_overlap_finite_differences(numbers, p
     np.testing.assert_allclose(plain.numerators, plain.nacs * gaps[None, :, None], atol=1e-12)
     with_etf = analytic_nacs(states, gradients, etf=True)
     # ETF reference: the overlap NACs minus the antisymmetric frozen-orbital overlap derivative (finite differences)
-    np.testing.assert_allclose(with_etf.nacs, reference.nacs - basis_translation_nacs(numbers, positions, tight, states), atol=atol)
+    np.testing.assert_allclose(
+        with_etf.nacs, reference.nacs - basis_translation_nacs(numbers, positions, tight, states), atol=atol
+    )
     # electron-translation factors: no net translation (exact for HF; DFT integration grids leave ~1e-5)
     assert np.abs(with_etf.nacs.sum(axis=0)).max() < (1e-9 if "hf" in method else 5e-5)
     assert np.abs(plain.nacs.sum(axis=0)).max() > 1e-2  # without them the sum over atoms does not vanish
@@ -260,8 +334,11 @@ def test_excited_pair_code_with_equal_states_is_the_gradient_and_antisymmetric(m
     gradients = all_gradients(states)
     td_gradient = excited_gradient_tool(states)
     for state in (1, 2, 3):  # h_II + grad E_0 is PySCF's gradient of state I
-        np.testing.assert_allclose(transition_gradient(states, td_gradient, gradients, state, state) + gradients[:, 0],
-                                   states.td.nuc_grad_method().kernel(state=state), atol=1e-6)  # PySCF's own Z-vector tolerance
+        np.testing.assert_allclose(
+            transition_gradient(states, td_gradient, gradients, state, state) + gradients[:, 0],
+            states.td.nuc_grad_method().kernel(state=state),
+            atol=1e-6,
+        )  # PySCF's own Z-vector tolerance
     E = states.energies
     for etf in (True, False):
         d12 = excited_pair_numerator(states, td_gradient, gradients, 1, 2, etf) / (E[2] - E[1])
@@ -278,7 +355,9 @@ def test_analytic_nacs_are_the_default() -> None:
     fallback = label_geometry(NUMBERS, WATER, parse_method("tda-hf/sto-3g", n_states=3, nacs="overlap"))
     # the finite-difference fallback applies ETF too (default SCF tolerance and step: agreement to ~1e-4)
     assert np.abs(fallback.nacs.sum(axis=0)).max() < 2e-4
-    np.testing.assert_allclose(fallback.nacs, label_geometry(NUMBERS, WATER, parse_method("tda-hf/sto-3g", n_states=3)).nacs, atol=2e-4)
+    np.testing.assert_allclose(
+        fallback.nacs, label_geometry(NUMBERS, WATER, parse_method("tda-hf/sto-3g", n_states=3)).nacs, atol=2e-4
+    )
 
 
 def test_states_follow_a_reference_geometry_root_flips_and_phases() -> None:
@@ -292,7 +371,9 @@ def test_states_follow_a_reference_geometry_root_flips_and_phases() -> None:
     flipped = reference_wavefunction(NUMBERS, WATER, settings)
     flipped.amplitudes[0] *= -1  # the reference's S1 with the other sign: S1's couplings change sign here too
     opposite = label_geometry(NUMBERS, nearby, settings, reference=flipped)
-    np.testing.assert_allclose(opposite.nacs[:, [0, 2]], -followed.nacs[:, [0, 2]], atol=1e-6)  # 01, 12 (two separate runs)
+    np.testing.assert_allclose(
+        opposite.nacs[:, [0, 2]], -followed.nacs[:, [0, 2]], atol=1e-6
+    )  # 01, 12 (two separate runs)
     np.testing.assert_allclose(opposite.nacs[:, 1], followed.nacs[:, 1], atol=1e-6)  # 02
     swapped = reference_wavefunction(NUMBERS, WATER, settings)
     swapped.amplitudes = swapped.amplitudes[::-1].copy()  # a reference whose S1 and S2 have exchanged characters
@@ -311,7 +392,10 @@ def test_sa_casscf_option_gradients_and_nacs() -> None:
     plus, minus = CH2NH2.copy(), CH2NH2.copy()
     plus[1, 2] += h
     minus[1, 2] -= h
-    energies = [label_geometry(numbers, p, parse_method("casscf(2,2)/sto-3g", n_states=2, charge=1, nacs="none")).energies for p in (plus, minus)]
+    energies = [
+        label_geometry(numbers, p, parse_method("casscf(2,2)/sto-3g", n_states=2, charge=1, nacs="none")).energies
+        for p in (plus, minus)
+    ]
     np.testing.assert_allclose(result.forces[1, :, 2], -(energies[0] - energies[1]) / (2 * h), atol=1e-6)
     with pytest.raises(ValueError, match="analytic"):
         parse_method("casscf(2,2)/sto-3g", n_states=2, nacs="overlap")
@@ -322,8 +406,23 @@ def test_label_cli_with_a_reference_records_overlaps_and_near_degenerate_couplin
 
     source = geometries_file(tmp_path, 2)
     output = tmp_path / "out.h5"
-    command = [sys.executable, "-m", "exsnn.cli.main", "label", str(source), "-o", str(output), "--method", "tda-hf/sto-3g",
-               "--reference", str(source), "--executor", "serial", "--no-progress", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "exsnn.cli.main",
+        "label",
+        str(source),
+        "-o",
+        str(output),
+        "--method",
+        "tda-hf/sto-3g",
+        "--reference",
+        str(source),
+        "--executor",
+        "serial",
+        "--no-progress",
+        "--json",
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     provenance = [json.loads(p) for p in read_frames(output).provenance]
@@ -349,7 +448,9 @@ def test_scf_falls_back_to_a_previous_density() -> None:
     settings = parse_method("tda-hf/sto-3g", n_states=3)
     nearby = excited_states(NUMBERS, WATER * 1.02, settings).density()
     broken_guess = np.full_like(nearby, np.nan)
-    mf, attempts = run_scf(build_molecule(NUMBERS, WATER, settings), settings, guess_dm=broken_guess, previous_dm=nearby)
+    mf, attempts = run_scf(
+        build_molecule(NUMBERS, WATER, settings), settings, guess_dm=broken_guess, previous_dm=nearby
+    )
     assert attempts == ["default: ValueError", "previous density: converged"]
     np.testing.assert_allclose(mf.e_tot, excited_states(NUMBERS, WATER, settings).energies[0], atol=1e-9)
 
@@ -367,8 +468,17 @@ def test_on_the_fly_surface_hopping_with_pyscf_conserves_energy(tmp_path: Path) 
             '[potential]\nspec = "pyscf:tda-hf/sto-3g,states=3"\n'
             '[initial_conditions]\nsampling = "file"\nfile = "start.xyz"\nn_trajectories = 2\ninitial_state = 2\nseed = 3\n'
             f'[integrator]\ndt_fs = {dt}\nduration_fs = 0.4\ndecoherence = "edc"\nrescale = "nac"\n'
-            '[output]\nfile = "run.h5"\nrecord_every = 1\ngeometry_every = 4\ncheckpoint_every = 4\n')
-        command = [sys.executable, "-m", "exsnn.cli.main", "dynamics", str(tmp_path / "run.toml"), "--no-progress", "--overwrite"]
+            '[output]\nfile = "run.h5"\nrecord_every = 1\ngeometry_every = 4\ncheckpoint_every = 4\n'
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "exsnn.cli.main",
+            "dynamics",
+            str(tmp_path / "run.toml"),
+            "--no-progress",
+            "--overwrite",
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         with h5py.File(tmp_path / "run.h5") as h5:

@@ -9,13 +9,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from test_parallel import command_line, descendants, gone
 
 from exsnn.errors import ConfigurationError
 from exsnn.potentials.spec import load_potential
 from exsnn.qm.potential import PySCFPotential, parse_spec
 from exsnn.qm.pyscf_backend import label_geometry
 from exsnn.qm.settings import parse_method
-from test_parallel import command_line, descendants, gone
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -158,7 +158,6 @@ def test_on_the_fly_surface_hopping_on_two_workers_writes_the_serial_ensemble(tm
     import sys
 
     import h5py
-
     from conftest import H2O_DATASET
 
     lines = H2O_DATASET.read_text().splitlines()

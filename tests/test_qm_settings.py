@@ -166,13 +166,28 @@ def test_option_names_follow_the_caller() -> None:
         check_method(settings, WATER_NUMBERS, WATER, options={"charge": "pyscf:tda-hf/sto-3g,charge=1"})
 
 
-@pytest.mark.parametrize(("numbers", "positions", "field", "words"), [
-    (WATER_NUMBERS, np.where(np.arange(9).reshape(3, 3) == 4, np.nan, WATER), "frame 7: positions", "non-finite coordinates of atom(s) 1 (H)"),
-    (WATER_NUMBERS, np.array([[0, 0, 0], [0, 0, 0.3], [0, 1.4, -0.9]]), "frame 7: positions", "atoms 0 (O) and 1 (H) are 0.300 Bohr apart"),
-    (WATER_NUMBERS, WATER[:2], "frame 7: positions", "expected shape (3, 3)"),
-    (np.array([8, 1, 0]), WATER, "frame 7: numbers", "unknown atomic numbers [0]"),
-])
-def test_bad_coordinates_name_the_file_frame_and_field(numbers: np.ndarray, positions: np.ndarray, field: str, words: str) -> None:
+@pytest.mark.parametrize(
+    ("numbers", "positions", "field", "words"),
+    [
+        (
+            WATER_NUMBERS,
+            np.where(np.arange(9).reshape(3, 3) == 4, np.nan, WATER),
+            "frame 7: positions",
+            "non-finite coordinates of atom(s) 1 (H)",
+        ),
+        (
+            WATER_NUMBERS,
+            np.array([[0, 0, 0], [0, 0, 0.3], [0, 1.4, -0.9]]),
+            "frame 7: positions",
+            "atoms 0 (O) and 1 (H) are 0.300 Bohr apart",
+        ),
+        (WATER_NUMBERS, WATER[:2], "frame 7: positions", "expected shape (3, 3)"),
+        (np.array([8, 1, 0]), WATER, "frame 7: numbers", "unknown atomic numbers [0]"),
+    ],
+)
+def test_bad_coordinates_name_the_file_frame_and_field(
+    numbers: np.ndarray, positions: np.ndarray, field: str, words: str
+) -> None:
     with pytest.raises(DataError) as error:
         check_settings(parse_qm_spec("tda-hf/sto-3g"), numbers, positions, "traj.xyz", frame=7)
     assert str(error.value).startswith(f"traj.xyz: {field}: ") and words in str(error.value), str(error.value)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import schnetpack.properties as structure
 import torch
-
 from conftest import H2O_DATASET
+
 from exsnn.data import FrameArrays, append_frames
 from exsnn.data.importers import import_file
 from exsnn.data.splits import load_split, split_indices, state_statistics

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import H2O_DATASET
+
 from exsnn.data import DatasetMetadata, Frame, append_frames
 
 

@@ -56,7 +56,12 @@ def main() -> None:
     frames = [label(EQUILIBRIUM_BOHR + rng.normal(0.0, DISPLACEMENT_BOHR, size=(3, 3))) for _ in range(N_FRAMES)]
     metadata = DatasetMetadata(n_states=N_STATES, method="TDA-HF (CIS)", basis="STO-3G", program="PySCF", program_version=pyscf.__version__)
     out = Path(__file__).with_name("h2o_cis_sto3g.xyz")
-    export_extxyz(FrameArrays.from_frames([f.validated(N_STATES, "generator", "frame") for f in frames], N_STATES), metadata, out, overwrite=True)
+    export_extxyz(
+        FrameArrays.from_frames([f.validated(N_STATES, "generator", "frame") for f in frames], N_STATES),
+        metadata,
+        out,
+        overwrite=True,
+    )
     print(f"wrote {len(frames)} frames to {out}")
 
 

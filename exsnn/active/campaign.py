@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from exsnn.active.config import CampaignConfig, load_config, parse_config
-from exsnn.active.decide import Decision, decide, finished_fraction
+from exsnn.active.decide import Decision, decide
 from exsnn.active.label import label_structures, oracle_metadata
 from exsnn.active.layout import CampaignDirectory, CampaignState, save_npz_atomic, write_atomic_text
 from exsnn.active.measure import Thresholds, calibrate, committee_errors
@@ -40,7 +40,7 @@ from exsnn.potentials.spec import load_potential
 
 def _load_oracle(config: CampaignConfig) -> Potential:
     numbers = None
-    for section, file in (("initial", config.initial.file), ("dynamics", config.dynamics.file)):
+    for file in (config.initial.file, config.dynamics.file):
         if file is not None:
             numbers = read_structures(config.resolve(file))[0][0]
             break

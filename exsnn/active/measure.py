@@ -12,7 +12,8 @@ Three disagreement measures per structure (atomic units), each the largest over 
 Thresholds (MLatom-style calibration, per property, adapted every iteration): lower = median + k MAD of the
 disagreement on frames the committee was not trained on (validation and held-out test frames), upper = factor x lower
 but never below a floor (by default 0.1 eV, 1 eV/Angstrom, 1 eV/Angstrom), so that thresholds that tighten as the
-committee improves keep selecting candidates without stopping trajectories the dynamics can trust. A structure whose disagreement exceeds `lower`
+committee improves keep selecting candidates without stopping trajectories the dynamics can trust.
+A structure whose disagreement exceeds `lower`
 is a labelling candidate; one that exceeds `upper` is not trusted (its trajectory stops there).
 """
 
@@ -34,7 +35,11 @@ from exsnn.units import ANGSTROM_IN_BOHR, EV_IN_HARTREE, HARTREE_IN_EV
 
 MEASURES = ("energies", "forces", "couplings")
 #: report units: eV, eV/Angstrom, eV/Angstrom
-TO_REPORT = {"energies": HARTREE_IN_EV, "forces": HARTREE_IN_EV * ANGSTROM_IN_BOHR, "couplings": HARTREE_IN_EV * ANGSTROM_IN_BOHR}
+TO_REPORT = {
+    "energies": HARTREE_IN_EV,
+    "forces": HARTREE_IN_EV * ANGSTROM_IN_BOHR,
+    "couplings": HARTREE_IN_EV * ANGSTROM_IN_BOHR,
+}
 
 
 def disagreement(potential: ModelPotential, out: PotentialOutput) -> np.ndarray:
@@ -42,7 +47,11 @@ def disagreement(potential: ModelPotential, out: PotentialOutput) -> np.ndarray:
     docstring); `out` is that call's output (for the gaps)."""
     spread = potential.last_disagreement
     energies = spread["energies"].amax(dim=1)
-    forces = torch.linalg.vector_norm(spread["forces"], dim=-1) if "forces" in spread else torch.zeros_like(energies)[:, None]
+    forces = (
+        torch.linalg.vector_norm(spread["forces"], dim=-1)
+        if "forces" in spread
+        else torch.zeros_like(energies)[:, None]
+    )
     forces = forces.flatten(1).amax(dim=1)
     couplings = torch.zeros_like(energies)
     if "nacs" in spread and potential.n_states > 1:
@@ -71,7 +80,9 @@ class Thresholds:
         return (values / lower).max(axis=-1), (values / upper).max(axis=-1)
 
 
-def committee_predictions(potential: ModelPotential, arrays: FrameArrays, indices: np.ndarray) -> tuple[PotentialOutput, np.ndarray]:
+def committee_predictions(
+    potential: ModelPotential, arrays: FrameArrays, indices: np.ndarray
+) -> tuple[PotentialOutput, np.ndarray]:
     """Committee mean (energies, forces of all states, NACs) and disagreement (K, 3) at the frames `indices`
     (all frames of one molecule)."""
     positions = torch.as_tensor(np.stack([arrays.frame(int(k)).positions for k in indices]), dtype=torch.float64)
@@ -83,9 +94,11 @@ def calibrate(potential: ModelPotential, arrays: FrameArrays, val: np.ndarray, c
     """Thresholds from the committee's disagreement on the frames `val` (not trained on), or the fixed values of the
     config."""
     if config.mode == "fixed":
-        lower = {"energies": config.energies_ev * EV_IN_HARTREE,  # type: ignore[operator]
-                 "forces": config.forces_ev_a / TO_REPORT["forces"],  # type: ignore[operator]
-                 "couplings": config.couplings_ev_a / TO_REPORT["couplings"]}  # type: ignore[operator]
+        lower = {
+            "energies": config.energies_ev * EV_IN_HARTREE,  # type: ignore[operator]
+            "forces": config.forces_ev_a / TO_REPORT["forces"],  # type: ignore[operator]
+            "couplings": config.couplings_ev_a / TO_REPORT["couplings"],
+        }  # type: ignore[operator]
         source = "fixed (campaign.toml)"
     else:
         _, values = committee_predictions(potential, arrays, val)
@@ -94,14 +107,18 @@ def calibrate(potential: ModelPotential, arrays: FrameArrays, val: np.ndarray, c
         floors = np.array([1e-5, 1e-5, 1e-6])  # a committee that agrees perfectly on few frames still gets a band
         lower = dict(zip(MEASURES, np.maximum(median + config.k_mad * mad, floors).tolist()))
         source = f"calibrated: median + {config.k_mad:g} MAD of the disagreement on {len(val)} frames not trained on"
-    floors = {"energies": config.upper_floor_energies_ev * EV_IN_HARTREE,
-              "forces": config.upper_floor_forces_ev_a / TO_REPORT["forces"],
-              "couplings": config.upper_floor_couplings_ev_a / TO_REPORT["couplings"]}
+    floors = {
+        "energies": config.upper_floor_energies_ev * EV_IN_HARTREE,
+        "forces": config.upper_floor_forces_ev_a / TO_REPORT["forces"],
+        "couplings": config.upper_floor_couplings_ev_a / TO_REPORT["couplings"],
+    }
     upper = {m: max(config.upper_factor * v, floors[m]) for m, v in lower.items()}
     return Thresholds(lower=lower, upper=upper, source=source)
 
 
-def committee_errors(potential: ModelPotential, arrays: FrameArrays, indices: np.ndarray) -> dict[str, dict[str, float]]:
+def committee_errors(
+    potential: ModelPotential, arrays: FrameArrays, indices: np.ndarray
+) -> dict[str, dict[str, float]]:
     """MAE of the committee mean on frames `indices`: energies (meV) and forces (meV/Angstrom) per state, NACs
     (1/Bohr, phase-free with one state-sign vector per frame) per pair."""
     if len(indices) == 0:
@@ -112,9 +129,18 @@ def committee_errors(potential: ModelPotential, arrays: FrameArrays, indices: np
     energies = np.stack([f.energies for f in frames])
     forces = np.stack([f.forces for f in frames])  # (K, n, N, 3)
     result = {
-        "energies_meV": {f"S{s}": float(v) for s, v in enumerate(1000 * HARTREE_IN_EV * np.abs(out.energies.numpy() - energies).mean(0))},
-        "forces_meV_per_A": {f"S{s}": float(v) for s, v in enumerate(
-            1000 * TO_REPORT["forces"] * np.abs(out.all_forces.numpy() - forces.transpose(0, 2, 1, 3)).mean((0, 2, 3)))},  # type: ignore[union-attr]
+        "energies_meV": {
+            f"S{s}": float(v)
+            for s, v in enumerate(1000 * HARTREE_IN_EV * np.abs(out.energies.numpy() - energies).mean(0))
+        },
+        "forces_meV_per_A": {
+            f"S{s}": float(v)
+            for s, v in enumerate(
+                1000
+                * TO_REPORT["forces"]
+                * np.abs(out.all_forces.numpy() - forces.transpose(0, 2, 1, 3)).mean((0, 2, 3))
+            )
+        },  # type: ignore[union-attr]
     }
     if out.nacs is not None and all(f.nacs is not None for f in frames):
         reference = torch.as_tensor(np.stack([f.nacs for f in frames]).transpose(0, 2, 1, 3))  # (K, P, n, 3)

@@ -26,7 +26,7 @@ def _plot_populations(path: Path, record: dict[str, np.ndarray], previous: dict[
 
     figure, axis = plt.subplots(figsize=(6.5, 4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for label, data, style in (("iteration %d" % iteration, record, "-"), ("iteration %d" % (iteration - 1), previous, ":")):
+    for label, data, style in ((f"iteration {iteration}", record, "-"), (f"iteration {iteration - 1}", previous, ":")):
         if data is None:
             continue
         p, se = classical_populations(data["active"], n_states)

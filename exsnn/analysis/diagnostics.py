@@ -72,7 +72,11 @@ def check_trajectories(records: RunRecords, hops: HopTable, thresholds: Threshol
     with np.errstate(invalid="ignore"):
         drift = np.nanmax(np.abs(total - total[:1]), axis=0, initial=0.0)
         steps = np.abs(np.diff(total, axis=0))
-        max_step = np.nanmax(np.where(np.isfinite(steps), steps, -np.inf), axis=0, initial=0.0) if len(steps) else np.zeros(records.n_trajectories)
+        max_step = (
+            np.nanmax(np.where(np.isfinite(steps), steps, -np.inf), axis=0, initial=0.0)
+            if len(steps)
+            else np.zeros(records.n_trajectories)
+        )
     accepted = (~hops.frustrated) & (hops.kind == FSSH_HOP)
     checks = []
     for b in range(records.n_trajectories):
@@ -87,7 +91,9 @@ def check_trajectories(records: RunRecords, hops: HopTable, thresholds: Threshol
         if thresholds.total_drift_ev is not None and drift[b] > thresholds.total_drift_ev:
             check.reasons.append(f"total-energy drift {drift[b]:.3f} eV > {thresholds.total_drift_ev:g} eV")
         if thresholds.total_step_ev is not None and max_step[b] > thresholds.total_step_ev:
-            check.reasons.append(f"total-energy jump between records {max_step[b]:.3f} eV > {thresholds.total_step_ev:g} eV")
+            check.reasons.append(
+                f"total-energy jump between records {max_step[b]:.3f} eV > {thresholds.total_step_ev:g} eV"
+            )
         if thresholds.hop_energy_ev is not None and hop_jump > thresholds.hop_energy_ev:
             check.reasons.append(f"potential-energy jump at a hop {hop_jump:.3f} eV > {thresholds.hop_energy_ev:g} eV")
         checks.append(check)

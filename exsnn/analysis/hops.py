@@ -38,7 +38,7 @@ class HopTable:
     def __len__(self) -> int:
         return len(self.trajectory)
 
-    def subset(self, mask: np.ndarray) -> "HopTable":
+    def subset(self, mask: np.ndarray) -> HopTable:
         return HopTable(*(getattr(self, name)[mask] for name in self.__dataclass_fields__))
 
     def summary(self, n_states: int) -> dict[str, Any]:

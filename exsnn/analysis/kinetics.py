@@ -38,7 +38,9 @@ class KineticNetwork:
         for source, target in self.steps:
             for state in (source, target):
                 if not 0 <= state < self.n_states:
-                    raise ConfigurationError(f"state S{state} does not exist (the run has S0 to S{self.n_states - 1})", where="kinetic model")
+                    raise ConfigurationError(
+                        f"state S{state} does not exist (the run has S0 to S{self.n_states - 1})", where="kinetic model"
+                    )
             if source == target:
                 raise ConfigurationError(f"step S{source}->S{target} goes nowhere", where="kinetic model")
             if (source, target) in seen:
@@ -82,12 +84,16 @@ def parse_network(spec: str, n_states: int) -> KineticNetwork:
             continue
         names = chain.split("->")
         if len(names) < 2:
-            raise ConfigurationError(f"expected steps such as 'S2->S1', got {chain.strip()!r}", source="kinetic model", where=spec)
+            raise ConfigurationError(
+                f"expected steps such as 'S2->S1', got {chain.strip()!r}", source="kinetic model", where=spec
+            )
         states = []
         for name in names:
             match = _STATE.match(name)
             if not match:
-                raise ConfigurationError(f"expected a state such as S1 or 1, got {name.strip()!r}", source="kinetic model", where=spec)
+                raise ConfigurationError(
+                    f"expected a state such as S1 or 1, got {name.strip()!r}", source="kinetic model", where=spec
+                )
             states.append(int(match.group(1)))
         steps += list(zip(states[:-1], states[1:]))
     if not steps:
@@ -98,7 +104,9 @@ def parse_network(spec: str, n_states: int) -> KineticNetwork:
 def sequential_network(initial_state: int, n_states: int) -> KineticNetwork:
     """S_i -> S_(i-1) -> ... -> S0 from the initially populated state i (>= 1)."""
     if initial_state < 1:
-        raise ConfigurationError("a sequential model needs an excited initial state (S1 or above)", where="kinetic model")
+        raise ConfigurationError(
+            "a sequential model needs an excited initial state (S1 or above)", where="kinetic model"
+        )
     return KineticNetwork(n_states, tuple((s, s - 1) for s in range(initial_state, 0, -1)))
 
 
@@ -133,8 +141,13 @@ class KineticFit:
         return result
 
 
-def _solve(network: KineticNetwork, time_fs: np.ndarray, data: np.ndarray, starts: list[np.ndarray],
-           bounds: tuple[float, float]) -> tuple[np.ndarray, float]:
+def _solve(
+    network: KineticNetwork,
+    time_fs: np.ndarray,
+    data: np.ndarray,
+    starts: list[np.ndarray],
+    bounds: tuple[float, float],
+) -> tuple[np.ndarray, float]:
     from scipy.optimize import least_squares
 
     initial = data[0]
@@ -144,21 +157,31 @@ def _solve(network: KineticNetwork, time_fs: np.ndarray, data: np.ndarray, start
 
     best: tuple[np.ndarray, float] | None = None
     for start in starts:
-        solution = least_squares(residuals, np.clip(start, bounds[0] + 1e-6, bounds[1] - 1e-6), bounds=bounds,
-                                 method="trf", x_scale=1.0, xtol=1e-10, ftol=1e-12)
+        solution = least_squares(
+            residuals,
+            np.clip(start, bounds[0] + 1e-6, bounds[1] - 1e-6),
+            bounds=bounds,
+            method="trf",
+            x_scale=1.0,
+            xtol=1e-10,
+            ftol=1e-12,
+        )
         if best is None or solution.cost < best[1]:
             best = (solution.x, float(solution.cost))
     assert best is not None
     return np.exp(best[0]), best[1]
 
 
-def fit_kinetics(time_fs: np.ndarray, populations: np.ndarray, network: KineticNetwork,
-                 starts: list[np.ndarray] | None = None) -> KineticFit:
+def fit_kinetics(
+    time_fs: np.ndarray, populations: np.ndarray, network: KineticNetwork, starts: list[np.ndarray] | None = None
+) -> KineticFit:
     """Least-squares time constants of `network` for populations (T, N) at times (T,) in fs."""
     time_fs = np.asarray(time_fs, dtype=float)
     populations = np.asarray(populations, dtype=float)
     if populations.shape != (len(time_fs), network.n_states):
-        raise ConfigurationError(f"populations of shape {populations.shape} for {len(time_fs)} times and {network.n_states} states")
+        raise ConfigurationError(
+            f"populations of shape {populations.shape} for {len(time_fs)} times and {network.n_states} states"
+        )
     if len(time_fs) < 3:
         raise ConfigurationError(f"a kinetic fit needs at least 3 times, got {len(time_fs)}", where="populations")
     duration = float(time_fs[-1] - time_fs[0])
@@ -170,14 +193,22 @@ def fit_kinetics(time_fs: np.ndarray, populations: np.ndarray, network: KineticN
     bounds = (np.log(max(step, 1e-12) * 1e-2), np.log(duration * 1e3))
     if starts is None:
         guesses = np.log(duration * np.array([0.05, 0.25, 1.0, 4.0]))
-        starts = [np.array(c) for c in itertools.product(guesses, repeat=E)] if E <= 3 else [np.full(E, g) for g in guesses]
+        starts = (
+            [np.array(c) for c in itertools.product(guesses, repeat=E)] if E <= 3 else [np.full(E, g) for g in guesses]
+        )
     tau, cost = _solve(network, time_fs, populations, starts, bounds)
     model = network.populations(time_fs, populations[0], tau)
     return KineticFit(network, tau, time_fs, model, float(np.sqrt(2 * cost / populations.size)))
 
 
-def bootstrap_kinetics(time_fs: np.ndarray, per_trajectory: np.ndarray, network: KineticNetwork, n_bootstrap: int = 200,
-                       confidence: float = 0.95, seed: int = 0) -> KineticFit:
+def bootstrap_kinetics(
+    time_fs: np.ndarray,
+    per_trajectory: np.ndarray,
+    network: KineticNetwork,
+    n_bootstrap: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> KineticFit:
     """Fit the mean of per_trajectory (T, B, N) (populations of each trajectory: 0/1 active-state indicators or
     |c|^2), then refit n_bootstrap resamples of the trajectories: standard errors and percentile intervals of tau."""
     from exsnn.analysis.populations import bootstrap_counts

@@ -62,8 +62,14 @@ def read_run(path: str | Path) -> RunRecords:
     with open_run(path) as h5:
         settings = json.loads(h5.attrs.get("settings", "{}"))
         n_states = int(h5.attrs["n_states"])
-        hops = {key: h5[f"hops/{key}"][()] for key in ("trajectory", "step", "source", "target", "frustrated", "kind")} \
-            if "hops" in h5 else {key: np.zeros(0, dtype=np.int64) for key in ("trajectory", "step", "source", "target", "frustrated", "kind")}
+        hops = (
+            {key: h5[f"hops/{key}"][()] for key in ("trajectory", "step", "source", "target", "frustrated", "kind")}
+            if "hops" in h5
+            else {
+                key: np.zeros(0, dtype=np.int64)
+                for key in ("trajectory", "step", "source", "target", "frustrated", "kind")
+            }
+        )
         has_geometries = "geometries" in h5
         records = RunRecords(
             path=path,
@@ -98,7 +104,9 @@ def trajectory_selection(records: RunRecords, trajectories: list[int] | np.ndarr
     ids = np.asarray(list(trajectories), dtype=np.int64)
     bad = ids[(ids < 0) | (ids >= B)]
     if bad.size:
-        raise ConfigurationError(f"trajectories {bad.tolist()} do not exist (the run has 0 to {B - 1})", where="trajectories")
+        raise ConfigurationError(
+            f"trajectories {bad.tolist()} do not exist (the run has 0 to {B - 1})", where="trajectories"
+        )
     mask = np.zeros(B, dtype=bool)
     mask[ids] = True
     return mask

@@ -36,7 +36,7 @@ def _list(array: np.ndarray | None) -> list[list[float]] | None:
 def analyze_run(path: str | Path, prefix: str | Path | None = None, *, trajectories: list[int] | None = None,
                 kinetic_model: str | None = None, fit_to: str = "classical", n_bootstrap: int = 1000,
                 n_bootstrap_fit: int = 200, confidence: float = 0.95, seed: int = 0,
-                thresholds: Thresholds = Thresholds(), include_excluded: bool = False,
+                thresholds: Thresholds | None = None, include_excluded: bool = False,
                 shnitsel: str | Path | None = None, ase: str | Path | None = None) -> dict[str, Any]:
     """Analyse a run file (written by `exsnn dynamics`).
 
@@ -51,6 +51,7 @@ def analyze_run(path: str | Path, prefix: str | Path | None = None, *, trajector
     bands (populations_low/high, populations_quantum_low/high), lifetimes ({"S2->S1": {"tau_fs", "error_fs",
     "interval_fs"}}), the kinetic model's populations, hops (summary and rows), diagnostics (per trajectory, with
     reasons), the trajectories used and excluded, and the files written."""
+    thresholds = thresholds or Thresholds()
     if fit_to not in FIT_TARGETS:
         raise ConfigurationError(f"fit_to must be one of {', '.join(FIT_TARGETS)}, got {fit_to!r}", where="fit")
     records = read_run(path)

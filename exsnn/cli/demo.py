@@ -46,8 +46,13 @@ def run_dynamics_part(out: Path) -> dict[str, str]:
     config = load_config(config_path)
     summary = run_ensemble(config, overwrite=True, progress=False)
     momentum = tomllib.loads(config.text)["initial_conditions"]["momentum"]
-    print(f"FSSH on Tully model 1, k = {momentum:g} a.u., {config.n_trajectories} trajectories, {summary.steps} steps ({summary.time_fs:.0f} fs)")
-    print(f"  hops: {summary.hops} accepted, {summary.frustrated_hops} frustrated; trajectories: {summary.status_counts}")
+    print(
+        f"FSSH on Tully model 1, k = {momentum:g} a.u., {config.n_trajectories} trajectories, "
+        f"{summary.steps} steps ({summary.time_fs:.0f} fs)"
+    )
+    print(
+        f"  hops: {summary.hops} accepted, {summary.frustrated_hops} frustrated; trajectories: {summary.status_counts}"
+    )
     import h5py
     import numpy as np
 
@@ -55,8 +60,12 @@ def run_dynamics_part(out: Path) -> dict[str, str]:
         x = h5["checkpoint/positions"][:, 0, 0]
         active = h5["checkpoint/active"][()]
     n = len(active)
-    fssh = {"T_lower": np.mean((x > 0) & (active == 0)), "T_upper": np.mean((x > 0) & (active == 1)),
-            "R_lower": np.mean((x < 0) & (active == 0)), "R_upper": np.mean((x < 0) & (active == 1))}
+    fssh = {
+        "T_lower": np.mean((x > 0) & (active == 0)),
+        "T_upper": np.mean((x > 0) & (active == 1)),
+        "R_lower": np.mean((x < 0) & (active == 0)),
+        "R_upper": np.mean((x < 0) & (active == 1)),
+    }
     exact = exact_scattering(TULLY_MODELS["tully1"], momentum).as_dict()
     print("  outcome     FSSH            exact (split-operator wavepacket)")
     for key in ("T_lower", "T_upper", "R_lower", "R_upper"):

@@ -35,9 +35,18 @@ def run_dynamics(args: argparse.Namespace) -> int:
         print(json.dumps(summary.as_dict()))
         return 0
     start = f" (resumed at step {summary.resumed_from_step})" if summary.resumed_from_step is not None else ""
-    print(f"exsnn dynamics: {config.n_trajectories} trajectories on {config.potential_spec}, {summary.steps} steps = {summary.time_fs:.1f} fs{start}")
-    print("  final populations (classical, active state): " + "  ".join(f"S{k} {p:.3f}" for k, p in enumerate(summary.classical_populations)))
-    print("  final populations (quantum, mean |c|^2):     " + "  ".join(f"S{k} {p:.3f}" for k, p in enumerate(summary.quantum_populations)))
+    print(
+        f"exsnn dynamics: {config.n_trajectories} trajectories on {config.potential_spec}, "
+        f"{summary.steps} steps = {summary.time_fs:.1f} fs{start}"
+    )
+    print(
+        "  final populations (classical, active state): "
+        + "  ".join(f"S{k} {p:.3f}" for k, p in enumerate(summary.classical_populations))
+    )
+    print(
+        "  final populations (quantum, mean |c|^2):     "
+        + "  ".join(f"S{k} {p:.3f}" for k, p in enumerate(summary.quantum_populations))
+    )
     print(f"  hops: {summary.hops} accepted, {summary.frustrated_hops} frustrated, {summary.forced_hops} forced to S0")
     print("  trajectories: " + ", ".join(f"{name} {count}" for name, count in summary.status_counts.items()))
     print(f"  results: {summary.output}  (exsnn analyze {summary.output} for plots)")

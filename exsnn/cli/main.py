@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from exsnn import __version__
 from exsnn.cli import campaign as campaign_cli
@@ -17,8 +17,8 @@ from exsnn.cli import dynamics as dynamics_cli
 from exsnn.cli import label as label_cli
 from exsnn.cli import photo as photo_cli
 from exsnn.cli import point as point_cli
-from exsnn.cli import train as train_cli
 from exsnn.cli import scatter as scatter_cli
+from exsnn.cli import train as train_cli
 from exsnn.errors import ExsnnError, ExsnnWarning
 
 SUBCOMMAND_MODULES = (demo_cli, dynamics_cli, scatter_cli, point_cli, train_cli, label_cli, data_cli, campaign_cli, photo_cli)

@@ -211,7 +211,8 @@ def run_excite(args: argparse.Namespace) -> int:
         written.append((state, len(rows), path))
     print(f"exsnn excite: {len(excitations.positions)} geometries ({excitations.method}), {len(excitations.failures)} failed")
     print("  mean excitation energies (eV): " + " ".join(f"S{k + 1} {e:.3f}" for k, e in enumerate(np.nanmean(dE, axis=0) * HARTREE_IN_EV)))
-    print("  mean oscillator strengths:     " + " ".join(f"S{k + 1} {f:.4f}" for k, f in enumerate(np.nanmean(excitations.strengths, axis=0))))
+    strengths = np.nanmean(excitations.strengths, axis=0)
+    print("  mean oscillator strengths:     " + " ".join(f"S{k + 1} {f:.4f}" for k, f in enumerate(strengths)))
     print(f"  selected {len(selection)} initial conditions ({selection.criteria})")
     for state, count, path in written:
         print(f"    S{state}: {count} -> {path}")
@@ -222,13 +223,26 @@ def run_excite(args: argparse.Namespace) -> int:
         try:
             omega_ev, fwhm_fs = float(parts[0]), float(parts[1])
         except (IndexError, ValueError):
-            raise ConfigurationError(f"expected OMEGA_EV:FWHM_FS[:ENVELOPE], got {args.pulse!r}", source="--pulse") from None
+            raise ConfigurationError(
+                f"expected OMEGA_EV:FWHM_FS[:ENVELOPE], got {args.pulse!r}", source="--pulse"
+            ) from None
         envelope = parts[2] if len(parts) > 2 else "gauss"
-        sample = promoted_density(dE, excitations.transition_dipoles, args.pulse_samples, omega_ev / HARTREE_IN_EV, fwhm_fs,
-                                  envelope, seed=args.seed)
-        rows_out = [{"geometry": int(g), "state": int(s), "excitation_time_fs": float(t)}
-                    for g, s, t in zip(sample.geometry, sample.state, sample.time_fs)]
-        (output / "promoted_density.json").write_text(json.dumps({"pulse": args.pulse, "seed": args.seed, "samples": rows_out}) + "\n")
+        sample = promoted_density(
+            dE,
+            excitations.transition_dipoles,
+            args.pulse_samples,
+            omega_ev / HARTREE_IN_EV,
+            fwhm_fs,
+            envelope,
+            seed=args.seed,
+        )
+        rows_out = [
+            {"geometry": int(g), "state": int(s), "excitation_time_fs": float(t)}
+            for g, s, t in zip(sample.geometry, sample.state, sample.time_fs)
+        ]
+        (output / "promoted_density.json").write_text(
+            json.dumps({"pulse": args.pulse, "seed": args.seed, "samples": rows_out}) + "\n"
+        )
         print(f"  promoted-density sampling: {len(rows_out)} samples -> {output / 'promoted_density.json'}")
     print(f"  excitations: {output / 'excitations.json'}  (exsnn spectrum {output / 'excitations.json'} -o SPECTRUM)")
     return 0
@@ -243,12 +257,25 @@ def run_spectrum(args: argparse.Namespace) -> int:
     excitations = read_excitations(args.excitations)
     ok = np.all(np.isfinite(excitations.energies), axis=1)
     energy_range = None if args.range is None else _pair(args.range, "--range")
-    spectrum = absorption_spectrum(excitations.excitation_energies[ok], excitations.strengths[ok], args.fwhm, args.shape,
-                                   energy_range, args.points, args.bootstrap, args.confidence, args.seed, args.energy_factor)
+    spectrum = absorption_spectrum(
+        excitations.excitation_energies[ok],
+        excitations.strengths[ok],
+        args.fwhm,
+        args.shape,
+        energy_range,
+        args.points,
+        args.bootstrap,
+        args.confidence,
+        args.seed,
+        args.energy_factor,
+    )
     table = spectrum.write_table(f"{args.output}.txt")
     png = spectrum.plot(f"{args.output}.png", title=f"{excitations.method}: {int(ok.sum())} geometries")
-    print(f"exsnn spectrum: {int(ok.sum())} geometries, {args.shape} FWHM {args.fwhm:g} eV; "
-          f"band maxima (eV): " + " ".join(f"{label} {e:.2f}" for label, e in zip(spectrum.state_labels, spectrum.peaks_ev())))
+    print(
+        f"exsnn spectrum: {int(ok.sum())} geometries, {args.shape} FWHM {args.fwhm:g} eV; "
+        f"band maxima (eV): "
+        + " ".join(f"{label} {e:.2f}" for label, e in zip(spectrum.state_labels, spectrum.peaks_ev()))
+    )
     print(f"  plot: {png}\n  table: {table}")
     return 0
 
@@ -259,15 +286,24 @@ def run_spectrum(args: argparse.Namespace) -> int:
 def add_analyze_options(p: argparse.ArgumentParser) -> None:
     """The options of `exsnn analyze RUN.h5` (the parser that exsnn.cli registers for it)."""
     p.add_argument("--trajectories", help="comma-separated trajectory ids or ranges A-B to analyse (default all)")
-    p.add_argument("--model", default="sequential", help="kinetic model: sequential, none, or steps such as 'S2->S1, S1->S0'")
-    p.add_argument("--fit", default="classical", choices=("classical", "quantum"), help="populations the kinetic model is fitted to")
+    p.add_argument(
+        "--model", default="sequential", help="kinetic model: sequential, none, or steps such as 'S2->S1, S1->S0'"
+    )
+    p.add_argument(
+        "--fit",
+        default="classical",
+        choices=("classical", "quantum"),
+        help="populations the kinetic model is fitted to",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="trajectory resamples for the population bands")
     p.add_argument("--fit-bootstrap", type=int, default=200, help="trajectory resamples for the time-constant errors")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-drift", type=float, default=0.2, help="total-energy drift filter, eV")
     p.add_argument("--max-step", type=float, default=0.1, help="total-energy jump between records filter, eV")
     p.add_argument("--max-hop-jump", type=float, default=1.0, help="potential-energy jump at a hop filter, eV")
-    p.add_argument("--include-excluded", action="store_true", help="keep trajectories that fail the filters in the averages")
+    p.add_argument(
+        "--include-excluded", action="store_true", help="keep trajectories that fail the filters in the averages"
+    )
     p.add_argument("--shnitsel", metavar="FOLDER", help="export the trajectories for shnitsel-tools (NetCDF)")
     p.add_argument("--ase", metavar="FOLDER", help="export the trajectories as ASE .traj files")
     p.add_argument("--json", action="store_true", help="print the analysis as one JSON object")
@@ -284,7 +320,9 @@ def _trajectory_ids(text: str | None) -> list[int] | None:
             first, dash, last = part.strip().partition("-")
             ids += list(range(int(first), int(last) + 1)) if dash else [int(first)]
     except ValueError:
-        raise ConfigurationError(f"expected ids and ranges such as 0-9,12, got {text!r}", source="--trajectories") from None
+        raise ConfigurationError(
+            f"expected ids and ranges such as 0-9,12, got {text!r}", source="--trajectories"
+        ) from None
     return ids
 
 
@@ -294,15 +332,27 @@ def run_analyze(args: argparse.Namespace) -> int:
     from exsnn.analysis.report import analyze_run
 
     prefix = args.output if args.output is not None else str(Path(args.run_file).with_suffix(""))
-    result = analyze_run(args.run_file, prefix, trajectories=_trajectory_ids(args.trajectories), kinetic_model=args.model,
-                         fit_to=args.fit, n_bootstrap=args.bootstrap, n_bootstrap_fit=args.fit_bootstrap, seed=args.seed,
-                         thresholds=Thresholds(args.max_drift, args.max_step, args.max_hop_jump),
-                         include_excluded=args.include_excluded, shnitsel=args.shnitsel, ase=args.ase)
+    result = analyze_run(
+        args.run_file,
+        prefix,
+        trajectories=_trajectory_ids(args.trajectories),
+        kinetic_model=args.model,
+        fit_to=args.fit,
+        n_bootstrap=args.bootstrap,
+        n_bootstrap_fit=args.fit_bootstrap,
+        seed=args.seed,
+        thresholds=Thresholds(args.max_drift, args.max_step, args.max_hop_jump),
+        include_excluded=args.include_excluded,
+        shnitsel=args.shnitsel,
+        ase=args.ase,
+    )
     if args.json:
         print(json.dumps(result))
         return 0
     final = [p[-1] for p in result["populations"]]
-    print(f"exsnn analyze: {len(result['trajectories_used'])} trajectories used, {len(result['trajectories_excluded'])} excluded")
+    print(
+        f"exsnn analyze: {len(result['trajectories_used'])} trajectories used, {len(result['trajectories_excluded'])} excluded"
+    )
     print("  final populations (active state): " + "  ".join(f"S{k} {p:.3f}" for k, p in enumerate(final)))
     for label, value in result["lifetimes"].items():
         error = "" if value["error_fs"] is None else f" +- {value['error_fs']:.1f}"

@@ -23,10 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from exsnn.errors import ElectronicStructureError
-    from exsnn.potentials.spec import load_potential
     from exsnn.data.properties import state_pairs
     from exsnn.dynamics.initial_conditions import from_file, read_numbers
+    from exsnn.errors import ElectronicStructureError
+    from exsnn.potentials.spec import load_potential
 
     potential = load_potential(args.potential, Path.cwd(), args.device, numbers=read_numbers(args.geometry))
     positions, _ = from_file(args.geometry, potential.numbers.cpu().numpy())

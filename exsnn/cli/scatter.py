@@ -36,7 +36,10 @@ def check_options(args: argparse.Namespace) -> None:
     from exsnn.dynamics.decoherence import SCHEMES
 
     if not args.momentum > 0 or not math.isfinite(args.momentum):
-        raise ConfigurationError(f"must be positive (the particle starts on the left moving right), got {args.momentum:g}", source="--momentum")
+        raise ConfigurationError(
+            f"must be positive (the particle starts on the left moving right), got {args.momentum:g}",
+            source="--momentum",
+        )
     if args.ntraj < 1:
         raise ConfigurationError(f"must be at least 1, got {args.ntraj}", source="--ntraj")
     if args.dt is not None and (not args.dt > 0 or not math.isfinite(args.dt)):
@@ -44,7 +47,9 @@ def check_options(args: argparse.Namespace) -> None:
     if not 0 <= args.seed < 2**64:
         raise ConfigurationError(f"must be an integer in [0, 2**64), got {args.seed}", source="--seed")
     if args.decoherence is not None and args.decoherence not in SCHEMES:
-        raise ConfigurationError(f"unknown scheme {args.decoherence!r}; expected one of {sorted(SCHEMES)}", source="--decoherence")
+        raise ConfigurationError(
+            f"unknown scheme {args.decoherence!r}; expected one of {sorted(SCHEMES)}", source="--decoherence"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,14 +61,32 @@ def run(args: argparse.Namespace) -> int:
         options["decoherence"] = args.decoherence
     start = time.perf_counter()
     result = run_scattering(
-        args.model, args.momentum, args.ntraj, seed=args.seed, dt=args.dt, sampling=args.sampling, device=args.device,
+        args.model,
+        args.momentum,
+        args.ntraj,
+        seed=args.seed,
+        dt=args.dt,
+        sampling=args.sampling,
+        device=args.device,
         **options,
     )
     elapsed = time.perf_counter() - start
     if args.json:
-        print(json.dumps({**result.as_dict(), "model": args.model, "momentum": args.momentum, "seed": args.seed, "seconds": elapsed}))
+        print(
+            json.dumps(
+                {
+                    **result.as_dict(),
+                    "model": args.model,
+                    "momentum": args.momentum,
+                    "seed": args.seed,
+                    "seconds": elapsed,
+                }
+            )
+        )
         return 0
-    print(f"{args.model}, k = {args.momentum:g} a.u., {args.ntraj} trajectories, seed {args.seed}, dt = {result.settings['dt']:.3g} a.u.")
+    print(
+        f"{args.model}, k = {args.momentum:g} a.u., {args.ntraj} trajectories, seed {args.seed}, dt = {result.settings['dt']:.3g} a.u."
+    )
     for key in OUTCOMES:
         print(f"  {key:8s} {result.probabilities[key]:.4f} +/- {result.errors[key]:.4f}")
     if result.n_failed or result.n_unfinished:

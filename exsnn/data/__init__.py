@@ -1,6 +1,5 @@
 """The data layer: frames, the HDF5 store, importers/exporters, the data check, torch datasets."""
 
-from exsnn.errors import DataError
 from exsnn.data.frame import Frame, FrameArrays
 from exsnn.data.store import (
     DatasetMetadata,
@@ -11,6 +10,7 @@ from exsnn.data.store import (
     read_frames,
     read_metadata,
 )
+from exsnn.errors import DataError
 
 __all__ = [
     "DataError",

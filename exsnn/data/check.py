@@ -21,7 +21,6 @@ from exsnn.data.frame import FrameArrays
 from exsnn.data.properties import DIPOLES, ENERGIES, FORCES, NACS, state_pairs
 from exsnn.units import ANGSTROM_IN_BOHR
 
-
 #: the problem kinds the check reports (`exsnn data filter --drop` takes these)
 PROBLEM_KINDS = ("short_distance", "non_finite", "nac_translation", "energy_order")
 

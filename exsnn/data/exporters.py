@@ -5,19 +5,19 @@ Both write what `exsnn.data.importers` reads back, so export followed by import 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import ase.db
-from ase.data import chemical_symbols
-from ase.io.extxyz import key_val_dict_to_str
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
+from ase.io.extxyz import key_val_dict_to_str
 
-from exsnn.errors import ConfigurationError, DataError
 from exsnn.data.frame import FrameArrays
 from exsnn.data.properties import state_pairs
 from exsnn.data.store import DatasetMetadata
+from exsnn.errors import ConfigurationError, DataError
 from exsnn.units import ANGSTROM_IN_BOHR, EV_IN_HARTREE
 
 

@@ -8,13 +8,13 @@ numbers (n,), positions (n, 3), energies (N,), forces (n, N, 3), nacs (n, P, 3),
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from ase.data import chemical_symbols
 
-from exsnn.errors import DataError
 from exsnn.data.properties import (
     CHARGE,
     DIPOLES,
@@ -26,6 +26,7 @@ from exsnn.data.properties import (
     n_dipole_pairs,
     n_pairs,
 )
+from exsnn.errors import DataError
 
 MAX_ATOMIC_NUMBER = len(chemical_symbols) - 1
 
@@ -58,7 +59,7 @@ class Frame:
             DIPOLES: (n_dipole_pairs(n_states), 3),
         }[label]
 
-    def validated(self, n_states: int, source: str, where: str) -> "Frame":
+    def validated(self, n_states: int, source: str, where: str) -> Frame:
         """Return a copy with canonical dtypes; raise DataError naming `source` and `where` on any defect."""
         numbers = np.asarray(self.numbers)
         if numbers.ndim != 1 or numbers.size == 0:
@@ -131,11 +132,11 @@ class FrameArrays:
         return np.diff(self.atom_offsets)
 
     @classmethod
-    def empty(cls, n_states: int) -> "FrameArrays":
+    def empty(cls, n_states: int) -> FrameArrays:
         return cls.from_frames([], n_states)
 
     @classmethod
-    def from_frames(cls, frames: Sequence[Frame], n_states: int) -> "FrameArrays":
+    def from_frames(cls, frames: Sequence[Frame], n_states: int) -> FrameArrays:
         """Stack frames (already validated) into columns."""
         n_atoms = np.array([f.n_atoms for f in frames], dtype=np.int64)
         offsets = np.zeros(len(frames) + 1, dtype=np.int64)
@@ -220,7 +221,7 @@ class FrameArrays:
         counts = self.atom_offsets[np.asarray(frame_indices) + 1] - starts
         return np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
 
-    def select(self, frame_indices: Sequence[int] | np.ndarray) -> "FrameArrays":
+    def select(self, frame_indices: Sequence[int] | np.ndarray) -> FrameArrays:
         """A new FrameArrays holding the given frames, in the given order."""
         idx = np.asarray(frame_indices, dtype=np.int64)
         atoms = self.atom_index(idx)

@@ -6,8 +6,8 @@ involves k. The 2^(N-1) consistent state-sign vectors p (p_0 = +1) flip pair ij 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import torch
 

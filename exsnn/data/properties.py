@@ -6,7 +6,7 @@ dipole pairs include the diagonal: 00, 01, ..., 11, 12, ... (permanent dipoles o
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -44,13 +44,13 @@ def n_dipole_pairs(n_states: int) -> int:
     return n_states * (n_states + 1) // 2
 
 
-@lru_cache(maxsize=None)
+@cache
 def state_pairs(n_states: int) -> tuple[tuple[int, int], ...]:
     """The pairs (i, j), i<j, in exsnn order."""
     return tuple((i, j) for i in range(n_states) for j in range(i + 1, n_states))
 
 
-@lru_cache(maxsize=None)
+@cache
 def dipole_pairs(n_states: int) -> tuple[tuple[int, int], ...]:
     """The pairs (i, j), i<=j, in exsnn order."""
     return tuple((i, j) for i in range(n_states) for j in range(i, n_states))

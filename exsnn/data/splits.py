@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from exsnn.data.frame import FrameArrays
-from exsnn.errors import ConfigurationError
 from exsnn.data.properties import ENERGIES
+from exsnn.errors import ConfigurationError
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -28,16 +28,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
 
 from exsnn.data.atomic import atomic_h5_update, exclusive_lock, open_readonly
-from exsnn.errors import ConfigurationError, DataError
 from exsnn.data.frame import Frame, FrameArrays
 from exsnn.data.properties import (
     CHARGE,
@@ -52,6 +52,7 @@ from exsnn.data.properties import (
     UNITS,
     default_state_labels,
 )
+from exsnn.errors import ConfigurationError, DataError
 
 FORMAT_NAME = "exsnn-excited-state-dataset"
 FORMAT_VERSION = 1
@@ -292,7 +293,7 @@ class DatasetWriter:
         frames, self._buffer = self._buffer, []
         return append_frames(self.path, frames)
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

@@ -20,8 +20,9 @@ def _range(values: np.ndarray) -> list[float] | None:
     return [float(values.min()), float(values.max())] if values.size else None
 
 
-def summarize(arrays: FrameArrays, metadata: DatasetMetadata, settings: CheckSettings = CheckSettings()) -> dict[str, Any]:
+def summarize(arrays: FrameArrays, metadata: DatasetMetadata, settings: CheckSettings | None = None) -> dict[str, Any]:
     """A JSON-ready summary of a dataset (atomic units; the unit of each range is given beside it)."""
+    settings = settings or CheckSettings()
     N = metadata.n_states
     atom_mask = {label: np.repeat(arrays.masks[label], arrays.n_atoms) for label in (FORCES, NACS)}
     energies = arrays.energies[arrays.masks[ENERGIES]]
@@ -29,10 +30,22 @@ def summarize(arrays: FrameArrays, metadata: DatasetMetadata, settings: CheckSet
     nacs = np.linalg.norm(arrays.nacs[atom_mask[NACS]], axis=-1)  # (atoms, P)
     dipoles = np.linalg.norm(arrays.dipoles[arrays.masks[DIPOLES]], axis=-1)  # (frames, Pd)
     ranges: dict[str, Any] = {
-        "energies": {"unit": UNITS[ENERGIES], "per_state": {metadata.state_labels[s]: _range(energies[:, s]) for s in range(N)}},
-        "force_norms": {"unit": UNITS[FORCES], "per_state": {metadata.state_labels[s]: _range(forces[:, s]) for s in range(N)}},
-        "nac_norms": {"unit": UNITS[NACS], "per_pair": {f"{i}{j}": _range(nacs[:, p]) for p, (i, j) in enumerate(state_pairs(N))}},
-        "dipole_norms": {"unit": UNITS[DIPOLES], "per_pair": {f"{i}{j}": _range(dipoles[:, p]) for p, (i, j) in enumerate(dipole_pairs(N))}},
+        "energies": {
+            "unit": UNITS[ENERGIES],
+            "per_state": {metadata.state_labels[s]: _range(energies[:, s]) for s in range(N)},
+        },
+        "force_norms": {
+            "unit": UNITS[FORCES],
+            "per_state": {metadata.state_labels[s]: _range(forces[:, s]) for s in range(N)},
+        },
+        "nac_norms": {
+            "unit": UNITS[NACS],
+            "per_pair": {f"{i}{j}": _range(nacs[:, p]) for p, (i, j) in enumerate(state_pairs(N))},
+        },
+        "dipole_norms": {
+            "unit": UNITS[DIPOLES],
+            "per_pair": {f"{i}{j}": _range(dipoles[:, p]) for p, (i, j) in enumerate(dipole_pairs(N))},
+        },
     }
     if len(energies):
         ranges["excitation_energies_eV"] = {
@@ -72,18 +85,26 @@ def format_summary(summary: dict[str, Any], path: str, max_problems: int = 12) -
         if summary["atoms_per_frame"]
         else f"  frames: {summary['n_frames']}",
         f"  states: {summary['n_states']} ({' '.join(summary['state_labels'])})",
-        f"  method: {summary['method'] or '?'} / {summary['basis'] or '?'}   program: {summary['program'] or '?'} {summary['program_version']}",
+        f"  method: {summary['method'] or '?'} / {summary['basis'] or '?'}   "
+        f"program: {summary['program'] or '?'} {summary['program_version']}",
         "  labels present (frames): " + ", ".join(f"{k} {v}" for k, v in summary["labels"].items()),
     ]
     ranges = summary["ranges"]
-    for key, title in (("energies", "energy"), ("force_norms", "|force| per atom"), ("nac_norms", "|NAC| per atom"), ("dipole_norms", "|dipole|")):
+    for key, title in (
+        ("energies", "energy"),
+        ("force_norms", "|force| per atom"),
+        ("nac_norms", "|NAC| per atom"),
+        ("dipole_norms", "|dipole|"),
+    ):
         block = ranges[key]
         entries = block.get("per_state") or block.get("per_pair")
         shown = [f"{name} [{r[0]:.6g}, {r[1]:.6g}]" for name, r in entries.items() if r is not None]
         if shown:
             lines.append(f"  {title} ({block['unit']}): " + "; ".join(shown))
     if "excitation_energies_eV" in ranges:
-        shown = [f"{name} [{r[0]:.3f}, {r[1]:.3f}]" for name, r in ranges["excitation_energies_eV"].items() if r is not None]
+        shown = [
+            f"{name} [{r[0]:.3f}, {r[1]:.3f}]" for name, r in ranges["excitation_energies_eV"].items() if r is not None
+        ]
         lines.append("  excitation energies (eV): " + "; ".join(shown))
     failed = summary.get("failed_frames", [])
     if failed:

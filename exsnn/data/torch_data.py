@@ -28,9 +28,10 @@ batch's indices (use `collate_fn=keep_batch`, as `batch_loader` does).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl

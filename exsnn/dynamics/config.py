@@ -188,7 +188,8 @@ def load_config(path: str | Path) -> DynamicsConfig:
     if sampling == "scattering" and momentum is None:
         raise DataError(path, "[initial_conditions] momentum", "missing (needed for sampling = 'scattering')")
     if momentum is not None and momentum <= 0:
-        raise DataError(path, "[initial_conditions] momentum", f"must be positive (the particle starts on the left moving right), got {momentum!r}")
+        raise DataError(path, "[initial_conditions] momentum",
+                        f"must be positive (the particle starts on the left moving right), got {momentum!r}")
     n_traj = _get(ic, "n_trajectories", path, "initial_conditions", int)
     if n_traj < 1:
         raise DataError(path, "[initial_conditions] n_trajectories", "must be at least 1")

@@ -47,7 +47,11 @@ def initial_conditions(config: DynamicsConfig, potential: Potential) -> tuple[to
     n = config.n_trajectories
     if config.sampling == "wigner":
         if not hasattr(potential, "harmonic_modes"):
-            raise DataError(config.path, "[initial_conditions] sampling", f"'wigner' needs harmonic modes, which {potential.describe()} does not provide; use sampling = 'file'")
+            raise DataError(
+                config.path,
+                "[initial_conditions] sampling",
+                f"'wigner' needs harmonic modes, which {potential.describe()} does not provide; use sampling = 'file'",
+            )
         reference, masses, frequencies, modes = potential.harmonic_modes()  # type: ignore[attr-defined]
         return wigner_harmonic(reference, masses, frequencies, modes, n, config.seed)
     if config.sampling == "scattering":
@@ -61,12 +65,18 @@ def initial_conditions(config: DynamicsConfig, potential: Potential) -> tuple[to
     return positions[:n], velocities[:n]
 
 
-def run_ensemble(config: DynamicsConfig, resume: bool = False, overwrite: bool = False, progress: bool = True) -> EnsembleSummary:
+def run_ensemble(
+    config: DynamicsConfig, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> EnsembleSummary:
     """Run (or resume) the ensemble described by `config`; return what happened."""
     numbers = read_numbers(config.geometry_file) if config.geometry_file is not None else None
     potential = load_potential(config.potential_spec, config.path.parent, config.device, numbers=numbers)
     if config.initial_state >= potential.n_states:
-        raise DataError(config.path, "[initial_conditions] initial_state", f"S{config.initial_state} does not exist: the potential has {potential.n_states} states")
+        raise DataError(
+            config.path,
+            "[initial_conditions] initial_state",
+            f"S{config.initial_state} does not exist: the potential has {potential.n_states} states",
+        )
     engine = FSSHEngine(potential, config.settings)
     metadata = RunMetadata(
         settings=config.settings.as_dict(),
@@ -81,10 +91,18 @@ def run_ensemble(config: DynamicsConfig, resume: bool = False, overwrite: bool =
     resumed_from = None
     if resume and config.output.exists():
         if read_config_text(config.output) != config.text:
-            raise DataError(config.path, "file", f"differs from the configuration {config.output} was started with; resume needs the same input")
+            raise DataError(
+                config.path,
+                "file",
+                f"differs from the configuration {config.output} was started with; resume needs the same input",
+            )
         state = load_checkpoint(config.output, engine.device)
         if state is None:
-            raise DataError(config.output, "checkpoint", "missing: the run never committed a checkpoint; start it again with --overwrite")
+            raise DataError(
+                config.output,
+                "checkpoint",
+                "missing: the run never committed a checkpoint; start it again with --overwrite",
+            )
         writer = RunWriter(config.output, metadata, engine.total_energy)
         resumed_from = state.step
     else:
@@ -94,8 +112,14 @@ def run_ensemble(config: DynamicsConfig, resume: bool = False, overwrite: bool =
         states = torch.full((config.n_trajectories,), config.initial_state, dtype=torch.long)
         state = engine.initial_state(positions, velocities, states)
         writer = RunWriter.create(config.output, metadata, engine.total_energy, state, overwrite=overwrite)
-    bar = tqdm(total=config.settings.n_steps, initial=state.step, unit="step", disable=not progress, file=sys.stderr,
-               desc=f"FSSH {config.n_trajectories} traj")
+    bar = tqdm(
+        total=config.settings.n_steps,
+        initial=state.step,
+        unit="step",
+        disable=not progress,
+        file=sys.stderr,
+        desc=f"FSSH {config.n_trajectories} traj",
+    )
     engine.run(state, observer=writer.record, progress=lambda step: bar.update(step - bar.n))
     bar.close()
     writer.commit(state)
@@ -111,7 +135,11 @@ def summarize_run(path: str, resumed_from: int | None = None) -> EnsembleSummary
         n_states = int(h5.attrs["n_states"])
         step = int(h5["steps/step"][-1])
         time = float(h5["steps/time"][-1])
-        hops = {k: h5[f"hops/{k}"][()] for k in ("frustrated", "kind")} if "hops" in h5 else {"frustrated": np.zeros(0, bool), "kind": np.zeros(0)}
+        hops = (
+            {k: h5[f"hops/{k}"][()] for k in ("frustrated", "kind")}
+            if "hops" in h5
+            else {"frustrated": np.zeros(0, bool), "kind": np.zeros(0)}
+        )
     valid = ~np.isin(status, FAILED_STATUSES)
     classical = np.bincount(active[valid], minlength=n_states) / max(int(valid.sum()), 1)
     quantum = populations[valid].mean(axis=0) if valid.any() else np.zeros(n_states)

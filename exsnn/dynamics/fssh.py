@@ -21,21 +21,39 @@ bit-identically. This module re-exports the names that other code imports from i
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from exsnn.dynamics.decoherence import Decoherence, DecoherenceInput, make_decoherence
 from exsnn.dynamics.electronic import (
-    PairTable, align_signs, auto_substeps, propagate_coefficients, state_signs_from_vectors, step_uniforms,
+    PairTable,
+    align_signs,
+    auto_substeps,
+    propagate_coefficients,
+    state_signs_from_vectors,
+    step_uniforms,
     velocity_couplings,
 )
 from exsnn.dynamics.failures import keep_previous, keep_rows, non_finite_rows
 from exsnn.dynamics.hopping import attempt_hops, choose_targets, forced_hops_to_ground
 from exsnn.dynamics.settings import FSSHSettings
 from exsnn.dynamics.state import (
-    ELECTRONIC_FAILURE, FAILED, FAILED_STATUSES, FINISHED, FORCED_HOP, FSSH_HOP, LEFT_BOX, RUNNING, STATUS_NAMES,
-    EnsembleState, HopEvents, StepObserver, kinetic_energy, populations, total_energy,
+    ELECTRONIC_FAILURE,
+    FAILED,
+    FAILED_STATUSES,
+    FINISHED,
+    FORCED_HOP,
+    FSSH_HOP,
+    LEFT_BOX,
+    RUNNING,
+    STATUS_NAMES,
+    EnsembleState,
+    HopEvents,
+    StepObserver,
+    kinetic_energy,
+    populations,
+    total_energy,
 )
 from exsnn.dynamics.termination import update_status
 from exsnn.errors import ElectronicStructureError
@@ -249,7 +267,9 @@ class FSSHEngine:
         """(B,) potential energy of the active state plus kinetic energy, Hartree."""
         return total_energy(state.energies, state.active, state.velocities, self.masses)
 
-    def run(self, state: EnsembleState, observer: StepObserver | None = None, progress: Callable[[int], None] | None = None) -> EnsembleState:
+    def run(
+        self, state: EnsembleState, observer: StepObserver | None = None, progress: Callable[[int], None] | None = None
+    ) -> EnsembleState:
         """Step until every trajectory has ended or `n_steps` is reached; call `observer` after each step."""
         while state.step < self.settings.n_steps and bool((state.status == RUNNING).any()):
             hops = self.step(state)

@@ -17,8 +17,8 @@ Trajectories are rows of a batch (B of them, n atoms, N states, P pairs); the fu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -94,7 +95,7 @@ class RunWriter:
 
     @classmethod
     def create(cls, path: str | Path, metadata: RunMetadata, total_energy: TotalEnergy, initial: EnsembleState,
-               overwrite: bool = False) -> "RunWriter":
+               overwrite: bool = False) -> RunWriter:
         """Write a new run file holding the metadata, the records of `initial` and its checkpoint. The file is
         written beside `path` and renamed over it when complete (an existing run is replaced only with
         `overwrite`, and only by a complete file)."""
@@ -164,7 +165,11 @@ class RunWriter:
             )
         if state.step % m.output.geometry_every == 0:
             self.buffer.geometries.append(
-                {"step": np.array([state.step]), "positions": state.positions.cpu().numpy()[None], "velocities": state.velocities.cpu().numpy()[None]}
+                {
+                    "step": np.array([state.step]),
+                    "positions": state.positions.cpu().numpy()[None],
+                    "velocities": state.velocities.cpu().numpy()[None],
+                }
             )
         if len(hops.trajectory):
             self.buffer.hops.append(
@@ -185,7 +190,11 @@ class RunWriter:
 
     def _write_buffer(self, h5: h5py.File, state: EnsembleState) -> None:
         """Append the buffered records to `h5` and replace its checkpoint by `state`'s; empty the buffer."""
-        for group, rows in (("steps", self.buffer.steps), ("geometries", self.buffer.geometries), ("hops", self.buffer.hops)):
+        for group, rows in (
+            ("steps", self.buffer.steps),
+            ("geometries", self.buffer.geometries),
+            ("hops", self.buffer.hops),
+        ):
             if rows:
                 for key in rows[0]:
                     _extend(h5, f"{group}/{key}", np.concatenate([r[key] for r in rows]))

@@ -4,7 +4,8 @@ Trajectories start on the lower adiabatic state, sampled from the Wigner distrib
 that `exsnn.validation.wavepacket` propagates exactly (position spread sigma = 20 / k around x0 = -(10 + 3 sigma),
 momentum spread 1 / (2 sigma)), or all at (x0, k) with `sampling="fixed"`. They run until they leave the box
 |x| > |x0| moving outward (ended trajectories stay in the batch, moving freely, until fewer than 70 % run; then
-the batch is compacted, keeping every trajectory's random numbers). Counting reflection (x < 0) and transmission (x > 0) on each state gives probabilities
+the batch is compacted, keeping every trajectory's random numbers). Counting reflection (x < 0) and transmission
+(x > 0) on each state gives probabilities
 with binomial standard errors sqrt(p (1 - p) / N).
 """
 
@@ -44,14 +45,18 @@ class ScatteringResult:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.probabilities)
         out.update({f"{k}_err": v for k, v in self.errors.items()})
-        out.update({"n_trajectories": self.n_trajectories, "n_failed": self.n_failed, "n_unfinished": self.n_unfinished})
+        out.update(
+            {"n_trajectories": self.n_trajectories, "n_failed": self.n_failed, "n_unfinished": self.n_unfinished}
+        )
         return out
 
 
 def check_momentum(momentum: float) -> None:
     """ConfigurationError unless the mean momentum (a.u.) is positive and finite."""
     if not momentum > 0 or not math.isfinite(momentum):
-        raise ConfigurationError(f"must be positive (the particle starts on the left moving right), got {momentum!r}", where="momentum")
+        raise ConfigurationError(
+            f"must be positive (the particle starts on the left moving right), got {momentum!r}", where="momentum"
+        )
 
 
 def default_start(momentum: float) -> tuple[float, float]:
@@ -146,5 +151,12 @@ def run_scattering(
         n_trajectories=N,
         n_failed=int((final_status == FAILED).sum()),
         n_unfinished=int((~done & (final_status != FAILED)).sum()),
-        settings={"model": model, "momentum": momentum, "dt": dt, "n_steps": n_steps, "sampling": sampling, **fssh.as_dict()},
+        settings={
+            "model": model,
+            "momentum": momentum,
+            "dt": dt,
+            "n_steps": n_steps,
+            "sampling": sampling,
+            **fssh.as_dict(),
+        },
     )

@@ -9,8 +9,9 @@ do not depend on which other trajectories share its batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -59,7 +60,7 @@ class EnsembleState:
             return self.trajectory_ids
         return torch.arange(self.n_trajectories, device=self.positions.device)
 
-    def select(self, index: torch.Tensor) -> "EnsembleState":
+    def select(self, index: torch.Tensor) -> EnsembleState:
         """A smaller ensemble holding the trajectories at `index` (B',); they keep their ids and random numbers."""
         picked = {name: tensor[index] for name, tensor in self.tensors().items() if name != "trajectory_ids"}
         return EnsembleState(step=self.step, **picked, trajectory_ids=self.ids()[index], n_total=self.n_total or self.n_trajectories)
@@ -77,16 +78,16 @@ class HopEvents:
     kind: torch.Tensor
 
     @staticmethod
-    def empty(step: int, device: torch.device) -> "HopEvents":
+    def empty(step: int, device: torch.device) -> HopEvents:
         z = torch.zeros(0, dtype=torch.long, device=device)
         return HopEvents(step, z, z, z, z.bool(), z)
 
-    def extend(self, other: "HopEvents") -> "HopEvents":
+    def extend(self, other: HopEvents) -> HopEvents:
         cat = lambda a, b: torch.cat([a, b])  # noqa: E731
         return HopEvents(self.step, cat(self.trajectory, other.trajectory), cat(self.source, other.source),
                          cat(self.target, other.target), cat(self.frustrated, other.frustrated), cat(self.kind, other.kind))
 
-    def without(self, trajectories: torch.Tensor) -> "HopEvents":
+    def without(self, trajectories: torch.Tensor) -> HopEvents:
         """These events less those of `trajectories` (ids, (K,) long)."""
         if len(trajectories) == 0 or len(self.trajectory) == 0:
             return self

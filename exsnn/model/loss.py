@@ -91,7 +91,9 @@ def compute_loss(
             pair_lists += transition_pairs
             counts = counts + mask_d * len(transition) * 3
     if plus_parts:
-        best, _ = phase_free_squared_error(torch.cat(plus_parts, 1), torch.cat(minus_parts, 1), pair_sign_table(N, pair_lists, idx_m.device))
+        best, _ = phase_free_squared_error(
+            torch.cat(plus_parts, 1), torch.cat(minus_parts, 1), pair_sign_table(N, pair_lists, idx_m.device)
+        )
         labelled = counts > 0
         parts["couplings"] = best[labelled].sum() / counts[labelled].sum().clamp_min(1.0)
     total = (
@@ -136,8 +138,13 @@ class ErrorTable:
             self.sign_choices.append(best[mask_n])
             signs = pair_sign_table(N, device=idx_m.device)[best][idx_m][:, :, None].to(reference.dtype)  # (A, P, 1)
             atoms = mask_n[idx_m]
-            self._add("smooth_nacs", (out["smooth_nacs"] - signs * reference)[atoms].permute(0, 2, 1).reshape(-1, reference.shape[1]))
-            self._add("nacs", (out["nacs"] - signs * batch[NACS])[atoms].permute(0, 2, 1).reshape(-1, reference.shape[1]))
+            self._add(
+                "smooth_nacs",
+                (out["smooth_nacs"] - signs * reference)[atoms].permute(0, 2, 1).reshape(-1, reference.shape[1]),
+            )
+            self._add(
+                "nacs", (out["nacs"] - signs * batch[NACS])[atoms].permute(0, 2, 1).reshape(-1, reference.shape[1])
+            )
         mask_d = batch[f"{DIPOLES}_mask"]
         if "dipoles" in out and mask_d.any():
             _, transition, transition_pairs = _transition_pair_columns(N)
@@ -145,15 +152,28 @@ class ErrorTable:
             if transition:
                 plus, minus = per_sample_pair_errors(out["dipoles"][:, transition], reference[:, transition], None, B)
                 _, best = phase_free_squared_error(plus, minus, pair_sign_table(N, transition_pairs, idx_m.device))
-                reference[:, transition] = reference[:, transition] * pair_sign_table(N, transition_pairs, idx_m.device)[best][:, :, None].to(reference.dtype)
+                reference[:, transition] = reference[:, transition] * pair_sign_table(
+                    N, transition_pairs, idx_m.device
+                )[best][:, :, None].to(reference.dtype)
             self._add("dipoles", (out["dipoles"] - reference)[mask_d].permute(0, 2, 1).reshape(-1, reference.shape[1]))
 
     def summary(self) -> dict[str, Any]:
         """MAE/RMSE per column in report units: energies meV, forces meV/Angstrom, smooth NACs meV/Angstrom,
         NACs 1/Bohr, dipoles e*Bohr; plus how often each sign vector was chosen."""
-        factors = {"energies": 1000 * HARTREE_IN_EV, "forces": 1000 * HARTREE_IN_EV * ANGSTROM_IN_BOHR,
-                   "smooth_nacs": 1000 * HARTREE_IN_EV * ANGSTROM_IN_BOHR, "nacs": 1.0, "dipoles": 1.0}
-        units = {"energies": "meV", "forces": "meV/Angstrom", "smooth_nacs": "meV/Angstrom", "nacs": "1/Bohr", "dipoles": "e*Bohr"}
+        factors = {
+            "energies": 1000 * HARTREE_IN_EV,
+            "forces": 1000 * HARTREE_IN_EV * ANGSTROM_IN_BOHR,
+            "smooth_nacs": 1000 * HARTREE_IN_EV * ANGSTROM_IN_BOHR,
+            "nacs": 1.0,
+            "dipoles": 1.0,
+        }
+        units = {
+            "energies": "meV",
+            "forces": "meV/Angstrom",
+            "smooth_nacs": "meV/Angstrom",
+            "nacs": "1/Bohr",
+            "dipoles": "e*Bohr",
+        }
         N = self.n_states
         columns = {
             "energies": [f"S{s}" for s in range(N)],
@@ -183,7 +203,10 @@ def format_error_table(table: dict[str, Any]) -> str:
         for column, mae in entry["mae"].items():
             lines.append(f"{key:14s} {entry['unit']:14s} {column:>6s} {mae:12.4f} {entry['rmse'][column]:12.4f}")
     if "sign_vectors_chosen" in table:
-        lines.append("phase-free sign vectors chosen (state signs p0 p1 ...): " + ", ".join(f"{k} {v}" for k, v in table["sign_vectors_chosen"].items()))
+        lines.append(
+            "phase-free sign vectors chosen (state signs p0 p1 ...): "
+            + ", ".join(f"{k} {v}" for k, v in table["sign_vectors_chosen"].items())
+        )
     return "\n".join(lines)
 
 

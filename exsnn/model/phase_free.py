@@ -17,7 +17,9 @@ from exsnn.data.phases import pair_sign_table, sign_vectors
 __all__ = ["pair_sign_table", "per_sample_pair_errors", "phase_free_squared_error", "sign_vector_histogram", "sign_vectors"]
 
 
-def per_sample_pair_errors(pred: torch.Tensor, ref: torch.Tensor, index: torch.Tensor | None, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+def per_sample_pair_errors(
+    pred: torch.Tensor, ref: torch.Tensor, index: torch.Tensor | None, n_samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """e+ and e- per sample and pair, (B, P) each, from pred/ref (rows, P, 3); rows map to samples by `index`
     (atoms -> molecules for NACs; None when rows are the samples, e.g. transition dipoles)."""
     plus = ((pred - ref) ** 2).sum(-1)

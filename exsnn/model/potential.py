@@ -19,8 +19,8 @@ import torch
 
 from exsnn.data.phases import best_state_signs, pair_signs
 from exsnn.data.properties import dipole_pairs, state_pairs
-from exsnn.model.training import MODEL_FILE, load_network
 from exsnn.errors import ConfigurationError, DataError
+from exsnn.model.training import MODEL_FILE, load_network
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.potentials.spec import resolve_path
 from exsnn.units import AMU_IN_ELECTRON_MASS

@@ -16,8 +16,8 @@ import torch
 from exsnn.data.properties import DIPOLES, ENERGIES, FORCES, NACS, state_pairs
 from exsnn.data.store import read_frames
 from exsnn.data.torch_data import ExcitedStateDataModule
-from exsnn.model.loss import LabelScales, LossWeights, format_error_table
 from exsnn.errors import ConfigurationError, DataError, ExsnnWarning
+from exsnn.model.loss import LabelScales, LossWeights, format_error_table
 from exsnn.model.network import ArchitectureConfig, MultiStateNetwork, NetworkConfig
 from exsnn.model.task import MultiStateTask
 
@@ -59,7 +59,7 @@ class TrainingConfig:
                                      where="learning_rate/lr_factor/patience")
 
     @classmethod
-    def build(cls, data: str, output: str, values: dict[str, Any] | None = None, source: str | None = None) -> "TrainingConfig":
+    def build(cls, data: str, output: str, values: dict[str, Any] | None = None, source: str | None = None) -> TrainingConfig:
         """A config from plain values (a TOML table or command-line flags): training fields at the top level,
         architecture fields (`ArchitectureConfig`) either in a `network` table or at the top level. Unknown names and
         impossible values raise ConfigurationError naming `source` and the field."""
@@ -83,7 +83,7 @@ class TrainingConfig:
             raise ConfigurationError(exc.problem, source=source, where=exc.where) from None
 
     @classmethod
-    def from_file(cls, path: str | Path, data: str, output: str, **overrides: Any) -> "TrainingConfig":
+    def from_file(cls, path: str | Path, data: str, output: str, **overrides: Any) -> TrainingConfig:
         """Read a TOML file of `build` values; `overrides` (command-line flags) win over it."""
         import tomllib
 

@@ -91,6 +91,7 @@ class WorkPool(ABC):
 
     def close(self) -> None:
         """End the workers (and a cluster started here); the pool cannot be used afterwards."""
+        return None  # nothing to end for the serial pool; the others override this
 
     def __enter__(self) -> WorkPool:
         return self

@@ -15,6 +15,7 @@ import io
 import os
 import tempfile
 from dataclasses import dataclass
+
 import numpy as np
 
 from exsnn.errors import ConfigurationError

@@ -132,9 +132,8 @@ def _run_geometric(evaluate: _Evaluator, positions: np.ndarray, max_steps: int, 
     import geometric.molecule
     import geometric.nifty
     import geometric.optimize
-    from geometric.errors import GeomOptNotConvergedError
-
     from ase.data import chemical_symbols
+    from geometric.errors import GeomOptNotConvergedError
 
     bohr_to_angstrom = geometric.nifty.bohr2ang
 
@@ -173,8 +172,9 @@ def _run_geometric(evaluate: _Evaluator, positions: np.ndarray, max_steps: int, 
 
 
 def _run_berny(evaluate: _Evaluator, positions: np.ndarray, max_steps: int, convergence: str) -> tuple[np.ndarray, bool]:
-    from berny import Berny, Geometry
     from ase.data import chemical_symbols
+    from berny import Berny, Geometry
+
     from exsnn.units import BOHR_IN_ANGSTROM
 
     symbols = [chemical_symbols[int(z)] for z in evaluate.numbers]

@@ -34,7 +34,7 @@ class PotentialOutput:
     dipoles: torch.Tensor | None = None
     state_vectors: torch.Tensor | None = None
 
-    def subset(self, index: torch.Tensor) -> "PotentialOutput":
+    def subset(self, index: torch.Tensor) -> PotentialOutput:
         """The outputs of the structures at `index` (a (K,) long tensor)."""
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         return PotentialOutput(

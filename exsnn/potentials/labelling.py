@@ -10,7 +10,9 @@ from exsnn.data.frame import Frame
 from exsnn.potentials.base import Potential
 
 
-def label_frames(potential: Potential, positions: torch.Tensor, provenance: dict[str, Any] | None = None, batch_size: int = 256) -> list[Frame]:
+def label_frames(
+    potential: Potential, positions: torch.Tensor, provenance: dict[str, Any] | None = None, batch_size: int = 256
+) -> list[Frame]:
     """Frames for positions (B, n, 3) Bohr: energies (N,), forces (n, N, 3), NACs (n, P, 3), dipoles if available."""
     frames: list[Frame] = []
     numbers = potential.numbers.cpu().numpy()
@@ -27,7 +29,12 @@ def label_frames(potential: Potential, positions: torch.Tensor, provenance: dict
                     nacs=None if out.nacs is None else out.nacs[k].permute(1, 0, 2).cpu().numpy(),
                     dipoles=None if out.dipoles is None else out.dipoles[k].cpu().numpy(),
                     multiplicity=1,
-                    provenance={"source": "potential", "potential": potential.describe(), "index": start + k, **(provenance or {})},
+                    provenance={
+                        "source": "potential",
+                        "potential": potential.describe(),
+                        "index": start + k,
+                        **(provenance or {}),
+                    },
                 )
             )
     return frames

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from ase.data import atomic_numbers
 
-from exsnn.errors import ConfigurationError, DataError
 from exsnn.data.properties import dipole_pairs
+from exsnn.errors import ConfigurationError, DataError
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.potentials.diabatic import adiabatic_from_diabatic
 
@@ -134,7 +134,11 @@ def read_lvc_template(path: str | Path) -> LVCParameters:
     reference = read_v0(v0_path)
     states = [int(x) for x in _floats(path, 2, lines[1])]
     if any(states[1:]):
-        raise DataError(path, "line 2 (states per multiplicity)", f"{states}: only singlet LVC models are supported, not triplets or higher multiplicities")
+        raise DataError(
+            path,
+            "line 2 (states per multiplicity)",
+            f"{states}: only singlet LVC models are supported, not triplets or higher multiplicities",
+        )
     N, n3 = states[0], reference.modes.shape[0]
     epsilon, kappa, lam = np.zeros(N), np.zeros((N, n3)), np.zeros((N, N, n3))
     dipoles: np.ndarray | None = None
@@ -164,7 +168,9 @@ def read_lvc_template(path: str | Path) -> LVCParameters:
                 elif key == "lambda" and len(values) == 5:
                     lam[idx[1], idx[2], idx[3]] = lam[idx[2], idx[1], idx[3]] = values[-1]
                 else:
-                    raise DataError(path, f"line {line_number}", f"malformed {key} entry {lines[line_number - 1].strip()!r}")
+                    raise DataError(
+                        path, f"line {line_number}", f"malformed {key} entry {lines[line_number - 1].strip()!r}"
+                    )
             k += 2 + count
         elif key == "charge":
             charge = int(float(fields[1])) if len(fields) > 1 else 0
@@ -184,7 +190,9 @@ def read_lvc_template(path: str | Path) -> LVCParameters:
     return LVCParameters(reference, epsilon, kappa, lam, dipoles, charge)
 
 
-def kabsch_align(positions: torch.Tensor, reference: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def kabsch_align(
+    positions: torch.Tensor, reference: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate mass-weighted-centred positions (B, n, 3) onto the centred reference (n, 3).
 
     Returns (aligned (B, n, 3), rotation (B, 3, 3)) with aligned = centred @ rotation^T. Differentiable.
@@ -215,7 +223,9 @@ class LVCPotential(Potential):
         self._frequencies = t(ref.frequencies[vib])  # (M,)
         mass_per_coordinate = np.repeat(ref.masses, 3) * AMU_TO_ME
         # Q = dx_flat @ transform, transform (3n, M)
-        self._transform = t(ref.modes[:, vib] * np.sqrt(mass_per_coordinate)[:, None] * np.sqrt(ref.frequencies[vib])[None])
+        self._transform = t(
+            ref.modes[:, vib] * np.sqrt(mass_per_coordinate)[:, None] * np.sqrt(ref.frequencies[vib])[None]
+        )
         self._epsilon = t(self.parameters.epsilon)
         self._kappa = t(self.parameters.kappa[:, vib])  # (N, M)
         self._lambda = t(self.parameters.lam[:, :, vib])  # (N, N, M)
@@ -244,7 +254,11 @@ class LVCPotential(Potential):
         return hamiltonian, dh_dq
 
     def compute(
-        self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True,
+        self,
+        positions: torch.Tensor,
+        states: torch.Tensor | None = None,
+        all_forces: bool = False,
+        nacs: bool = True,
         trajectories: torch.Tensor | None = None,
     ) -> PotentialOutput:
         positions = positions.detach().to(torch.float64).requires_grad_(True)

@@ -10,9 +10,10 @@ A new backend is one line in `POTENTIALS` (or one `register_potential` call from
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from exsnn.errors import ConfigurationError
 
@@ -65,7 +66,7 @@ def _loader(prefix: str) -> Loader:
     return getattr(importlib.import_module(module_name), function)
 
 
-def load_potential(spec: str, base_dir: str | Path = ".", device: str = "cpu", numbers: object = None) -> "Potential":
+def load_potential(spec: str, base_dir: str | Path = ".", device: str = "cpu", numbers: object = None) -> Potential:
     """Build the potential named by `spec`; relative paths are taken from `base_dir`."""
     prefix, _, argument = spec.partition(":")
     if prefix not in POTENTIALS:

@@ -13,8 +13,8 @@ matters (forces and NACs have zero y, z components). Parameters in atomic units,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

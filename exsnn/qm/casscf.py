@@ -169,7 +169,7 @@ def _attempt(mf: Any, settings: QMSettings, name: str, orbitals: np.ndarray, ci0
             mc.max_stepsize = step
         solver = "determinants with a spin penalty" if penalty else "singlet CI"
         cycles = [0]
-        mc.callback = lambda env: cycles.__setitem__(0, env.get("imacro", cycles[0]))
+        mc.callback = lambda env, cycles=cycles: cycles.__setitem__(0, env.get("imacro", cycles[0]))
         try:
             mc.kernel(orbitals, ci0=ci0)
         except (ValueError, np.linalg.LinAlgError, RuntimeError) as exc:

@@ -40,11 +40,17 @@ def excited_states(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
         raise QMFailure(f"excited-state roots not converged ({int(np.sum(converged[:n_roots]))} of {n_roots})")
     excitations = np.asarray(td.e[:n_roots])
     if np.any(~np.isfinite(excitations)) or excitations.min() < settings.min_excitation:
-        raise QMFailure(f"excitation energy {excitations.min():.2e} Hartree below {settings.min_excitation} (instability or a broken reference)")
-    return ExcitedStates(mol, mf, td, np.concatenate([[mf.e_tot], mf.e_tot + excitations]), list(range(n_roots)), attempts)
+        raise QMFailure(
+            f"excitation energy {excitations.min():.2e} Hartree below {settings.min_excitation} (instability or a broken reference)"
+        )
+    return ExcitedStates(
+        mol, mf, td, np.concatenate([[mf.e_tot], mf.e_tot + excitations]), list(range(n_roots)), attempts
+    )
 
 
-def restore_states(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, saved: SavedStates) -> ExcitedStates:
+def restore_states(
+    numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, saved: SavedStates
+) -> ExcitedStates:
     """The states of `saved` (computed at exactly these positions with these settings) as live PySCF objects, without
     an SCF or TD solve: gradients and couplings evaluated on them equal those of the original objects."""
     from pyscf.lib import num_threads

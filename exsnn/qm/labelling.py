@@ -151,18 +151,40 @@ def label_file(
     check_resume(output, settings)
     done = _labelled_indices(output, source_key, retry_failed)
     reference_states = _reference_states(reference, geometries, settings) if reference is not None else None
-    jobs = [LabelJob(k, numbers, positions, settings, reference_states) for k, (numbers, positions) in enumerate(geometries) if k not in done]
-    metadata = DatasetMetadata(n_states=settings.n_states, method=settings.method_label, basis=settings.basis,
-                               program="PySCF", program_version=pyscf.__version__, extra={"settings": settings.as_dict()})
+    jobs = [LabelJob(k, numbers, positions, settings, reference_states)
+            for k, (numbers, positions) in enumerate(geometries) if k not in done]
+    metadata = DatasetMetadata(
+        n_states=settings.n_states,
+        method=settings.method_label,
+        basis=settings.basis,
+        program="PySCF",
+        program_version=pyscf.__version__,
+        extra={"settings": settings.as_dict()},
+    )
     failures: dict[int, str] = {}
     labelled = 0
-    with DatasetWriter(output, metadata, commit_every=commit_every) as writer, open_pool(executor, threads, max_attempts, WORKER_MODULES) as pool:
-        bar = tqdm(total=len(jobs), disable=not progress, unit="geometry", desc=f"label {settings.method_label}/{settings.basis}")
+    with (
+        DatasetWriter(output, metadata, commit_every=commit_every) as writer,
+        open_pool(executor, threads, max_attempts, WORKER_MODULES) as pool,
+    ):
+        bar = tqdm(
+            total=len(jobs),
+            disable=not progress,
+            unit="geometry",
+            desc=f"label {settings.method_label}/{settings.basis}",
+        )
         for job, outcome in pool.map_unordered(_task, jobs):
             index, numbers, positions = job.index, job.numbers, job.positions
             result = _died(outcome) if isinstance(outcome, WorkerDied) else outcome
-            provenance = {"source": "label", "input_file": source_key, "input_index": index, "method": settings.method_label,
-                          "basis": settings.basis, "timings": result["timings"], "scf": result["notes"]}
+            provenance = {
+                "source": "label",
+                "input_file": source_key,
+                "input_index": index,
+                "method": settings.method_label,
+                "basis": settings.basis,
+                "timings": result["timings"],
+                "scf": result["notes"],
+            }
             if result["failure"] is not None:
                 failures[index] = result["failure"]
                 provenance["failure"] = result["failure"]
@@ -177,8 +199,18 @@ def label_file(
                 if result["transition_dipoles"] is not None:
                     provenance["transition_dipoles"] = np.asarray(result["transition_dipoles"]).tolist()
                     provenance["oscillator_strengths"] = np.asarray(result["oscillator_strengths"]).tolist()
-            writer.add(Frame(numbers=numbers, positions=positions, energies=result["energies"], forces=result["forces"],
-                             nacs=result["nacs"], charge=settings.charge, multiplicity=1, provenance=provenance))
+            writer.add(
+                Frame(
+                    numbers=numbers,
+                    positions=positions,
+                    energies=result["energies"],
+                    forces=result["forces"],
+                    nacs=result["nacs"],
+                    charge=settings.charge,
+                    multiplicity=1,
+                    provenance=provenance,
+                )
+            )
             bar.update(1)
         bar.close()
     return LabellingSummary(str(output), labelled, len(failures), len(done), time.perf_counter() - start, failures)

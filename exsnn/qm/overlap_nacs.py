@@ -136,7 +136,9 @@ def finite_difference_nacs(numbers: np.ndarray, positions: np.ndarray, settings:
         s = state_overlaps(wave, other)
         diagonal = np.diag(s)
         if np.abs(diagonal).min() < 0.5:
-            raise QMFailure(f"root flip between displaced geometries (self-overlap {np.abs(diagonal).min():.2f}, atom {atom}, axis {'xyz'[axis]})")
+            raise QMFailure(
+                f"root flip between displaced geometries (self-overlap {np.abs(diagonal).min():.2f}, atom {atom}, axis {'xyz'[axis]})"
+            )
         return s * np.sign(diagonal)[None, :]
 
     nacs = _pairs(_central_differences(len(numbers), settings.fd_step, displaced_overlaps))

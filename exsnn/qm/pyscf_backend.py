@@ -80,7 +80,12 @@ def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
         except QMFailure as exc:
             result.failure, result.energies, result.forces, result.nacs = exc.reason, None, None, None
         except (np.linalg.LinAlgError, RuntimeError, ValueError) as exc:
-            result.failure, result.energies, result.forces, result.nacs = f"SA-CASSCF failed ({type(exc).__name__}: {exc})", None, None, None
+            result.failure, result.energies, result.forces, result.nacs = (
+                f"SA-CASSCF failed ({type(exc).__name__}: {exc})",
+                None,
+                None,
+                None,
+            )
         result.timings["total"] = time.perf_counter() - start
         return result
     want_nacs = nacs and settings.nacs != "none" and N > 1
@@ -91,8 +96,13 @@ def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
             result.timings["restore"] = time.perf_counter() - start
             result.notes.append("SCF and excited states reused from the saved solution at this geometry")
         else:
-            states = excited_states(numbers, positions, settings, guess_dm=guess_dm,
-                                    previous_dm=None if reference is None else reference.density())
+            states = excited_states(
+                numbers,
+                positions,
+                settings,
+                guess_dm=guess_dm,
+                previous_dm=None if reference is None else reference.density(),
+            )
             result.timings["scf_and_excited"] = time.perf_counter() - start
             result.notes += states.scf_attempts
             if reference is not None and states.td is not None:
@@ -159,11 +169,20 @@ def run_structure_task(task: StructureTask) -> QMResult:
     """`label_geometry` for one task, keeping the solution (result.saved) for later calls at the same geometry; a
     failure that started from a guess density is retried once from PySCF's own guess (the trajectory may have moved
     far). Top level, so that process pools and Dask can send it to workers."""
-    result = label_geometry(task.numbers, task.positions, task.settings, guess_dm=task.guess_dm, gradients=task.gradients,
-                            nacs=task.nacs, saved=task.saved, keep_states=True)
+    result = label_geometry(
+        task.numbers,
+        task.positions,
+        task.settings,
+        guess_dm=task.guess_dm,
+        gradients=task.gradients,
+        nacs=task.nacs,
+        saved=task.saved,
+        keep_states=True,
+    )
     if result.failure is not None and task.guess_dm is not None and task.saved is None:
-        retried = label_geometry(task.numbers, task.positions, task.settings, gradients=task.gradients, nacs=task.nacs,
-                                 keep_states=True)
+        retried = label_geometry(
+            task.numbers, task.positions, task.settings, gradients=task.gradients, nacs=task.nacs, keep_states=True
+        )
         retried.notes.insert(0, f"from the trajectory's previous density: {result.failure}; retried from PySCF's guess")
         return retried
     return result

@@ -134,7 +134,9 @@ def _problems(s: QMSettings) -> list[str]:
         problems.append("choose the active orbitals either by cas_orbitals or by avas, not both")
     if s.cas_orbitals:
         if len(s.cas_orbitals) != s.ncas:
-            problems.append(f"cas_orbitals lists {len(s.cas_orbitals)} orbitals ({_ranges(s.cas_orbitals)}) for an active space of {s.ncas}")
+            problems.append(
+                f"cas_orbitals lists {len(s.cas_orbitals)} orbitals ({_ranges(s.cas_orbitals)}) for an active space of {s.ncas}"
+            )
         if min(s.cas_orbitals) < 1:
             problems.append(f"cas_orbitals are 1-based orbital indices, got {_ranges(s.cas_orbitals)}")
         if len(set(s.cas_orbitals)) != len(s.cas_orbitals):
@@ -248,13 +250,21 @@ def _method_fields(method: str, basis: str) -> dict[str, Any]:
     compact = method.lower().replace(" ", "")
     cas = re.fullmatch(r"(?:sa-)?casscf\((\d+),(\d+)\)", compact)
     if cas:
-        return {"excited": "casscf", "xc": "hf", "basis": basis.strip(), "nelecas": int(cas.group(1)), "ncas": int(cas.group(2))}
+        return {
+            "excited": "casscf",
+            "xc": "hf",
+            "basis": basis.strip(),
+            "nelecas": int(cas.group(1)),
+            "ncas": int(cas.group(2)),
+        }
     if compact.startswith(("casscf", "sa-casscf")):
         raise ValueError(f"expected casscf(NELECAS,NCAS), e.g. casscf(6,4), got {method!r}")
     excited, _, xc = compact.partition("-")
     if excited not in ("tda", "tddft") or not xc:
-        raise ValueError(f"expected tda-XC, tddft-XC or casscf(NELECAS,NCAS) before the '/', got {method!r} "
-                         "(e.g. tda-hf, tddft-b3lyp)")
+        raise ValueError(
+            f"expected tda-XC, tddft-XC or casscf(NELECAS,NCAS) before the '/', got {method!r} "
+            "(e.g. tda-hf, tddft-b3lyp)"
+        )
     return {"excited": excited, "xc": xc, "basis": basis.strip()}
 
 
@@ -279,7 +289,9 @@ def parse_qm_spec(text: str, *, source: str | None = "--method", **overrides: An
         key, equals, raw = part.partition("=")
         key = key.strip().lower()
         if key not in OPTIONS:
-            raise ConfigurationError(f"unknown option {key!r}; known options: {', '.join(OPTIONS)}", source=source, where=text)
+            raise ConfigurationError(
+                f"unknown option {key!r}; known options: {', '.join(OPTIONS)}", source=source, where=text
+            )
         if not equals or not raw.strip():
             raise ConfigurationError(f"option {key!r} needs a value ({key}=VALUE)", source=source, where=text)
         field, convert = OPTIONS[key]
@@ -303,8 +315,12 @@ def parse_qm_spec(text: str, *, source: str | None = "--method", **overrides: An
         elif field in ("cas_orbitals", "avas"):
             value = tuple(value)
         if field in from_text and from_text[field] != value:
-            raise ConfigurationError(f"{field} is {from_text[field]!r} in the method string but {value!r} elsewhere "
-                                     "(e.g. a command-line flag): give it once", source=source, where=text)
+            raise ConfigurationError(
+                f"{field} is {from_text[field]!r} in the method string but {value!r} elsewhere "
+                "(e.g. a command-line flag): give it once",
+                source=source,
+                where=text,
+            )
         from_text[field] = value
     values.update(from_text)
     try:

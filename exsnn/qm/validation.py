@@ -18,8 +18,8 @@ spellings (a `pyscf:` potential spec) pass their own through `options`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import warnings
+from collections.abc import Mapping
 from math import comb
 from os import PathLike
 from typing import Any

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from exsnn.errors import DataError
 from exsnn.data.importers.ase_db import import_ase_db
 from exsnn.data.importers.common import ImportedData
 from exsnn.data.importers.extxyz import import_extxyz
 from exsnn.data.importers.sharc import import_sharc
+from exsnn.errors import DataError
 
 IMPORTERS: dict[str, Callable[..., ImportedData]] = {
     "spainn-db": lambda path, **kw: import_ase_db(path, layout="spainn", **kw),

@@ -17,17 +17,18 @@ from __future__ import annotations
 import base64
 import binascii
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import ase.db
 import numpy as np
 
-from exsnn.errors import DataError
 from exsnn.data.frame import Frame
 from exsnn.data.importers.common import ImportedData, parse_reference_method
 from exsnn.data.properties import n_pairs
 from exsnn.data.store import DatasetMetadata
+from exsnn.errors import DataError
 from exsnn.units import to_atomic
 
 LAYOUTS = ("spainn", "schnarc")
@@ -120,7 +121,7 @@ def import_ase_db(source: str | Path, layout: str = "auto", distance_unit: str |
             raise DataError(source, f"{where}: energy", f"expected {n_states} states, got shape {np.shape(data['energy'])}")
         n_atoms = int(row.natoms)
 
-        def array(key: str, state_major_shape: tuple[int, ...]) -> np.ndarray | None:
+        def array(key: str, state_major_shape: tuple[int, ...], data: dict = data, where: str = where) -> np.ndarray | None:
             if key not in data:
                 return None
             value = np.asarray(data[key], dtype=float) * factors[key]

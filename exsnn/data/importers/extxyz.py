@@ -15,10 +15,10 @@ from typing import Any
 import ase.io
 import numpy as np
 
-from exsnn.errors import DataError
 from exsnn.data.frame import Frame
 from exsnn.data.importers.common import ImportedData
 from exsnn.data.store import DatasetMetadata
+from exsnn.errors import DataError
 from exsnn.units import to_atomic
 
 DEFAULT_ENERGY_UNIT = "eV"
@@ -54,7 +54,11 @@ def read_structures(source: str | Path) -> list[tuple[np.ndarray, np.ndarray, np
         except ValueError as exc:
             raise DataError(source, f"frame {k}: units", str(exc)) from None
         # ASE velocities are Angstrom per ASE time unit (1 fs = ase.units.fs)
-        velocities = atoms.get_velocities() * (to_atomic("Angstrom", "length") * AU_TIME_IN_FS * ase_units.fs) if atoms.has("momenta") else None
+        velocities = (
+            atoms.get_velocities() * (to_atomic("Angstrom", "length") * AU_TIME_IN_FS * ase_units.fs)
+            if atoms.has("momenta")
+            else None
+        )
         structures.append((atoms.numbers, atoms.positions * to_bohr, velocities))
     return structures
 
@@ -86,7 +90,7 @@ def import_extxyz(source: str | Path) -> ImportedData:
             raise DataError(source, f"{where}: energies", "missing: the first frame must give energies or n_states")
         n = len(atoms)
 
-        def per_atom(key: str) -> np.ndarray | None:
+        def per_atom(key: str, arrays: dict = arrays, where: str = where, n: int = n) -> np.ndarray | None:
             if key not in arrays:
                 return None
             value = np.asarray(arrays[key], dtype=float)
@@ -116,5 +120,7 @@ def import_extxyz(source: str | Path) -> ImportedData:
         frames.append(frame.validated(n_states, str(source), where))
     assert n_states is not None
     described = {key: str(images[0].info.get(key, "")) for key in ("method", "basis", "program", "program_version")}
-    metadata = DatasetMetadata(n_states=n_states, extra={"imported_from": str(source), "source_format": "extxyz"}, **described)
+    metadata = DatasetMetadata(
+        n_states=n_states, extra={"imported_from": str(source), "source_format": "extxyz"}, **described
+    )
     return ImportedData(metadata=metadata, frames=frames)

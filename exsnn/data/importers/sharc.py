@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from ase.data import atomic_numbers
 
-from exsnn.errors import DataError
 from exsnn.data.frame import Frame
 from exsnn.data.importers.common import ImportedData
 from exsnn.data.properties import pair_matrix_to_upper
 from exsnn.data.store import DatasetMetadata
+from exsnn.errors import DataError
 from exsnn.units import length_in_bohr
 
 _BLOCK_HEADER = re.compile(r"^!\s*(\d+)\b(.*)$")
@@ -128,7 +128,11 @@ def read_qm_out(path: Path, n_atoms: int) -> dict[str, np.ndarray]:
     hamiltonian, _ = _matrix(path, "block '! 1 Hamiltonian Matrix'", ham_lines, 0, N, N, complex_=True)
     off_diagonal = hamiltonian - np.diag(np.diag(hamiltonian))
     if np.abs(off_diagonal).max() > 1e-8:
-        raise DataError(path, "block '! 1 Hamiltonian Matrix'", "has off-diagonal couplings (SOCs); only diagonal singlet Hamiltonians are supported")
+        raise DataError(
+            path,
+            "block '! 1 Hamiltonian Matrix'",
+            "has off-diagonal couplings (SOCs); only diagonal singlet Hamiltonians are supported",
+        )
     labels: dict[str, np.ndarray] = {"energies": np.real(np.diag(hamiltonian)).copy()}
 
     if 2 in blocks:
@@ -189,5 +193,7 @@ def import_sharc(source: str | Path, qm_in: str | Path | None = None) -> Importe
         )
         frames.append(frame.validated(N, str(out_path), "frame"))
     assert n_states is not None
-    metadata = DatasetMetadata(n_states=n_states, program="SHARC interface", extra={"imported_from": str(source), "source_format": "sharc"})
+    metadata = DatasetMetadata(
+        n_states=n_states, program="SHARC interface", extra={"imported_from": str(source), "source_format": "sharc"}
+    )
     return ImportedData(metadata=metadata, frames=frames)
