@@ -68,12 +68,40 @@ def run_dynamics_part(out: Path) -> dict[str, str]:
     }
     exact = exact_scattering(TULLY_MODELS["tully1"], momentum).as_dict()
     print("  outcome     FSSH            exact (split-operator wavepacket)")
+    errors = {key: float(np.sqrt(max(p * (1 - p), 1 / n) / n)) for key, p in fssh.items()}
     for key in ("T_lower", "T_upper", "R_lower", "R_upper"):
-        p = fssh[key]
-        print(f"  {key:9s}  {p:.3f} +/- {np.sqrt(max(p * (1 - p), 1 / n) / n):.3f}   {exact[key]:.3f}")
+        print(f"  {key:9s}  {fssh[key]:.3f} +/- {errors[key]:.3f}   {exact[key]:.3f}")
     written = {"surface-hopping run (HDF5)": summary.output}
+    outcomes = out / "tully1_k20_outcomes.png"
+    plot_outcomes(fssh, errors, exact, outcomes,
+                  f"Tully model 1, k = {momentum:g} a.u.: FSSH ({n} trajectories, from the lower state) vs exact")
+    written["outcome plot (vs exact)"] = str(outcomes)
     written.update(analyze_run(summary.output))
     return written
+
+
+def plot_outcomes(fssh: dict[str, float], errors: dict[str, float], exact: dict[str, float], png: Path, title: str) -> None:
+    """Scattering outcome probabilities: FSSH with binomial 2-sigma error bars beside the exact wavepacket values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("T_lower", "T_upper", "R_lower", "R_upper")
+    names = ("transmitted,\nlower state", "transmitted,\nupper state", "reflected,\nlower state", "reflected,\nupper state")
+    x = list(range(len(keys)))
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    axis.bar([k - 0.18 for k in x], [fssh[k] for k in keys], width=0.36, yerr=[2 * errors[k] for k in keys], capsize=4,
+             color="tab:blue", label="FSSH (exsnn), 2-sigma binomial error")
+    axis.bar([k + 0.18 for k in x], [exact[k] for k in keys], width=0.36, color="tab:orange", label="exact wavepacket")
+    axis.set_xticks(x, names)
+    axis.set_ylabel("probability")
+    axis.set_ylim(0, 1.05)
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(png, dpi=120)
+    plt.close(figure)
 
 
 def run_data_part(out: Path) -> dict[str, str]:
