@@ -165,3 +165,57 @@ def test_shipped_lvc_campaign_converges_by_its_rule_and_errors_fall(shared_data:
         assert np.mean(list(last[key].values())) < np.mean(list(first[key].values())), (key, first[key], last[key])
     report = (out / f"iteration_{status['iteration']:03d}" / "report.md").read_text()
     assert "Test errors" in report and "populations.png" in report
+
+
+PYSCF = """
+[oracle]
+spec = "pyscf:tda-hf/sto-3g,states=3,executor=dask-local:2"
+batch = 4
+[initial]
+file = "{geometries}"
+n_frames = 12
+[committee]
+members = 2
+epochs = 10
+warm_epochs = 5
+width = 8
+interactions = 1
+batch_size = 8
+[dynamics]
+file = "{geometries}"
+n_trajectories = 4
+initial_state = 1
+dt_fs = 0.25
+duration_fs = 1.0
+[selection]
+budget = 3
+test_every = 2
+[thresholds]
+mode = "fixed"                  # tiny lower thresholds: every frame is a candidate, the selection is exercised
+energies_ev = 1e-6
+forces_ev_a = 1e-6
+couplings_ev_a = 1e-6
+[stopping]
+max_iterations = 2
+label_budget = 30
+"""
+
+
+@pytest.mark.slow
+def test_pyscf_campaign_labels_through_a_local_dask_cluster(tmp_path: Path) -> None:
+    """A whole iteration with a real PySCF oracle (TDA-HF/STO-3G water): initial labels, committee, dynamics, selection
+    and labels from dynamics computed on a Dask LocalCluster of 2 workers on loopback."""
+    from exsnn.data import read_frames
+
+    config = tmp_path / "campaign.toml"
+    config.write_text(PYSCF.format(geometries=PROJECT / "datasets" / "h2o_cis_sto3g" / "h2o_cis_sto3g.xyz"))
+    out = tmp_path / "water"
+    result = exsnn("campaign", "run", config, "-o", out)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(exsnn("campaign", "status", out, "--json").stdout)
+    assert status["stopped"] in ("converged", "iteration limit") and status["iteration"] == 1
+    records = [json.loads(p) for p in read_frames(out / "data.h5").provenance]
+    from_dynamics = [r for r in records if r["campaign"]["iteration"] == 1]
+    assert len(records) == 12 + len(from_dynamics) and 1 <= len(from_dynamics) <= 3
+    assert all("PySCF" in r["oracle"] for r in records)
+    assert (out / "iteration_001" / "report.md").exists()
