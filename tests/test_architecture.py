@@ -28,34 +28,10 @@ ALLOWED = {
     "model": {"errors", "units", "data", "potentials"},
     "photo": {"errors", "units", "data", "potentials", "qm", "parallel"},
     "analysis": {"errors", "units", "data", "dynamics"},
-    "active": {
-        "errors",
-        "units",
-        "data",
-        "potentials",
-        "validation",
-        "parallel",
-        "dynamics",
-        "qm",
-        "model",
-        "photo",
-        "analysis",
-    },
-    "cli": {
-        "errors",
-        "units",
-        "data",
-        "potentials",
-        "validation",
-        "parallel",
-        "dynamics",
-        "qm",
-        "model",
-        "photo",
-        "analysis",
-        "active",
-    },
+    "active": {"errors", "units", "data", "potentials", "validation", "parallel", "dynamics", "qm", "model", "photo",
+               "analysis"},
 }
+ALLOWED["cli"] = ALLOWED["active"] | {"active"}  # the command line may use everything
 
 
 def module_name(path: Path) -> str:
