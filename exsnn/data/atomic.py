@@ -68,7 +68,8 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             handle.close()  # closing releases the lock
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -102,8 +103,8 @@ def atomic_h5_update(path: str | os.PathLike[str], locked: bool = False) -> Iter
             shutil.copyfile(path, temporary)
         with h5py.File(temporary, "r+" if exists else "w-") as h5:
             yield h5
-        _fsync_path(temporary)
+        fsync_path(temporary)
         os.replace(temporary, path)
-        _fsync_path(path.parent)
+        fsync_path(path.parent)
     finally:
         temporary.unlink(missing_ok=True)

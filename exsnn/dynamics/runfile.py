@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 import torch
 
-from exsnn.data.atomic import atomic_h5_update, exclusive_lock, open_readonly, remove_stale_temporaries
+from exsnn.data.atomic import atomic_h5_update, exclusive_lock, fsync_path, open_readonly, remove_stale_temporaries
 from exsnn.dynamics.settings import OutputSettings
 from exsnn.dynamics.state import EnsembleState, HopEvents, populations
 from exsnn.errors import DataError
@@ -76,14 +76,6 @@ def _extend(h5: h5py.File, name: str, values: np.ndarray) -> None:
 TotalEnergy = Callable[[EnsembleState], torch.Tensor]
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class RunWriter:
     """Buffers per-step records and commits them with a checkpoint every `checkpoint_every` steps."""
 
@@ -112,9 +104,9 @@ class RunWriter:
                 with h5py.File(temporary, "w") as h5:
                     writer._write_metadata(h5)
                     writer._write_buffer(h5, initial)
-                _fsync(temporary)
+                fsync_path(temporary)
                 os.replace(temporary, path)
-                _fsync(path.parent)
+                fsync_path(path.parent)
             finally:
                 temporary.unlink(missing_ok=True)
         return writer
