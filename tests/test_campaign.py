@@ -219,3 +219,37 @@ def test_pyscf_campaign_labels_through_a_local_dask_cluster(tmp_path: Path) -> N
     assert len(records) == 12 + len(from_dynamics) and 1 <= len(from_dynamics) <= 3
     assert all("PySCF" in r["oracle"] for r in records)
     assert (out / "iteration_001" / "report.md").exists()
+
+
+def test_pyscf_oracle_samples_from_a_modes_file(tmp_path: Path) -> None:
+    """An oracle without harmonic modes of its own (pyscf:) draws the initial set and the dynamics' initial conditions
+    from [initial] modes (a modes file of `exsnn frequencies`): Wigner samples centred on its reference geometry with
+    the 0 K spread per mode; a modes file of another molecule is refused, naming the key."""
+    from exsnn.active.campaign import _load_oracle
+    from exsnn.active.config import load_config
+    from exsnn.active.sample import dynamics_initial_conditions, initial_geometries
+    from exsnn.photo.structure import ground_state_settings, harmonic_analysis, optimize_geometry
+
+    numbers = np.array([8, 1, 1])
+    settings = ground_state_settings("hf/sto-3g")
+    start = np.array([[0.0, 0.0, 0.0], [0.0, 1.43, 1.1], [0.0, -1.43, 1.1]])
+    modes = harmonic_analysis(numbers, optimize_geometry(numbers, start, settings).positions, settings)
+    modes.write(tmp_path / "modes.json")
+    config_path = tmp_path / "campaign.toml"
+    config_path.write_text('[oracle]\nspec = "pyscf:tda-hf/sto-3g,states=3"\n[initial]\nn_frames = 400\nmodes = "modes.json"\n'
+                           '[dynamics]\nn_trajectories = 400\ninitial_state = 1\n')
+    config = load_config(config_path)
+    oracle = _load_oracle(config)
+    assert list(oracle.numbers.numpy()) == [8, 1, 1]
+    positions = initial_geometries(config, oracle).numpy()
+    q, _ = modes.normal_coordinates(positions)  # (samples, M) sqrt(me) Bohr
+    np.testing.assert_allclose(q.var(axis=0) * 2 * modes.frequencies, 1.0, atol=0.2)  # 0 K: var q = 1 / (2 w)
+    np.testing.assert_allclose(positions.mean(axis=0), modes.positions, atol=0.03)
+    positions, velocities = dynamics_initial_conditions(config, oracle, iteration=1)
+    assert positions.shape == velocities.shape == (400, 3, 3)
+    config_path.write_text(config_path.read_text().replace("pyscf:tda-hf/sto-3g", "pyscf:tda-hf/sto-3g,charge=1") \
+                           .replace('modes = "modes.json"', 'modes = "other.json"'))
+    modes.numbers = np.array([8, 1, 9])
+    modes.write(tmp_path / "other.json")
+    with pytest.raises(ConfigurationError, match=r"\[initial\] modes"):
+        initial_geometries(load_config(config_path), oracle)

@@ -222,3 +222,33 @@ def test_ch2nh2_twisted_geometry_and_orbitals_chosen_by_projection() -> None:
     excitations = (window.energies[1:] - window.energies[0]) * HARTREE_IN_EV
     assert excitations[0] < 1.0 and 4.0 < excitations[1] < 7.0, excitations
     assert any(n.startswith("active orbitals: AVAS projection onto C 2p;N 2p; 3 occupied") for n in projected.notes)
+
+
+def test_dipole_matrix_against_state_densities_and_transition_dipoles() -> None:
+    """The SA-CASSCF dipole matrix (the labels a dipole head learns): permanent dipoles equal PySCF's dipole moment of
+    each state's density about the nuclei's geometric centre, transition dipoles equal minus the charge-free S0 -> Sk
+    ones behind the oscillator strengths, and the matrix is symmetric in the state pair (real states)."""
+    from pyscf import fci, scf
+
+    from exsnn.data.properties import dipole_pairs
+    from exsnn.qm.casscf import _transition_dipoles, dipole_matrix
+
+    settings = parse_qm_spec("casscf(2,2)/sto-3g,states=3,charge=1,nacs=none")
+    positions = twisted(30.0) - twisted(30.0).mean(axis=0)  # geometric centre at the origin: PySCF's origin
+    mol = build_molecule(NUMBERS, positions, settings)
+    mf, _ = run_scf(mol, settings)
+    mc = solve_sa_casscf(mf, settings)[0]
+    matrix = dipole_matrix(mc, settings)
+    pairs = dipole_pairs(3)
+    assert matrix.shape == (len(pairs), 3)
+    for p, (i, j) in enumerate(pairs):
+        if i == j:
+            active_density = fci.direct_spin1.make_rdm1(mc.ci[i], settings.ncas, settings.nelecas)
+            core, active = mc.mo_coeff[:, : mc.ncore], mc.mo_coeff[:, mc.ncore: mc.ncore + settings.ncas]
+            density = 2 * core @ core.T + active @ active_density @ active.T
+            expected = scf.hf.dip_moment(mol, density, unit="AU", verbose=0)
+            np.testing.assert_allclose(matrix[p], expected, atol=1e-6)
+    transition = _transition_dipoles(mc, settings)
+    np.testing.assert_allclose(matrix[[pairs.index((0, 1)), pairs.index((0, 2))]], -transition, atol=1e-10)
+    result = label_geometry(NUMBERS, positions, settings)
+    np.testing.assert_allclose(np.abs(result.dipoles), np.abs(matrix), atol=1e-5)

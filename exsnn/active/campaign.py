@@ -34,6 +34,7 @@ from exsnn.data import read_frames
 from exsnn.data.geometries import read_structures
 from exsnn.errors import ConfigurationError, DataError
 from exsnn.model.potential import ModelPotential
+from exsnn.photo.modes import read_modes
 from exsnn.potentials.base import Potential
 from exsnn.potentials.spec import load_potential
 
@@ -44,6 +45,8 @@ def _load_oracle(config: CampaignConfig) -> Potential:
         if file is not None:
             numbers = read_structures(config.resolve(file))[0][0]
             break
+    if numbers is None and config.initial.modes is not None:
+        numbers = read_modes(config.resolve(config.initial.modes)).numbers
     try:
         oracle = load_potential(config.oracle_spec(), config.path.parent, "cpu", numbers=numbers)
     except ConfigurationError as exc:

@@ -9,6 +9,8 @@ batch = 16                      # labels committed per atomic append
 [initial]
 n_frames = 40                   # Wigner samples of the oracle's harmonic modes (or frames of `file`)
 spread = 1.0                    # scale of the Wigner widths (> 1 explores further)
+# modes = "modes.json"          # harmonic modes to sample (exsnn frequencies, V0.txt, LVC.template) when the oracle
+                                # has none of its own (pyscf:); also used for the dynamics' initial conditions
 # file = "geometries.xyz"       # instead of Wigner sampling
 test_fraction = 0.1             # of the initial frames held out as the first test set
 
@@ -77,6 +79,7 @@ class OracleConfig:
 class InitialConfig:
     n_frames: int = 40
     spread: float = 1.0
+    modes: str | None = None  # a modes file for Wigner sampling (else the oracle's own harmonic modes)
     file: str | None = None
     test_fraction: float = 0.1
 
@@ -92,6 +95,7 @@ class CommitteeConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     threads: int = 1
+    dipoles: bool = False
 
 
 @dataclass
@@ -180,10 +184,10 @@ def _section(path: Path, name: str, table: Any) -> Any:
         if key not in known:
             raise ConfigurationError(f"unknown key; expected one of {sorted(known)}", source=path, where=f"[{name}] {key}")
         default = getattr(cls(), key)
-        kind = type(default) if default is not None else (str if key == "file" else float)
+        kind = type(default) if default is not None else (str if key in ("file", "modes") else float)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ConfigurationError(f"expected {kind.__name__}, got {value!r}", source=path, where=f"[{name}] {key}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigurationError(f"must be finite, got {value!r}", source=path, where=f"[{name}] {key}")

@@ -10,15 +10,23 @@ import torch
 from exsnn.active.config import CampaignConfig
 from exsnn.dynamics.initial_conditions import from_file, wigner_harmonic
 from exsnn.errors import ConfigurationError
+from exsnn.photo.modes import check_same_molecule, read_modes
 from exsnn.potentials.base import Potential
 
 INITIAL_STREAM, DYNAMICS_STREAM = 101, 202
 
 
 def _modes(config: CampaignConfig, oracle: Potential) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(reference (n, 3) Bohr, masses (n,) electron masses, frequencies (M,) Hartree, modes (3n, M)) of [initial] modes,
+    else of the oracle itself (LVC models)."""
+    if config.initial.modes is not None:
+        modes = read_modes(config.resolve(config.initial.modes))
+        check_same_molecule(modes, oracle.numbers.cpu().numpy(), f"{config.path}: [initial] modes")
+        return modes.positions, modes.masses, modes.frequencies, modes.modes
     if not hasattr(oracle, "harmonic_modes"):
         raise ConfigurationError(f"Wigner sampling needs harmonic modes, which {oracle.describe()} does not provide; "
-                                 "give [initial] file", source=config.path, where="[initial]")
+                                 "give [initial] modes (from exsnn frequencies) or [initial] file", source=config.path,
+                                 where="[initial]")
     return oracle.harmonic_modes()  # type: ignore[attr-defined,no-any-return]
 
 

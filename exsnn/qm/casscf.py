@@ -22,7 +22,8 @@ What the calculation does, and records in `result.notes` (the frame's provenance
   then with smaller ones (0.005). Every attempt is noted with its macro iterations and average energy.
 * Labels: energies, analytic gradients of every state (Lagrange multipliers checked converged), NACs of every pair
   d_ij = <psi_i | d psi_j / dR> and h_ij = (E_j - E_i) d_ij (PySCF's `nac_method`, with electron-translation factors
-  when settings.etf), S0 -> Sk transition dipoles and oscillator strengths, natural-orbital occupations.
+  when settings.etf), S0 -> Sk transition dipoles and oscillator strengths, the dipole matrix of all states (permanent
+  and transition, origin at the nuclei's geometric centre), natural-orbital occupations.
 
 References: PySCF's SA-CASSCF gradients and NACs (pyscf.grad.sacasscf, pyscf.nac.sacasscf); the NAC formulation of
 Lengsfield, Saxe and Yarkony, J. Chem. Phys. 81, 4549 (1984); electron-translation factors as in Fatehi and Subotnik,
@@ -240,6 +241,29 @@ def _transition_dipoles(mc: Any, settings: QMSettings) -> np.ndarray:
     return np.array(dipoles).reshape(-1, 3)
 
 
+def dipole_matrix(mc: Any, settings: QMSettings) -> np.ndarray:
+    """Permanent and transition dipoles <Si| mu |Sj> (Pd, 3), e*Bohr, pairs 00, 01, ..., 11, ... (exsnn's dipole layout):
+    the electrons' charge included (mu = sum_a Z_a (R_a - c) - sum_e (r_e - c)), origin c the geometric centre of the
+    nuclei (the network's origin; transition dipoles do not depend on it, permanent dipoles of an ion do)."""
+    from exsnn.data.properties import dipole_pairs
+
+    mol = mc.mol
+    centre = mol.atom_coords().mean(axis=0)
+    with mol.with_common_orig(centre):
+        position = mol.intor_symmetric("int1e_r")  # (3, nao, nao)
+    nuclear = np.einsum("a,ax->x", mol.atom_charges(), mol.atom_coords() - centre)
+    core = mc.mo_coeff[:, : mc.ncore]
+    core_dipole = -2.0 * np.einsum("xpq,pi,qi->x", position, core, core)
+    active = mc.mo_coeff[:, mc.ncore: mc.ncore + settings.ncas]
+    in_active = np.einsum("xpq,pi,qj->xij", position, active, active)
+    rows = []
+    for i, j in dipole_pairs(settings.n_states):
+        density = mc.fcisolver.trans_rdm1(mc.ci[i], mc.ci[j], settings.ncas, settings.nelecas)  # i = j: the state's
+        electrons = -np.einsum("xij,ij->x", in_active, density)
+        rows.append(nuclear + core_dipole + electrons if i == j else electrons)
+    return np.array(rows)
+
+
 def label_casscf(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, result: QMResult,
                  guess_orbitals: np.ndarray | None = None) -> None:
     """SA-CASSCF (equal weights over n_states singlets) energies, analytic gradients and NACs at positions (n, 3)
@@ -296,6 +320,7 @@ def label_casscf(numbers: np.ndarray, positions: np.ndarray, settings: QMSetting
     # only a complete calculation leaves labels in result
     result.energies, result.forces = energies, -gradients
     result.transition_dipoles, result.oscillator_strengths = dipoles, strengths
+    result.dipoles = dipole_matrix(mc, settings)
     result.density = np.asarray(mf.make_rdm1())  # RHF density: an SCF start for a nearby geometry
 
 

@@ -206,6 +206,7 @@ def label_file(
                     energies=result["energies"],
                     forces=result["forces"],
                     nacs=result["nacs"],
+                    dipoles=result.get("dipoles"),
                     charge=settings.charge,
                     multiplicity=1,
                     provenance=provenance,

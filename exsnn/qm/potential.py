@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exsnn.data.properties import state_pairs
+from exsnn.data.properties import n_dipole_pairs, state_pairs
 from exsnn.errors import ConfigurationError
 from exsnn.parallel.executors import DEFAULT_ATTEMPTS, WorkerDied, WorkPool, open_pool
 from exsnn.potentials.base import Potential, PotentialOutput
@@ -93,11 +93,12 @@ class TrajectoryMemory:
     energies: np.ndarray
     forces: np.ndarray
     nacs: np.ndarray | None
+    dipoles: np.ndarray | None = None  # (Pd, 3) e*Bohr, when the method gives every pair (SA-CASSCF)
 
     @classmethod
     def of(cls, positions: np.ndarray, result: QMResult) -> TrajectoryMemory:
         assert result.energies is not None and result.forces is not None and result.density is not None
-        return cls(positions, result.density, result.saved, result.energies, result.forces, result.nacs)
+        return cls(positions, result.density, result.saved, result.energies, result.forces, result.nacs, result.dipoles)
 
     def at(self, positions: np.ndarray) -> bool:
         """The same geometry, bit for bit."""
@@ -112,7 +113,8 @@ class TrajectoryMemory:
         assert result.forces is not None
         forces[:, result.gradient_states] = result.forces[:, result.gradient_states]
         nacs = result.nacs if result.nacs is not None else self.nacs
-        return TrajectoryMemory(self.positions, self.density, self.saved, self.energies, forces, nacs)
+        dipoles = result.dipoles if result.dipoles is not None else self.dipoles
+        return TrajectoryMemory(self.positions, self.density, self.saved, self.energies, forces, nacs, dipoles)
 
 
 class PySCFPotential(Potential):
@@ -215,6 +217,10 @@ class PySCFPotential(Potential):
         if nacs:
             out.nacs = torch.as_tensor(np.stack([np.full((P, n, 3), np.nan) if m is None or m.nacs is None
                                                  else m.nacs.transpose(1, 0, 2) for m in labels]))
+        if any(m is not None and m.dipoles is not None for m in labels):
+            Pd = n_dipole_pairs(N)
+            out.dipoles = torch.as_tensor(np.stack([np.full((Pd, 3), np.nan) if m is None or m.dipoles is None
+                                                    else m.dipoles for m in labels]))
         return out
 
     def describe(self) -> str:

@@ -85,6 +85,7 @@ class QMResult:
     nac_numerators: np.ndarray | None = None  # (n, P, 3) h_ij = (E_j - E_i) d_ij, Hartree/Bohr (analytic NACs)
     transition_dipoles: np.ndarray | None = None  # (N-1, 3) S0 -> Sk
     oscillator_strengths: np.ndarray | None = None  # (N-1,)
+    dipoles: np.ndarray | None = None  # (Pd, 3) e*Bohr, every pair 00, 01, ... (SA-CASSCF), the network's dipole layout
     failure: str | None = None
     reference_overlaps: list[float] | None = None  # |<state k at the reference|state k here>|, k = 0..N-1
     root_flips: list[list[float]] | None = None  # [state here, matching reference state, |overlap|] where they differ
