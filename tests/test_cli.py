@@ -69,7 +69,7 @@ def test_demo_runs_and_says_where_it_wrote(tmp_path: Path) -> None:
     result = exsnn("demo", "--output", tmp_path / "demo")
     assert result.returncode == 0, result.stderr
     assert "FSSH on Tully model 1" in result.stdout and "frames: 24" in result.stdout
-    for name in ("tully1_k20_run.h5", "tully1_k20_run_populations.png", "tully1_k20_outcomes.png", "h2o_dataset.h5",
+    for name in ("tully1_k20_run.h5", "tully1_k20_populations.png", "tully1_k20_outcomes.png", "h2o_dataset.h5",
                  "h2o_dataset_spainn.db"):
         assert (tmp_path / "demo" / name).exists(), name
         assert str(tmp_path / "demo" / name) in result.stdout

@@ -72,28 +72,38 @@ def ensemble_populations(time_fs: np.ndarray, active: np.ndarray, quantum: np.nd
                        n_trajectories=int(keep.sum()), confidence=confidence)
 
 
-def plot_populations(populations: Populations, path: str, title: str = "", fits: dict[str, np.ndarray] | None = None) -> str:
-    """PNG of classical populations (with bands), quantum populations (dashed) and fitted kinetics (dotted)."""
+def plot_populations(populations: Populations, path: str, title: str = "", fits: dict[str, np.ndarray] | None = None,
+                     state_labels: list[str] | None = None) -> str:
+    """PNG of classical populations (solid, with bands), quantum populations (dashed, drawn on top and thinner so that
+    neither hides the other) and fitted kinetics (dotted). state_labels: one name per state (default S0, S1, ...)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    n_states = populations.classical.shape[1]
+    labels = state_labels or [f"S{s}" for s in range(n_states)]
+    if len(labels) != n_states:
+        raise ConfigurationError(f"{len(labels)} state labels for {n_states} states", where="state labels")
+    figure, axis = plt.subplots(figsize=(6.4, 4.6))
     t = populations.time_fs
-    for s in range(populations.classical.shape[1]):
-        line = axis.plot(t, populations.classical[:, s], label=f"S{s} (active state)")[0]
+    for s in range(n_states):
+        # each state's line thinner than the one before: where populations coincide, every state stays visible
+        width = max(3.4 - 1.1 * s, 1.2)
+        line = axis.plot(t, populations.classical[:, s], lw=width, alpha=0.9, label=f"{labels[s]} (active state)")[0]
         colour = line.get_color()
         if populations.classical_low is not None and populations.classical_high is not None:
             axis.fill_between(t, populations.classical_low[:, s], populations.classical_high[:, s], color=colour, alpha=0.2, lw=0)
-        axis.plot(t, populations.quantum[:, s], "--", color=colour, lw=1, label=f"S{s} (|c|$^2$)")
+        axis.plot(t, populations.quantum[:, s], "--", color="k" if n_states == 1 else colour, lw=1.0, zorder=3,
+                  dashes=(4, 2), label=f"{labels[s]} (|c|$^2$)")
         if fits is not None and "model" in fits:
             axis.plot(fits["time_fs"], fits["model"][:, s], ":", color="k", lw=1.2, label="kinetic fit" if s == 0 else None)
     axis.set_xlabel("time / fs")
     axis.set_ylabel("population")
     axis.set_ylim(-0.02, 1.02)
-    axis.legend(fontsize=7, ncol=2)
-    axis.set_title(title or f"{populations.n_trajectories} trajectories, {populations.confidence:.0%} bootstrap bands")
+    axis.legend(fontsize=7, ncol=min(n_states, 3), loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    band = f"{populations.confidence:.0%} trajectory-bootstrap bands" if populations.classical_low is not None else "no bands"
+    axis.set_title(title or f"{populations.n_trajectories} trajectories, {band}", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -17,6 +17,11 @@ from exsnn.analysis.records import read_run, trajectory_selection
 from exsnn.errors import ConfigurationError
 
 FIT_TARGETS = ("classical", "quantum")
+HOP_GEOMETRIES_RECORDED = "recorded at each hop (/hops/positions, /hops/gap)"
+HOP_GEOMETRIES_FROM_SNAPSHOTS = (
+    "approximate: the run file has no /hops/positions (written by an older exsnn); hop geometries are the last "
+    "geometry snapshot at or before each hop, and gaps are NaN at steps that were not recorded"
+)
 
 
 def _network(model: str | None, n_states: int, initial: np.ndarray) -> KineticNetwork | None:
@@ -37,7 +42,8 @@ def analyze_run(path: str | Path, prefix: str | Path | None = None, *, trajector
                 kinetic_model: str | None = None, fit_to: str = "classical", n_bootstrap: int = 1000,
                 n_bootstrap_fit: int = 200, confidence: float = 0.95, seed: int = 0,
                 thresholds: Thresholds | None = None, include_excluded: bool = False,
-                shnitsel: str | Path | None = None, ase: str | Path | None = None) -> dict[str, Any]:
+                shnitsel: str | Path | None = None, ase: str | Path | None = None, title: str | None = None,
+                state_labels: list[str] | None = None) -> dict[str, Any]:
     """Analyse a run file (written by `exsnn dynamics`).
 
     trajectories: ids to analyse (default all); trajectories failing the energy diagnostics (`thresholds`) or
@@ -45,11 +51,13 @@ def analyze_run(path: str | Path, prefix: str | Path | None = None, *, trajector
     S_i -> ... -> S0 from the initially populated state), a network spec such as "S2->S1, S1->S0", or "none";
     fitted to the classical or quantum populations (fit_to), with n_bootstrap_fit trajectory resamples.
     prefix: write PREFIX_populations.png/.txt, PREFIX_hops.txt, PREFIX_hops.xyz, PREFIX_diagnostics.txt and
-    PREFIX_analysis.json. shnitsel / ase: folders to export the analysed trajectories to.
+    PREFIX_analysis.json. shnitsel / ase: folders to export the analysed trajectories to. title: the population
+    plot's title (default: the run file, trajectories and bands); state_labels: names of the states in the plot.
 
     Returns a JSON-able dict: time_fs (T,), populations and populations_quantum (one list per state), their
     bands (populations_low/high, populations_quantum_low/high), lifetimes ({"S2->S1": {"tau_fs", "error_fs",
-    "interval_fs"}}), the kinetic model's populations, hops (summary and rows), diagnostics (per trajectory, with
+    "interval_fs"}}), the kinetic model's populations, hops (summary, rows and `geometries_source`: whether the hop
+    geometries and gaps are the exact ones the run recorded or, for older run files, approximated), diagnostics (per trajectory, with
     reasons), the trajectories used and excluded, and the files written."""
     thresholds = thresholds or Thresholds()
     if fit_to not in FIT_TARGETS:
@@ -84,7 +92,8 @@ def analyze_run(path: str | Path, prefix: str | Path | None = None, *, trajector
         "kinetic_model": None if network is None else ", ".join(network.labels),
         "kinetic_fit_to": fit_to,
         "kinetic_model_populations": _list(fit_model),
-        "hops": {**kept_hops.summary(records.n_states), "events": kept_hops.rows()},
+        "hops": {**kept_hops.summary(records.n_states), "events": kept_hops.rows(),
+                 "geometries_source": HOP_GEOMETRIES_RECORDED if records.hop_geometries else HOP_GEOMETRIES_FROM_SNAPSHOTS},
         "diagnostics": {"thresholds": thresholds.__dict__, "trajectories": [c.as_dict() for c in checks if selected[c.trajectory]]},
         "trajectories_used": [int(b) for b in np.flatnonzero(keep)],
         "trajectories_excluded": {int(c.trajectory): c.reasons for c in checks if excluded[c.trajectory]},
@@ -103,8 +112,8 @@ def analyze_run(path: str | Path, prefix: str | Path | None = None, *, trajector
         prefix = Path(prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
         fits = None if fit_model is None else {"time_fs": records.time_fs, "model": fit_model}
-        title = f"{Path(path).name}: {populations.n_trajectories} trajectories, {confidence:.0%} bootstrap bands"
-        files["population plot"] = plot_populations(populations, f"{prefix}_populations.png", title, fits)
+        title = title or f"{Path(path).name}: {populations.n_trajectories} trajectories, {confidence:.0%} bootstrap bands"
+        files["population plot"] = plot_populations(populations, f"{prefix}_populations.png", title, fits, state_labels)
         n = records.n_states
         header = ("time_fs " + " ".join(f"S{s}_classical S{s}_low S{s}_high" for s in range(n)) + " "
                   + " ".join(f"S{s}_quantum" for s in range(n)))

@@ -35,7 +35,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_dynamics_part(out: Path) -> dict[str, str]:
     import tomllib
 
-    from exsnn.dynamics.analysis import analyze_run
+    from exsnn.analysis.report import analyze_run
     from exsnn.dynamics.config import load_config
     from exsnn.dynamics.ensemble import run_ensemble
     from exsnn.potentials.tully import TULLY_MODELS
@@ -76,7 +76,11 @@ def run_dynamics_part(out: Path) -> dict[str, str]:
     plot_outcomes(fssh, errors, exact, outcomes,
                   f"Tully model 1, k = {momentum:g} a.u.: FSSH ({n} trajectories, from the lower state) vs exact")
     written["outcome plot (vs exact)"] = str(outcomes)
-    written.update(analyze_run(summary.output))
+    analysis = analyze_run(summary.output, out / "tully1_k20", kinetic_model="none", n_bootstrap=500,
+                           title=f"Tully model 1, k = {momentum:g} a.u.: {n} FSSH trajectories from the lower adiabat\n"
+                                 "(bands: 95% trajectory bootstrap)", state_labels=["lower adiabat", "upper adiabat"])
+    written["population plot"] = analysis["files"]["population plot"]
+    written["population table"] = analysis["files"]["population table"]
     return written
 
 
