@@ -31,7 +31,8 @@ ALLOWED = {
     "active": {"errors", "units", "data", "potentials", "validation", "parallel", "dynamics", "qm", "model", "photo",
                "analysis"},
 }
-ALLOWED["cli"] = ALLOWED["active"] | {"active"}  # the command line may use everything
+ALLOWED["workflows"] = ALLOWED["active"]  # jobs made of the toolkit's steps
+ALLOWED["cli"] = ALLOWED["active"] | {"active", "workflows"}  # the command line may use everything
 
 
 def module_name(path: Path) -> str:

@@ -66,7 +66,7 @@ def test_import_append_and_overwrite(tmp_path: Path) -> None:
 
 
 def test_demo_runs_and_says_where_it_wrote(tmp_path: Path) -> None:
-    result = exsnn("demo", "--output", tmp_path / "demo")
+    result = exsnn("demo", "tully", "--output", tmp_path / "demo")
     assert result.returncode == 0, result.stderr
     assert "FSSH on Tully model 1" in result.stdout and "frames: 24" in result.stdout
     for name in ("tully1_k20_run.h5", "tully1_k20_populations.png", "tully1_k20_outcomes.png", "h2o_dataset.h5",

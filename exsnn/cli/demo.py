@@ -1,5 +1,10 @@
-"""`exsnn demo`: the main job on built-in defaults (grows with the product).
+"""`exsnn demo`: the main job on built-in defaults.
 
+`exsnn demo` (or `exsnn demo ch2nh2`): CH2NH2+ photodynamics on the shipped committee (datasets/ch2nh2_sacasscf/):
+Wigner sampling of the SA-CASSCF ground-state modes, excitation and absorption spectrum from the committee, surface
+hopping from the bright S2 state, populations with bands and fitted S2 and S1 lifetimes (exsnn.workflows.photodynamics).
+
+`exsnn demo tully`:
 1. a surface-hopping ensemble on Tully's model 1 at k = 20 a.u. (dynamics/tully1_k20.toml): run file, population
    plot and table, and the reflection/transmission probabilities next to the exact quantum result;
 2. the shipped H2O CIS/STO-3G set imported into an exsnn HDF5 dataset, checked, summarised and exported.
@@ -13,21 +18,58 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATASET = PROJECT_ROOT / "datasets" / "h2o_cis_sto3g" / "h2o_cis_sto3g.xyz"
 DEFAULT_DYNAMICS = PROJECT_ROOT / "dynamics" / "tully1_k20.toml"
+CH2NH2 = PROJECT_ROOT / "datasets" / "ch2nh2_sacasscf"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="run the main job on the built-in defaults")
-    p.add_argument("--output", default="exsnn-output/demo", help="folder for the results (default %(default)s)")
+    p = subparsers.add_parser("demo", help="run the main job on the built-in defaults (CH2NH2+ photodynamics)")
+    p.add_argument("job", nargs="?", choices=("ch2nh2", "tully"), default="ch2nh2",
+                   help="ch2nh2 (default): CH2NH2+ photodynamics on the shipped committee; tully: Tully model 1 vs exact "
+                        "and the shipped H2O dataset")
+    p.add_argument("--output", default=None, help="folder for the results (default exsnn-output/demo[-tully])")
+    p.add_argument("--trajectories", type=int, default=200, help="ch2nh2: number of trajectories (default %(default)s)")
+    p.add_argument("--duration", type=float, default=100.0, help="ch2nh2: simulated time, fs (default %(default)s)")
+    p.add_argument("--seed", type=int, default=1, help="ch2nh2: seed of the Wigner sampling and the hops")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.set_defaults(run=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    out = Path(args.output)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.job == "ch2nh2":
+        return run_ch2nh2(args)
+    out = Path(args.output or "exsnn-output/demo-tully")
     out.mkdir(parents=True, exist_ok=True)
     written = run_dynamics_part(out)
     written.update(run_data_part(out))
     print("\nexsnn demo wrote:")
     for label, path in written.items():
+        print(f"  {label:28s} {path}")
+    return 0
+
+
+def run_ch2nh2(args: argparse.Namespace) -> int:
+    import time
+
+    from exsnn.workflows.photodynamics import PhotodynamicsJob, format_lifetimes, format_populations, run_photodynamics
+
+    out = Path(args.output or "exsnn-output/demo")
+    labels = ["S0", "S1", "S2"]
+    job = PhotodynamicsJob(potential=f"model:{CH2NH2 / 'committee'}", modes=str(CH2NH2 / "modes.json"),
+                           n_trajectories=args.trajectories, duration_fs=args.duration, seed=args.seed, initial_state=2,
+                           molecule="CH2NH2+", state_labels=labels)
+    start = time.perf_counter()
+    print("CH2NH2+ photodynamics on the shipped SA-3-CASSCF(6,4)/6-31G* committee (datasets/ch2nh2_sacasscf)")
+    result = run_photodynamics(job, out)
+    print("\npopulations (active state; bands in the plot and table):")
+    print("\n".join(format_populations(result, labels)))
+    print("\nlifetimes (sequential first-order fit, bootstrap errors over trajectories):")
+    print("\n".join(format_lifetimes(result)))
+    print(f"\nexsnn demo wrote ({time.perf_counter() - start:.0f} s):")
+    for label, path in result["files"].items():
         print(f"  {label:28s} {path}")
     return 0
 
