@@ -17,7 +17,7 @@ from exsnn.analysis.populations import ensemble_populations
 from exsnn.analysis.records import read_run
 from exsnn.analysis.report import analyze_run
 from exsnn.errors import ConfigurationError
-from exsnn.units import HARTREE_IN_EV
+from exsnn.units import BOHR_IN_ANGSTROM, HARTREE_IN_EV
 
 TIME = np.arange(0.0, 200.5, 0.5)
 
@@ -127,18 +127,20 @@ duration_fs = 40.0
 
 [output]
 file = "so2.h5"
+record_every = {record_every}
 geometry_every = {geometry_every}
 checkpoint_every = 40
 """
 
 
-def make_run(folder: Path, shared: Path, geometry_every: int) -> Path:
+def make_run(folder: Path, shared: Path, geometry_every: int, record_every: int = 1) -> Path:
     from exsnn.dynamics.config import load_config
     from exsnn.dynamics.ensemble import run_ensemble
 
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "so2.toml"
-    config.write_text(CONFIG.format(template=shared / "schnarc" / "lvc_so2_3s" / "LVC.template", geometry_every=geometry_every))
+    config.write_text(CONFIG.format(template=shared / "schnarc" / "lvc_so2_3s" / "LVC.template", geometry_every=geometry_every,
+                                    record_every=record_every))
     run_ensemble(load_config(config), progress=False)
     return folder / "so2.h5"
 
@@ -201,6 +203,99 @@ def test_hop_gaps_and_geometries_come_from_the_hop_step(run_file: Path, tmp_path
         assert np.allclose(atoms.positions / 0.529177210544, records.positions[event["step"], event["trajectory"]], atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def sparse_run_file(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """The ensemble of `run_file` (same seed: the same trajectories) with geometries every 7 steps, records every 3."""
+    return make_run(tmp_path_factory.mktemp("sparse"), shared_data, geometry_every=7, record_every=3)
+
+
+def accepted_events(result: dict) -> list[dict]:
+    return [e for e in result["hops"]["events"] if e["kind"] == "fssh" and not e["frustrated"]]
+
+
+def test_run_file_records_the_exact_geometry_and_gap_of_every_hop(run_file: Path) -> None:
+    with h5py.File(run_file) as h5:
+        hops = {key: h5[f"hops/{key}"][()] for key in h5["hops"]}
+        units = {key: h5[f"hops/{key}"].attrs.get("unit") for key in ("positions", "gap")}
+        geometry_step, positions, energies = h5["geometries/step"][()], h5["geometries/positions"][()], h5["steps/energies"][()]
+        assert h5.attrs["format_version"] == 2
+    assert units == {"positions": "Bohr", "gap": "Hartree"}
+    assert len(hops["trajectory"]) and hops["positions"].shape == (len(hops["trajectory"]), 3, 3)
+    assert np.array_equal(geometry_step, np.arange(len(geometry_step)))  # geometry_every = 1: snapshot t is step t
+    np.testing.assert_array_equal(hops["positions"], positions[hops["step"], hops["trajectory"]])
+    at_hop = energies[hops["step"], hops["trajectory"]]
+    rows = np.arange(len(at_hop))
+    np.testing.assert_array_equal(hops["gap"], at_hop[rows, hops["target"]] - at_hop[rows, hops["source"]])
+
+
+def test_hop_geometries_are_exact_between_geometry_snapshots(run_file: Path, sparse_run_file: Path, tmp_path: Path) -> None:
+    import ase.io
+
+    from exsnn.analysis.report import HOP_GEOMETRIES_RECORDED
+
+    dense, sparse = read_run(run_file), read_run(sparse_run_file)
+    for key in dense.hops:  # the output settings do not change the dynamics
+        np.testing.assert_array_equal(dense.hops[key], sparse.hops[key], err_msg=key)
+    results = {name: analyze_run(path, tmp_path / name, n_bootstrap=0, kinetic_model="none")
+               for name, path in (("dense", run_file), ("sparse", sparse_run_file))}
+    events = accepted_events(results["sparse"])
+    assert events and events == accepted_events(results["dense"])
+    steps = np.array([e["step"] for e in events])
+    assert np.any(steps % 7) and np.any(steps % 3)  # hops between snapshots and between records
+    for result in results.values():
+        assert result["hops"]["geometries_source"] == HOP_GEOMETRIES_RECORDED
+        assert result["hops"]["geometries_exact"] == len(events) and result["hops"]["geometries_from_earlier_snapshot"] == 0
+        frames = ase.io.read(result["files"]["hop geometries"], ":")
+        assert len(frames) == len(events)
+        for event, atoms in zip(events, frames):
+            # the trajectory's positions at the hop step (snapshot `step` of the dense run), to the 1e-8 Angstrom of XYZ
+            expected = dense.positions[event["step"], event["trajectory"]]
+            np.testing.assert_allclose(atoms.positions / BOHR_IN_ANGSTROM, expected, rtol=0, atol=5e-8)
+            assert atoms.info["geometry_from"] == "hop" and atoms.info["exact"] and atoms.info["snapshot_step"] == event["step"]
+            t = event["step"]  # dense records every step: the gap there
+            energies = dense.energies[t, event["trajectory"]]
+            assert event["gap_ev"] == (energies[event["target"]] - energies[event["source"]]) * HARTREE_IN_EV
+            assert atoms.info["gap_eV"] == pytest.approx(event["gap_ev"])
+
+
+def test_run_file_without_hop_geometries_still_analyses(sparse_run_file: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A run file written before /hops/positions and /hops/gap: hop geometries from the last snapshot, said so."""
+    import argparse
+
+    import ase.io
+
+    from exsnn.analysis.report import HOP_GEOMETRIES_FROM_SNAPSHOTS
+    from exsnn.cli.photo import add_analyze_options, run_analyze
+
+    old = tmp_path / "old.h5"
+    shutil.copy(sparse_run_file, old)
+    with h5py.File(old, "r+") as h5:
+        del h5["hops/positions"], h5["hops/gap"]
+        h5.attrs["format_version"] = 1
+    records = read_run(old)
+    assert not records.hop_geometries
+    result = analyze_run(old, tmp_path / "old", n_bootstrap=0, kinetic_model="none")
+    events = accepted_events(result)
+    hops = result["hops"]
+    assert hops["geometries_source"] == HOP_GEOMETRIES_FROM_SNAPSHOTS
+    assert hops["geometries_exact"] + hops["geometries_from_earlier_snapshot"] == len(events)
+    assert hops["geometries_exact"] == sum(e["step"] % 7 == 0 for e in events) and hops["geometries_from_earlier_snapshot"] > 0
+    for event, atoms in zip(events, ase.io.read(result["files"]["hop geometries"], ":")):
+        snapshot = event["step"] - event["step"] % 7
+        assert atoms.info["geometry_from"] == "snapshot" and atoms.info["snapshot_step"] == snapshot
+        assert atoms.info["exact"] == (snapshot == event["step"])
+        expected = records.positions[snapshot // 7, event["trajectory"]]
+        np.testing.assert_allclose(atoms.positions / BOHR_IN_ANGSTROM, expected, rtol=0, atol=5e-8)
+        assert (event["gap_ev"] is None) == (event["step"] % 3 != 0)  # only recorded steps have energies
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run_file")
+    parser.add_argument("--output")
+    add_analyze_options(parser)
+    assert run_analyze(parser.parse_args([str(old), "--output", str(tmp_path / "cli"), "--bootstrap", "0", "--model", "none"])) == 0
+    assert "hop geometries: approximate" in capsys.readouterr().out
+
+
 def test_subsets_of_trajectories(run_file: Path) -> None:
     records = read_run(run_file)
     result = analyze_run(run_file, trajectories=[0, 3, 5], n_bootstrap=50, kinetic_model="none")
@@ -227,6 +322,7 @@ def test_energy_diagnostics_exclude_trajectories_with_reasons(run_file: Path, tm
         source = int(records.hops["source"][accepted[0]])
         energies[hop_step, hop_trajectory, source] -= 2.0 * eV  # a 2 eV potential-energy jump at a hop
         h5["steps/energies"][...] = energies
+        h5["hops/gap"][accepted[0]] += 2.0 * eV  # (the gap recorded with the hop)
     result = analyze_run(broken, n_bootstrap=0, kinetic_model="none")
     excluded = result["trajectories_excluded"]
     assert any("drift" in reason for reason in excluded[1])

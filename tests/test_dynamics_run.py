@@ -121,6 +121,36 @@ def test_resume_after_sigkill_is_bit_identical(shared_data: Path, tmp_path: Path
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
+def test_a_run_started_without_hop_geometries_resumes_in_its_layout(shared_data: Path, tmp_path: Path) -> None:
+    """A run file of format_version 1 (no /hops/positions, /hops/gap) resumed by this exsnn keeps its hop columns
+    consistent; a new run records the hop geometries."""
+    from exsnn.analysis.records import read_run
+    from exsnn.dynamics.config import load_config
+    from exsnn.dynamics.ensemble import run_ensemble
+
+    reference_dir, old_dir = tmp_path / "reference", tmp_path / "old"
+    reference_dir.mkdir()
+    old_dir.mkdir()
+    reference = write_config(reference_dir, shared_data, "run", n=30, duration=40.0)
+    run_ensemble(load_config(reference), progress=False)
+    half = write_config(old_dir, shared_data, "run", n=30, duration=6.0)
+    run_ensemble(load_config(half), progress=False)
+    full = write_config(old_dir, shared_data, "run", n=30, duration=40.0)
+    with h5py.File(old_dir / "run.h5", "r+") as h5:  # as an older exsnn wrote it, stopped at its last checkpoint
+        assert len(h5["hops/trajectory"]) > 0
+        del h5["hops/positions"], h5["hops/gap"]
+        h5.attrs["format_version"] = 1
+        h5.attrs["config"] = full.read_text()
+        status = h5["checkpoint/status"][()]
+        h5["checkpoint/status"][...] = np.where(status == 1, 0, status)  # finished by the shorter duration only
+    assert run_ensemble(load_config(full), resume=True, progress=False).resumed_from_step == 12
+    new, old = read_run(reference_dir / "run.h5"), read_run(old_dir / "run.h5")
+    assert new.hop_geometries and not old.hop_geometries and np.any(old.hops["step"] > 12)
+    for key in ("trajectory", "step", "source", "target", "frustrated", "kind"):
+        np.testing.assert_array_equal(new.hops[key], old.hops[key], err_msg=key)
+    np.testing.assert_array_equal(new.active, old.active)
+
+
 def test_dynamics_input_errors_name_file_and_key(shared_data: Path, tmp_path: Path) -> None:
     config = write_config(tmp_path, shared_data, "bad")
     config.write_text(config.read_text().replace('initial_state = "S2"', 'initial_state = "S7"'))

@@ -1,10 +1,11 @@
 """Hop statistics of a run: when, from and to which state, the energy gap at each hop, frustrated and forced hops,
 and the geometries at hops as XYZ.
 
-The run file records hops with their step (`/hops`), energies every `record_every` steps and geometries every
-`geometry_every` steps. The gap E_target - E_source is read at the hop's step (NaN when that step was not recorded);
-the geometry at a hop is the snapshot of the hop's step when there is one, otherwise the last snapshot before it,
-and the XYZ comment line says which (``snapshot_step``, ``exact``).
+The run file records each hop with its step, its exact geometry (`/hops/positions`) and the gap E_target - E_source
+there (`/hops/gap`); both are used as they are. Run files written before format_version 2 lack them: the gap is then
+read from the energies of the hop's step (NaN when that step was not recorded), and the geometry at a hop is the
+snapshot of the hop's step when there is one, otherwise the last snapshot before it. The XYZ comment line says
+where each geometry comes from (``geometry_from`` = hop or snapshot, ``snapshot_step``, ``exact``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ FSSH_HOP, FORCED_HOP = 0, 1
 @dataclass
 class HopTable:
     """One row per hop event (H,): trajectory, step, time_fs, source, target, frustrated, kind (0 FSSH, 1 forced
-    to S0), gap_ev = E_target - E_source at the hop's step (NaN: step not recorded)."""
+    to S0), gap_ev = E_target - E_source at the hop (NaN: an older run file that did not record the hop's step),
+    positions (H, n, 3) Bohr, the geometry of the hop (NaN: an older run file without /hops/positions)."""
 
     trajectory: np.ndarray
     step: np.ndarray
@@ -34,6 +36,7 @@ class HopTable:
     frustrated: np.ndarray
     kind: np.ndarray
     gap_ev: np.ndarray
+    positions: np.ndarray
 
     def __len__(self) -> int:
         return len(self.trajectory)
@@ -82,22 +85,28 @@ class HopTable:
 def hop_table(records: RunRecords) -> HopTable:
     hops = records.hops
     steps = np.asarray(hops["step"], dtype=np.int64)
-    record_of_step = {int(s): t for t, s in enumerate(records.step)}
-    gap = np.full(len(steps), np.nan)
-    for h, step in enumerate(steps):
-        t = record_of_step.get(int(step))
-        if t is not None:
-            energies = records.energies[t, int(hops["trajectory"][h])]
-            gap[h] = (energies[int(hops["target"][h])] - energies[int(hops["source"][h])]) * HARTREE_IN_EV
+    if records.hop_geometries:
+        gap = np.asarray(hops["gap"], dtype=np.float64) * HARTREE_IN_EV
+        positions = np.asarray(hops["positions"], dtype=np.float64)
+    else:  # format_version 1: the energies of the hop's step, when it was recorded; no geometries
+        record_of_step = {int(s): t for t, s in enumerate(records.step)}
+        gap = np.full(len(steps), np.nan)
+        for h, step in enumerate(steps):
+            t = record_of_step.get(int(step))
+            if t is not None:
+                energies = records.energies[t, int(hops["trajectory"][h])]
+                gap[h] = (energies[int(hops["target"][h])] - energies[int(hops["source"][h])]) * HARTREE_IN_EV
+        positions = np.full((len(steps), len(records.numbers), 3), np.nan)
     dt_fs = records.time_fs[1] / records.step[1] if len(records.step) > 1 and records.step[1] > 0 else np.nan
     return HopTable(np.asarray(hops["trajectory"], dtype=np.int64), steps, steps * dt_fs,
                     np.asarray(hops["source"], dtype=np.int64), np.asarray(hops["target"], dtype=np.int64),
-                    np.asarray(hops["frustrated"], dtype=bool), np.asarray(hops["kind"], dtype=np.int64), gap)
+                    np.asarray(hops["frustrated"], dtype=bool), np.asarray(hops["kind"], dtype=np.int64), gap, positions)
 
 
 def write_hop_geometries(records: RunRecords, table: HopTable, path: str | Path, accepted_only: bool = True) -> tuple[Path, int, int]:
     """Extended XYZ (Angstrom) of the geometry at each hop (accepted ones unless accepted_only is False); returns
-    the path, how many frames are exact (a snapshot at the hop's step) and how many are the last snapshot before."""
+    the path, how many frames are exact (the recorded hop geometry, or a snapshot at the hop's step) and how many are
+    the last snapshot before the hop (older run files only)."""
     import ase
     import ase.io
 
@@ -105,20 +114,25 @@ def write_hop_geometries(records: RunRecords, table: HopTable, path: str | Path,
     images = []
     exact = approximate = 0
     snapshot_steps = np.asarray(records.geometry_step)
-    for row in table.rows():
+    for h, row in enumerate(table.rows()):
         if accepted_only and (row["frustrated"] or row["kind"] != "fssh"):
             continue
-        before = np.flatnonzero(snapshot_steps <= row["step"])
-        if before.size == 0:
-            continue
-        g = before[-1]
-        is_exact = bool(snapshot_steps[g] == row["step"])
+        if np.all(np.isfinite(table.positions[h])):
+            positions, snapshot_step, source = table.positions[h], row["step"], "hop"
+        else:
+            before = np.flatnonzero(snapshot_steps <= row["step"])
+            if before.size == 0:
+                continue
+            g = before[-1]
+            positions, snapshot_step, source = records.positions[g, row["trajectory"]], int(snapshot_steps[g]), "snapshot"
+        is_exact = bool(snapshot_step == row["step"])
         exact += is_exact
         approximate += not is_exact
-        atoms = ase.Atoms(numbers=records.numbers, positions=records.positions[g, row["trajectory"]] * BOHR_IN_ANGSTROM)
+        atoms = ase.Atoms(numbers=records.numbers, positions=positions * BOHR_IN_ANGSTROM)
         atoms.info.update({"trajectory": row["trajectory"], "hop_step": row["step"], "time_fs": row["time_fs"],
-                           "source": row["source"], "target": row["target"], "snapshot_step": int(snapshot_steps[g]),
-                           "exact": is_exact, "gap_eV": float("nan") if row["gap_ev"] is None else row["gap_ev"]})
+                           "source": row["source"], "target": row["target"], "geometry_from": source,
+                           "snapshot_step": snapshot_step, "exact": is_exact,
+                           "gap_eV": float("nan") if row["gap_ev"] is None else row["gap_ev"]})
         images.append(atoms)
     path.parent.mkdir(parents=True, exist_ok=True)
     if images:

@@ -14,6 +14,8 @@ from exsnn.dynamics.state import FAILED_STATUSES, STATUS_NAMES
 from exsnn.errors import ConfigurationError
 from exsnn.units import AU_TIME_IN_FS
 
+HOP_KEYS = ("trajectory", "step", "source", "target", "frustrated", "kind")
+
 
 @dataclass
 class RunRecords:
@@ -22,7 +24,9 @@ class RunRecords:
 
     step (T,), time_fs (T,), active (T, B), status (T, B), quantum (T, B, N) |c|^2, energies (T, B, N) Hartree,
     kinetic and total (T, B) Hartree; geometry_step (G,), positions and velocities (G, B, n, 3); hops: dict of (H,)
-    arrays trajectory, step, source, target, frustrated, kind (0 FSSH, 1 forced to S0)."""
+    arrays trajectory, step, source, target, frustrated, kind (0 FSSH, 1 forced to S0), and the exact geometry
+    positions (H, n, 3) Bohr and gap (H,) E_target - E_source Hartree of each hop, which run files written before
+    format_version 2 lack (`hop_geometries` is False for them)."""
 
     path: Path
     n_states: int
@@ -45,6 +49,11 @@ class RunRecords:
     potential: str
 
     @property
+    def hop_geometries(self) -> bool:
+        """Whether the run file records the exact geometry and gap of each hop (/hops/positions, /hops/gap)."""
+        return "positions" in self.hops and "gap" in self.hops
+
+    @property
     def n_trajectories(self) -> int:
         return int(self.active.shape[1])
 
@@ -62,14 +71,12 @@ def read_run(path: str | Path) -> RunRecords:
     with open_run(path) as h5:
         settings = json.loads(h5.attrs.get("settings", "{}"))
         n_states = int(h5.attrs["n_states"])
-        hops = (
-            {key: h5[f"hops/{key}"][()] for key in ("trajectory", "step", "source", "target", "frustrated", "kind")}
-            if "hops" in h5
-            else {
-                key: np.zeros(0, dtype=np.int64)
-                for key in ("trajectory", "step", "source", "target", "frustrated", "kind")
-            }
-        )
+        n_atoms = len(h5["system/numbers"])
+        if "hops" in h5:
+            hops = {key: h5[f"hops/{key}"][()] for key in (*HOP_KEYS, "positions", "gap") if f"hops/{key}" in h5}
+        else:  # no hop yet: nothing is missing
+            hops = {key: np.zeros(0, dtype=np.int64) for key in HOP_KEYS}
+            hops.update(positions=np.zeros((0, n_atoms, 3)), gap=np.zeros(0))
         has_geometries = "geometries" in h5
         records = RunRecords(
             path=path,

@@ -5,6 +5,8 @@ non-interactive; and the options of `exsnn analyze` (`add_analyze_options`, `run
     exsnn frequencies OPT.xyz --method hf/sto-3g -o MODES.json
     exsnn sample MODES.json|V0.txt|LVC.template -n 100 --seed 1 [--temperature 300] -o WIGNER.xyz
     exsnn excite WIGNER.xyz --method tda-hf/sto-3g,states=4 -o EXCITE/ [--window 5:8] [--states 1,2] [--stochastic]
+        (EXCITE/initial_conditions.xyz: every selected frame with its initial_state, for exsnn dynamics with
+        initial_state = "file"; EXCITE/initial_conditions_S<k>.xyz: the frames of one state)
     exsnn spectrum EXCITE/excitations.json -o SPECTRUM [--fwhm 0.2] [--shape gaussian|lorentzian]
 """
 
@@ -66,7 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--method", help="PySCF spec with states, e.g. tda-hf/sto-3g,states=4")
     source.add_argument("--potential", help="a potential spec with transition dipoles, e.g. lvc:LVC.template")
-    p.add_argument("-o", "--output", required=True, help="folder for excitations.json, selection.json/.txt and initial_conditions_S<k>.xyz")
+    p.add_argument("-o", "--output", required=True,
+                   help="folder for excitations.json, selection.json, initial_conditions_S<k>.xyz per state and "
+                        "initial_conditions.xyz with every selected frame and its initial_state")
     p.add_argument("--window", help="LOW:HIGH excitation energy window, eV")
     p.add_argument("--states", help="comma-separated excited states to start in (1 = S1)")
     p.add_argument("--stochastic", action="store_true", help="accept with probability (f/dE^2) / ensemble maximum")
@@ -209,6 +213,13 @@ def run_excite(args: argparse.Namespace) -> int:
                          info={"initial_state": state},
                          per_frame=[{"geometry": int(g), "excitation_eV": float(dE[g, state - 1] * HARTREE_IN_EV)} for g in geometries])
         written.append((state, len(rows), path))
+    combined = None
+    if len(selection):  # every selected (geometry, state) in one file, each frame with its own initial_state
+        combined = write_structures(
+            output / "initial_conditions.xyz", excitations.numbers, excitations.positions[selection.geometry],
+            velocities[selection.geometry],
+            per_frame=[{"initial_state": int(s), "geometry": int(g), "excitation_eV": float(dE[g, s - 1] * HARTREE_IN_EV)}
+                       for g, s in zip(selection.geometry, selection.state)])
     print(f"exsnn excite: {len(excitations.positions)} geometries ({excitations.method}), {len(excitations.failures)} failed")
     print("  mean excitation energies (eV): " + " ".join(f"S{k + 1} {e:.3f}" for k, e in enumerate(np.nanmean(dE, axis=0) * HARTREE_IN_EV)))
     strengths = np.nanmean(excitations.strengths, axis=0)
@@ -216,6 +227,8 @@ def run_excite(args: argparse.Namespace) -> int:
     print(f"  selected {len(selection)} initial conditions ({selection.criteria})")
     for state, count, path in written:
         print(f"    S{state}: {count} -> {path}")
+    if combined is not None:
+        print(f"    all states: {len(selection)} -> {combined}  (initial_state = \"file\" in exsnn dynamics starts each in its own)")
     if args.pulse is not None:
         from exsnn.photo.promoted import promoted_density
 
@@ -329,7 +342,7 @@ def _trajectory_ids(text: str | None) -> list[int] | None:
 def run_analyze(args: argparse.Namespace) -> int:
     """`exsnn analyze RUN.h5 [--output PREFIX] ...` with the options of `add_analyze_options`."""
     from exsnn.analysis.diagnostics import Thresholds
-    from exsnn.analysis.report import analyze_run
+    from exsnn.analysis.report import HOP_GEOMETRIES_RECORDED, analyze_run
 
     prefix = args.output if args.output is not None else str(Path(args.run_file).with_suffix(""))
     result = analyze_run(
@@ -360,6 +373,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         print(f"  {label}: tau = {value['tau_fs']:.1f}{error} fs{note}")
     hops = result["hops"]
     print(f"  hops: {hops['accepted']} accepted, {hops['frustrated']} frustrated, {hops['forced']} forced to S0")
+    if hops["geometries_source"] != HOP_GEOMETRIES_RECORDED:
+        print(f"  hop geometries: {hops['geometries_source']}")
     for trajectory, reasons in result["trajectories_excluded"].items():
         print(f"  excluded trajectory {trajectory}: {'; '.join(reasons)}")
     for label, path in result["files"].items():

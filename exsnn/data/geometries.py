@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,3 +32,16 @@ def read_structures(path: str | Path) -> list[tuple[np.ndarray, np.ndarray, np.n
         if velocities is not None and not np.all(np.isfinite(velocities)):
             raise DataError(path, f"frame {k}: velocities", "contain NaN or infinite values")
     return structures
+
+
+def read_frame_info(path: str | Path) -> list[dict[str, Any]] | None:
+    """The comment-line keys of every frame of an XYZ/extended XYZ file; None for an exsnn HDF5 dataset, whose frames
+    carry no such keys."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "file", "does not exist")
+    if path.suffix in (".h5", ".hdf5"):
+        return None
+    from exsnn.data.importers.extxyz import read_info
+
+    return read_info(path)

@@ -10,7 +10,7 @@ sampling = "wigner"        # "wigner" (harmonic modes of the potential), "file",
 # file = "geometries.xyz"  # for sampling = "file": XYZ/extxyz (Angstrom) or exsnn HDF5 (Bohr)
 # momentum = 20.0          # for sampling = "scattering": mean momentum (a.u., positive)
 n_trajectories = 100
-initial_state = 2          # 0 = S0
+initial_state = 2          # 0 = S0 (or "S2"); "file": each frame's own `initial_state` key (sampling = "file")
 seed = 7                   # non-negative
 
 [integrator]
@@ -31,6 +31,12 @@ record_every = 1           # steps between records of states, populations and en
 geometry_every = 10        # steps between stored positions and velocities
 checkpoint_every = 100     # steps between checkpoints (atomic commits of records + ensemble state)
 ```
+
+With `initial_state = "file"` every trajectory starts in the state its frame names: an extended-XYZ comment-line key
+`initial_state=K` (or `initial_state=SK`) on every frame used, as in the `initial_conditions.xyz` that `exsnn excite`
+writes for all the states it selected. A frame without the key, or with a state the potential does not have, is a
+DataError naming the file and the frame; exsnn HDF5 datasets carry no such key. A state given as a number starts
+every trajectory in it, whatever keys the frames carry (a warning says so when they name other states).
 
 Every key but `[potential] spec`, `dt_fs`, `duration_fs` and `n_trajectories` is optional; a key left out takes
 the default of `exsnn.dynamics.settings.FSSHSettings` or `OutputSettings` (the one place defaults are written; the
@@ -82,7 +88,7 @@ class DynamicsConfig:
     geometry_file: Path | None
     momentum: float | None
     n_trajectories: int
-    initial_state: int
+    initial_state: int | None  # None: per frame, from the file (initial_state = "file")
     seed: int
     settings: FSSHSettings
     output: Path
@@ -117,12 +123,21 @@ def _get(table: dict[str, Any], key: str, path: Path, section: str, kind: type, 
     return value
 
 
-def parse_state(value: Any, path: Path) -> int:
+def state_index(value: Any) -> int | None:
+    """A state given as an index (0 = S0) or as 'S1', 'S2', ...; None if `value` is neither."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     if isinstance(value, str) and value.upper().startswith("S") and value[1:].isdigit():
         return int(value[1:])
-    raise DataError(path, "[initial_conditions] initial_state", f"expected a state index (0 = S0) or 'S1', 'S2', ...; got {value!r}")
+    return None
+
+
+def parse_state(value: Any, path: Path) -> int:
+    state = state_index(value)
+    if state is None:
+        raise DataError(path, "[initial_conditions] initial_state",
+                        f"expected a state index (0 = S0), 'S1', 'S2', ... or 'file'; got {value!r}")
+    return state
 
 
 def _read_toml(path: Path) -> tuple[str, dict[str, Any]]:
@@ -193,7 +208,12 @@ def load_config(path: str | Path) -> DynamicsConfig:
     n_traj = _get(ic, "n_trajectories", path, "initial_conditions", int)
     if n_traj < 1:
         raise DataError(path, "[initial_conditions] n_trajectories", "must be at least 1")
-    initial_state = parse_state(ic.get("initial_state", 0), path)
+    if ic.get("initial_state") == "file":
+        if sampling != "file":
+            raise DataError(path, "[initial_conditions] initial_state", f"'file' needs sampling = 'file', not {sampling!r}")
+        initial_state = None
+    else:
+        initial_state = parse_state(ic.get("initial_state", 0), path)
     settings = _integrator_settings(integ, ic, path)
     return DynamicsConfig(
         path=path,

@@ -7,6 +7,7 @@ was."""
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +17,17 @@ from tqdm import tqdm
 
 from exsnn.dynamics.config import DynamicsConfig
 from exsnn.dynamics.fssh import FSSHEngine
-from exsnn.dynamics.initial_conditions import from_file, read_numbers, wigner_harmonic
+from exsnn.dynamics.initial_conditions import (
+    frame_states,
+    from_file,
+    initial_states_from_file,
+    read_numbers,
+    wigner_harmonic,
+)
 from exsnn.dynamics.runfile import RunMetadata, RunWriter, load_checkpoint, open_run, read_config_text
 from exsnn.dynamics.scattering import sample_initial_conditions
 from exsnn.dynamics.state import FAILED_STATUSES, STATUS_NAMES
-from exsnn.errors import DataError
+from exsnn.errors import DataError, ExsnnWarning
 from exsnn.potentials.base import Potential
 from exsnn.potentials.spec import load_potential
 
@@ -65,13 +72,38 @@ def initial_conditions(config: DynamicsConfig, potential: Potential) -> tuple[to
     return positions[:n], velocities[:n]
 
 
+def initial_states(config: DynamicsConfig, n_states: int) -> torch.Tensor:
+    """(B,) long: the initial state of each trajectory, one for all or, with initial_state = "file", each frame's."""
+    n = config.n_trajectories
+    if config.initial_state is None:
+        assert config.geometry_file is not None  # load_config allows "file" only with sampling = "file"
+        return initial_states_from_file(config.geometry_file, n, n_states)
+    if config.initial_state >= n_states:
+        raise DataError(
+            config.path,
+            "[initial_conditions] initial_state",
+            f"S{config.initial_state} does not exist: the potential has {n_states} states",
+        )
+    if config.sampling == "file" and config.geometry_file is not None:
+        named = set(frame_states(config.geometry_file, n) or []) - {None, config.initial_state}
+        if named:
+            warnings.warn(
+                f"{config.geometry_file}: frames name initial states {', '.join(f'S{s}' for s in sorted(named))}, but "
+                f"every trajectory starts in S{config.initial_state} ([initial_conditions] initial_state of {config.path}); "
+                "set initial_state = \"file\" to start each in its frame's state",
+                ExsnnWarning,
+                stacklevel=2,
+            )
+    return torch.full((n,), config.initial_state, dtype=torch.long)
+
+
 def run_ensemble(
     config: DynamicsConfig, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> EnsembleSummary:
     """Run (or resume) the ensemble described by `config`; return what happened."""
     numbers = read_numbers(config.geometry_file) if config.geometry_file is not None else None
     potential = load_potential(config.potential_spec, config.path.parent, config.device, numbers=numbers)
-    if config.initial_state >= potential.n_states:
+    if config.initial_state is not None and config.initial_state >= potential.n_states:
         raise DataError(
             config.path,
             "[initial_conditions] initial_state",
@@ -109,7 +141,7 @@ def run_ensemble(
         if config.output.exists() and not overwrite:
             raise DataError(config.output, "file", "already exists (use --resume to continue it, or --overwrite)")
         positions, velocities = initial_conditions(config, potential)
-        states = torch.full((config.n_trajectories,), config.initial_state, dtype=torch.long)
+        states = initial_states(config, potential.n_states)
         state = engine.initial_state(positions, velocities, states)
         writer = RunWriter.create(config.output, metadata, engine.total_energy, state, overwrite=overwrite)
     bar = tqdm(

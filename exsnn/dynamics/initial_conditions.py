@@ -1,4 +1,5 @@
-"""Initial conditions for molecular ensembles: Wigner sampling of harmonic modes, or geometries from a file."""
+"""Initial conditions for molecular ensembles: Wigner sampling of harmonic modes, or geometries from a file (with,
+optionally, each frame's initial state)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exsnn.data.geometries import read_structures
+from exsnn.data.geometries import read_frame_info, read_structures
 from exsnn.errors import ConfigurationError, DataError
 
 
@@ -51,3 +52,48 @@ def from_file(path: str | Path, numbers: np.ndarray) -> tuple[torch.Tensor, torc
     positions = np.array([p for _, p, _ in structures])
     velocities = np.array([v if v is not None else np.zeros_like(p) for _, p, v in structures])
     return torch.as_tensor(positions), torch.as_tensor(velocities)
+
+
+def _state(value: object) -> int | None:
+    """A frame's `initial_state` value as a state index (0 = S0; 'S2' or 2), None if it is not one."""
+    from exsnn.dynamics.config import state_index
+
+    if isinstance(value, np.integer):
+        value = int(value)
+    return state_index(value)
+
+
+def frame_states(path: str | Path, count: int) -> list[int | None] | None:
+    """The `initial_state` key of the first `count` frames of a structure file as state indices (None for a frame
+    without it); None for an exsnn HDF5 dataset. DataError naming the file and frame for a value that is no state."""
+    info = read_frame_info(path)
+    if info is None:
+        return None
+    states: list[int | None] = []
+    for k, frame in enumerate(info[:count]):
+        if "initial_state" not in frame:
+            states.append(None)
+            continue
+        state = _state(frame["initial_state"])
+        if state is None:
+            raise DataError(path, f"frame {k}: initial_state",
+                            f"expected a state index (0 = S0) or 'S1', 'S2', ...; got {frame['initial_state']!r}")
+        states.append(state)
+    return states
+
+
+def initial_states_from_file(path: str | Path, count: int, n_states: int) -> torch.Tensor:
+    """(count,) long: the initial state of each of the first `count` frames, from the frame's `initial_state` key
+    (extended XYZ comment line, e.g. `initial_state=2`). DataError naming the file and the frame when a frame lacks
+    the key or names a state the potential (n_states) does not have."""
+    states = frame_states(path, count)
+    if states is None:
+        raise DataError(path, "initial_state", "an exsnn HDF5 dataset carries no per-frame initial states; use an extended "
+                        "XYZ file with initial_state=K on every frame (as exsnn excite writes), or one initial_state")
+    for k, state in enumerate(states):
+        if state is None:
+            raise DataError(path, f"frame {k}: initial_state",
+                            "missing (initial_state = 'file' needs the key on every frame, e.g. initial_state=2)")
+        if state >= n_states:
+            raise DataError(path, f"frame {k}: initial_state", f"S{state} does not exist: the potential has {n_states} states")
+    return torch.tensor(states, dtype=torch.long)

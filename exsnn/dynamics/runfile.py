@@ -11,7 +11,14 @@ Layout (T recorded steps, B trajectories, N states, n atoms, G geometry snapshot
     /steps/energies (T, B, N)  /steps/kinetic (T, B)  /steps/total (T, B)   Hartree
     /geometries/step (G,)   /geometries/positions (G, B, n, 3) Bohr   /geometries/velocities (G, B, n, 3)
     /hops/{trajectory, step, source, target, frustrated, kind} (H,)   kind 0 = FSSH, 1 = forced to S0
+    /hops/positions (H, n, 3) Bohr      the exact geometry of each hop: the trajectory's positions at the hop's step
+    /hops/gap (H,) Hartree              E_target - E_source at that geometry (frustrated hops too)
     /checkpoint/<tensor> and attrs step: the ensemble state after the last committed step
+
+`/hops/positions` and `/hops/gap` carry their unit as the attribute `unit`. A hop of step t happens at the positions
+that step t reaches (the engine reports a step's hops with the state after it), so `/hops/positions` holds the
+geometry of the hop whatever `geometry_every` is. Run files of format_version 1 (older exsnn) have no `/hops/positions` and `/hops/gap`;
+`exsnn.analysis` then falls back to the geometry snapshots, and a resumed version-1 run keeps that layout.
 
 Records are buffered in memory and committed together with the checkpoint in one atomic update
 (`exsnn.data.atomic`), so the records and the checkpoint always agree: a run killed at any instant resumes from
@@ -39,8 +46,10 @@ from exsnn.dynamics.state import EnsembleState, HopEvents, populations
 from exsnn.errors import DataError
 
 FORMAT_NAME = "exsnn-fssh-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: /hops/positions and /hops/gap
 _COMPLEX = ("coefficients",)
+_HOP_GEOMETRY = ("positions", "gap")  # the /hops datasets that format_version 1 lacks
+_UNITS = {"hops/positions": "Bohr", "hops/gap": "Hartree"}
 
 
 @dataclass
@@ -65,11 +74,20 @@ class _Buffer:
 def _extend(h5: h5py.File, name: str, values: np.ndarray) -> None:
     if name not in h5:
         h5.create_dataset(name, data=values, maxshape=(None, *values.shape[1:]), chunks=True)
+        if name in _UNITS:
+            h5[name].attrs["unit"] = _UNITS[name]
         return
     ds = h5[name]
     start = ds.shape[0]
     ds.resize(start + len(values), axis=0)
     ds[start:] = values
+
+
+def _rows_of(state: EnsembleState, trajectories: torch.Tensor) -> torch.Tensor:
+    """The rows of `state` that hold the trajectories with ids `trajectories` (K,), in their order."""
+    if state.trajectory_ids is None:
+        return trajectories
+    return torch.nonzero(trajectories[:, None] == state.trajectory_ids[None, :])[:, 1]
 
 
 #: EnsembleState -> (B,) total energies, Hartree (the engine's `total_energy`)
@@ -164,6 +182,8 @@ class RunWriter:
                 }
             )
         if len(hops.trajectory):
+            rows = _rows_of(state, hops.trajectory)
+            energies = state.energies[rows]
             self.buffer.hops.append(
                 {
                     "trajectory": hops.trajectory.cpu().numpy(),
@@ -172,6 +192,8 @@ class RunWriter:
                     "target": hops.target.cpu().numpy().astype(np.int8),
                     "frustrated": hops.frustrated.cpu().numpy(),
                     "kind": hops.kind.cpu().numpy().astype(np.int8),
+                    "positions": state.positions[rows].cpu().numpy(),
+                    "gap": (energies.gather(1, hops.target[:, None]) - energies.gather(1, hops.source[:, None]))[:, 0].cpu().numpy(),
                 }
             )
 
@@ -182,6 +204,7 @@ class RunWriter:
 
     def _write_buffer(self, h5: h5py.File, state: EnsembleState) -> None:
         """Append the buffered records to `h5` and replace its checkpoint by `state`'s; empty the buffer."""
+        legacy = "hops/trajectory" in h5 and "hops/positions" not in h5  # a run started by format_version 1
         for group, rows in (
             ("steps", self.buffer.steps),
             ("geometries", self.buffer.geometries),
@@ -189,6 +212,8 @@ class RunWriter:
         ):
             if rows:
                 for key in rows[0]:
+                    if legacy and group == "hops" and key in _HOP_GEOMETRY:
+                        continue  # a run started by an older exsnn keeps its layout
                     _extend(h5, f"{group}/{key}", np.concatenate([r[key] for r in rows]))
         if "checkpoint" in h5:
             del h5["checkpoint"]

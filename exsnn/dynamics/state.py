@@ -68,7 +68,11 @@ class EnsembleState:
 
 @dataclass
 class HopEvents:
-    """Hops of one step: trajectory id, from, to, frustrated flag, kind (FSSH_HOP or FORCED_HOP to S0)."""
+    """Hops of one step: trajectory id, from, to, frustrated flag, kind (FSSH_HOP or FORCED_HOP to S0).
+
+    `FSSHEngine.step` returns them with the state after the step, whose positions and energies are those at which
+    the hops happened (hops of trajectories sent back to their last good step are dropped); the run file stores
+    them as the hop geometry and gap."""
 
     step: int
     trajectory: torch.Tensor

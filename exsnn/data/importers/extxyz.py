@@ -63,6 +63,11 @@ def read_structures(source: str | Path) -> list[tuple[np.ndarray, np.ndarray, np
     return structures
 
 
+def read_info(source: str | Path) -> list[dict[str, Any]]:
+    """The comment-line keys (ASE `info`) of every frame of an XYZ/extended XYZ file."""
+    return [dict(atoms.info) for atoms in _read_all(Path(source))]
+
+
 def import_extxyz(source: str | Path) -> ImportedData:
     """Read an extended XYZ file with exsnn per-state arrays."""
     source = Path(source)
