@@ -494,3 +494,27 @@ def test_command_line_with_an_lvc_model_gives_files_dynamics_reads(tmp_path: Pat
     chosen = [row["geometry"] for row in selection]
     assert np.allclose(start_positions.numpy(), positions[chosen], atol=1e-7)
     assert np.allclose(start_velocities.numpy(), velocities[chosen], rtol=1e-5, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_sa_casscf_optimisation_and_numerical_hessian_end_to_end(tmp_path: Path) -> None:
+    """`exsnn frequencies --optimize` on S0 of SA-2-CASSCF(2,2) water (the path the CH2NH2+ modes take): the structure is
+    a minimum, and every frequency equals the curvature of the SA-CASSCF S0 energy along its own normal mode, from
+    central differences of energies alone (independent of the analytic gradients the Hessian is built from)."""
+
+    start = tmp_path / "start.xyz"
+    start.write_text("3\nwater\nO 0.0 0.0 0.0\nH 0.0 0.78 0.55\nH 0.0 -0.78 0.55\n")
+    spec = "casscf(2,2)/sto-3g,states=2"
+    run_cli("frequencies", start, "--method", spec, "--optimize", "-o", tmp_path / "modes.json")
+    modes = read_modes(tmp_path / "modes.json")
+    assert len(modes.frequencies) == 3 and np.all(modes.frequencies > 0)
+    settings = ground_state_settings(spec)
+    energy, gradient, _ = ground_state_gradient(modes.numbers, modes.positions, settings)
+    assert np.abs(gradient).max() < 5e-4
+    step = 0.05  # normal coordinate, sqrt(electron mass) Bohr
+    for k, omega in enumerate(modes.frequencies):
+        displacement = (modes.modes[:, k] / np.sqrt(np.repeat(modes.masses, 3))).reshape(-1, 3) * step
+        plus = ground_state_gradient(modes.numbers, modes.positions + displacement, settings)[0]
+        minus = ground_state_gradient(modes.numbers, modes.positions - displacement, settings)[0]
+        curvature = (plus - 2 * energy + minus) / step**2
+        assert np.sqrt(curvature) == pytest.approx(omega, rel=0.01), k
