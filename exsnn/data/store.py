@@ -16,12 +16,22 @@ Layout (F frames, A atoms in all, N states, P = N(N-1)/2 pairs, Pd = N(N+1)/2 di
     /atoms/nacs            (A, P, 3)  1/Bohr   pairs 01, 02, ..., 12, ...
     /masks/<label>         (F,)       bool     False where the label is absent (its values are NaN or 0)
 
-Every numeric dataset carries a ``unit`` attribute.
+Every numeric dataset carries a ``unit`` attribute. Every dataset holds exactly the committed frames (atoms); there
+is no committed-length attribute.
 
-Crash safety: an append never modifies the file in place (`exsnn.data.atomic`: copy, append to the copy, fsync,
-atomic rename, under an exclusive lock). A writer killed at any instant leaves either the old or the new file,
-never a mixture; a reader that opened the file keeps a consistent view. Each append costs one copy of the file,
-so write frames in batches (`DatasetWriter` buffers them).
+Appends (`append_frames`, `DatasetWriter`) change the file in place through a write-ahead journal
+(`exsnn.data.atomic.journaled_h5_update`): HDF5 writes the appended rows, the resized chunk indices and the new
+superblock into an in-memory overlay of the file; the changed byte ranges are committed as a checksummed hidden
+sidecar ``.NAME.journal`` (fsync, atomic rename), then written into the file under an exclusive flock and the
+journal removed. An append therefore costs what it changes (the new rows, the last chunk of each column, a few
+metadata blocks), not a copy of the file. A writer killed at any instant leaves the file as it was before the append
+(if it died before the journal's rename) or as after it (the journal is complete; `read_frames` and friends lay it
+over the file, and the next append writes it in); a half-applied journal is never seen, because readers hold a shared
+flock on the file while it is open and the journal is applied only under an exclusive one. The layout is unchanged,
+so files written by earlier versions (which copied the whole file on every append) are read and appended as they
+are. A new file is written whole beside its destination and renamed into place. Plain h5py (no exsnn) sees the
+file without its journal: whole frames, but after a writer was killed while writing a journal in, the file alone may
+be inconsistent until the next append (or any exsnn read, which sees file + journal) - open datasets with `open_h5`.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from exsnn.data.atomic import atomic_h5_update, exclusive_lock, open_readonly
+from exsnn.data.atomic import atomic_h5_update, discard_journal, exclusive_lock, journaled_h5_update, open_readonly
 from exsnn.data.frame import Frame, FrameArrays
 from exsnn.data.properties import (
     CHARGE,
@@ -248,9 +258,15 @@ def append_frames(
         )
         if arrays.n_states != metadata.n_states:
             raise DataError(path, "n_states", f"file has {metadata.n_states} states, new frames have {arrays.n_states}")
-        with atomic_h5_update(path, locked=True) as h5:
-            if not exists:
+        if not exists:  # a new file is written whole beside `path` and renamed into place
+            discard_journal(path)  # one left beside a removed file
+            with atomic_h5_update(path, locked=True) as h5:
                 _create_layout(h5, metadata)
+                _append_arrays(h5, arrays)
+                return int(h5["frames/atom_offsets"].shape[0] - 1)
+        if arrays.n_frames == 0:
+            return count_frames(path)
+        with journaled_h5_update(path, locked=True) as h5:  # in place, through a journal: costs what it changes
             _append_arrays(h5, arrays)
             return int(h5["frames/atom_offsets"].shape[0] - 1)
 
@@ -263,13 +279,15 @@ def create_dataset(path: str | os.PathLike[str], metadata: DatasetMetadata, over
             raise DataError(path, "file", "already exists (pass overwrite=True, or --overwrite on the command line)")
         with exclusive_lock(path):
             path.unlink()
+            discard_journal(path)
     append_frames(path, [], metadata)
 
 
 class DatasetWriter:
     """Buffered, crash-safe appender: frames are committed in batches of `commit_every` and on `commit()`/exit.
 
-    A frame returned from `commit()` is durable; frames still in the buffer are lost if the process dies.
+    A frame returned from `commit()` is durable; frames still in the buffer are lost if the process dies. A commit
+    costs what it writes (not a copy of the file), so small batches are fine; larger ones save fsyncs.
     """
 
     def __init__(self, path: str | os.PathLike[str], metadata: DatasetMetadata | None = None, commit_every: int = 64) -> None:
