@@ -165,6 +165,20 @@ def test_shipped_lvc_campaign_converges_by_its_rule_and_errors_fall(shared_data:
         assert np.mean(list(last[key].values())) < np.mean(list(first[key].values())), (key, first[key], last[key])
     report = (out / f"iteration_{status['iteration']:03d}" / "report.md").read_text()
     assert "Test errors" in report and "populations.png" in report
+    # the members also drove the ensemble alone: their spread widens the bands the convergence rule compares
+    from exsnn.active.decide import classical_populations, population_bands
+
+    with np.load(out / f"iteration_{status['iteration']:03d}" / "dynamics.npz") as data:
+        record = {key: data[key] for key in data.files}
+    members = record["member_populations"]
+    assert members.shape == (3, len(record["time_fs"]), 3)
+    np.testing.assert_allclose(members.sum(axis=2), 1.0)
+    np.testing.assert_allclose(members[:, 0, 2], 1.0)  # every member's trajectories start in S2
+    p, combined, spread = population_bands(record, 3)
+    _, bootstrap = classical_populations(record["active"], 3)
+    assert spread is not None and spread[-1].max() > 0
+    np.testing.assert_allclose(combined, np.sqrt(bootstrap**2 + spread**2))
+    assert "committee spread" in report
 
 
 PYSCF = """

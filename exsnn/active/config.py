@@ -31,6 +31,7 @@ initial_state = 2
 dt_fs = 0.5
 duration_fs = 30.0
 # file = "initial_conditions.xyz" # frames (and velocities, if the file has them) instead of Wigner sampling
+member_runs = true              # each member also drives the ensemble alone: model uncertainty of the populations
 
 [selection]
 budget = 20                     # labels per iteration
@@ -105,6 +106,7 @@ class DynamicsSection:
     dt_fs: float = 0.5
     duration_fs: float = 30.0
     file: str | None = None  # initial conditions from this file's frames instead of Wigner sampling of the oracle
+    member_runs: bool = True  # every member drives the ensemble alone too (the committee spread of the populations)
 
 
 @dataclass

@@ -5,7 +5,9 @@ trajectory stopped for uncertainty leaves the average from then on); the band is
 over trajectories. The campaign has converged when, at iteration i >= 1,
 
 * at least `finished_fraction` of the trajectories reached the end without crossing an upper threshold, and
-* |P_i(t) - P_{i-1}(t)| <= z sqrt(se_i(t)^2 + se_{i-1}(t)^2) for every state and time.
+* |P_i(t) - P_{i-1}(t)| <= z sqrt(se_i(t)^2 + se_{i-1}(t)^2) for every state and time, where se combines the
+  trajectory bootstrap with the committee spread (the standard deviation of the members' own populations, when the
+  iteration ran them: `population_bands`).
 
 Otherwise it stops when the label budget or the iteration limit is spent (the report then says it did not converge).
 """
@@ -36,6 +38,17 @@ def classical_populations(active: np.ndarray, n_states: int, n_bootstrap: int = 
     return mean(np.arange(B)), samples.std(axis=0)
 
 
+def population_bands(record: dict[str, np.ndarray], n_states: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """P (T, N), the combined standard error sqrt(bootstrap^2 + members^2) (T, N), and the committee spread alone
+    (T, N; None when the members did not run alone)."""
+    p, se = classical_populations(record["active"], n_states)
+    members = record.get("member_populations")
+    if members is None or len(members) < 2:
+        return p, se, None
+    spread = np.asarray(members).std(axis=0, ddof=1)[: len(p)]
+    return p, np.sqrt(se**2 + spread**2), spread
+
+
 @dataclass
 class Decision:
     stop: str | None  # None: go on; else "converged", "label budget" or "iteration limit"
@@ -58,8 +71,8 @@ def decide(record: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None
     fraction = finished_fraction(record["status"][-1])
     gap = change = None
     if previous is not None:
-        p, se = classical_populations(record["active"], n_states)
-        q, se_q = classical_populations(previous["active"], n_states)
+        p, se, _ = population_bands(record, n_states)
+        q, se_q, _ = population_bands(previous, n_states)
         T = min(len(p), len(q))
         difference = np.abs(p[:T] - q[:T])
         change = float(difference.max())

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from exsnn.active.decide import classical_populations
+from exsnn.active.decide import population_bands
 from exsnn.active.measure import MEASURES, TO_REPORT, Thresholds
 from exsnn.active.select import descriptor
 from exsnn.active.simulate import UNCERTAIN
@@ -29,7 +29,7 @@ def _plot_populations(path: Path, record: dict[str, np.ndarray], previous: dict[
     for label, data, style in ((f"iteration {iteration}", record, "-"), (f"iteration {iteration - 1}", previous, ":")):
         if data is None:
             continue
-        p, se = classical_populations(data["active"], n_states)
+        p, se, _ = population_bands(data, n_states)
         t = data["time_fs"]
         for s in range(n_states):
             axis.plot(t, p[:, s], style, color=colours[s % len(colours)], label=f"S{s} ({label})")
@@ -102,7 +102,7 @@ def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: 
     if selection is not None:
         _plot_selection(folder / "selection.png", training_positions, selection, numbers)
     status = record["status"][-1]
-    p, se = classical_populations(record["active"], n_states)
+    p, se, spread = population_bands(record, n_states)
     lines = [f"# Campaign iteration {iteration}", "", title, "",
              f"- labels in the dataset: {summary['n_labels']} ({summary['n_test']} held out for testing)",
              f"- trajectories: {len(status)}, reached the end without crossing an upper threshold: "
@@ -114,8 +114,13 @@ def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: 
     lines += ["", "## Test errors of the committee mean (held-out frames from earlier dynamics)", ""]
     for key, values in summary.get("test_errors", {}).items():
         lines.append(f"- {key}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
-    lines += ["", "## Final populations (classical, +- bootstrap standard error)", ""]
+    what = "trajectory bootstrap" if spread is None else "trajectory bootstrap and committee spread combined"
+    lines += ["", f"## Final populations (classical, +- standard error: {what})", ""]
     lines.append(", ".join(f"S{s} {p[-1, s]:.3f} +- {se[-1, s]:.3f}" for s in range(n_states)))
+    if spread is not None:
+        lines.append("")
+        lines.append("committee spread alone (std of the members' own ensembles): "
+                     + ", ".join(f"S{s} {spread[-1, s]:.3f}" for s in range(n_states)))
     decision = summary.get("decision", {})
     lines += ["", "## Decision", "", json.dumps(decision)]
     if selection is not None:

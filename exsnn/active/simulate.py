@@ -4,6 +4,10 @@ The committee is wrapped in a potential that keeps, for every structure of the e
 asking for NACs), the three disagreement measures of `exsnn.active.measure`, keyed by trajectory id. After each step
 the driver stores positions, active states, populations, gaps and disagreement; a running trajectory whose
 disagreement exceeds an upper threshold stops there with status UNCERTAIN (what would follow is not trusted).
+
+With `[dynamics] member_runs` (default on) every member also drives the same initial conditions alone, to the end:
+the spread of their populations is the model part of the uncertainty of the committee's populations (the trajectory
+bootstrap gives the statistical part; `exsnn.active.decide.population_bands` combines both).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from exsnn.active.sample import dynamics_initial_conditions
 from exsnn.dynamics.fssh import FSSHEngine, populations
 from exsnn.dynamics.settings import FSSHSettings
 from exsnn.dynamics.state import RUNNING
-from exsnn.model.potential import ModelPotential
+from exsnn.model.potential import ModelPotential, model_files
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.units import FS_IN_AU_TIME
 
@@ -92,5 +96,24 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
     for step in range(state.step + 1, n_steps + 1):
         record["status"][step] = record["status"][state.step]
     record["time_fs"] = np.arange(n_steps + 1) * d.dt_fs
+    if d.member_runs:
+        record["member_populations"] = np.stack([
+            member_populations(member, oracle, settings, positions, velocities, d.initial_state)
+            for member in model_files(committee)])
     save_npz_atomic(output, **record)
     return record
+
+
+def member_populations(model: Path, oracle: Potential, settings: FSSHSettings, positions: torch.Tensor,
+                       velocities: torch.Tensor, initial_state: int) -> np.ndarray:
+    """Classical populations (T + 1, N) of one committee member driving the ensemble alone (same initial conditions,
+    same seed as the committee's run), every step to the end."""
+    engine = FSSHEngine(ModelPotential(model, oracle.numbers.cpu().numpy(), dtype=torch.float64), settings)
+    B = positions.shape[0]
+    state = engine.initial_state(positions, velocities, torch.full((B,), initial_state, dtype=torch.long))
+    n_states = engine.n_states
+    rows = [np.bincount(state.active.cpu().numpy(), minlength=n_states) / B]
+    while state.step < settings.n_steps:
+        engine.step(state)
+        rows.append(np.bincount(state.active.cpu().numpy(), minlength=n_states) / B)
+    return np.array(rows)
