@@ -60,6 +60,10 @@ def _load_oracle(config: CampaignConfig) -> Potential:
 def start(config_path: str | Path, root: str | Path, overwrite: bool = False) -> CampaignDirectory:
     """Check the input (and that the oracle loads) before anything is written, then create the campaign directory."""
     config = load_config(config_path)
+    from exsnn.model.training import RECIPES
+
+    if config.committee.recipe not in RECIPES:
+        raise ConfigurationError(f"unknown; expected one of {sorted(RECIPES)}", source=config.path, where="[committee] recipe")
     oracle = _load_oracle(config)
     initial_geometries(config, oracle)  # fails here, not later, if the initial set cannot be drawn
     directory = CampaignDirectory(root)

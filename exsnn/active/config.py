@@ -97,6 +97,7 @@ class CommitteeConfig:
     learning_rate: float = 1e-3
     threads: int = 1
     dipoles: bool = False
+    recipe: str = "exsnn-v1"  # the campaign was validated with v1 (plateau schedule, normalised losses 1/1/1)
 
 
 @dataclass

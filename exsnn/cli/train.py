@@ -13,9 +13,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="TOML file with any TrainingConfig field; flags override it")
     p.add_argument("--committee", type=int, default=1, help="train K models with seeds seed..seed+K-1 (default 1)")
     p.add_argument("--bootstrap", action="store_true", default=None, help="committee members train on bootstrap samples")
-    p.add_argument("--epochs", dest="max_epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", dest="learning_rate", type=float)
+    p.add_argument("--recipe", help="named training defaults: exsnn-v2 (default), exsnn-v1 (before issue #18), spainn "
+                                    "(SPaiNN's tutorial recipe); the options below override single values of it")
+    p.add_argument("--epochs", dest="max_epochs", type=int, help="epoch budget (alone, it replaces the recipe's step budget)")
+    p.add_argument("--steps", dest="max_steps", type=int_or_auto,
+                   help="optimiser-step budget, or 'auto' (alone, it replaces the recipe's epoch budget)")
+    p.add_argument("--batch-size", type=int_or_auto, help="structures per optimiser step, or 'auto' (from the training-set size)")
+    p.add_argument("--lr", dest="learning_rate", type=float, help="(peak) learning rate of AdamW")
+    p.add_argument("--schedule", help="learning-rate schedule: cosine (per step, with warm-up), plateau or none")
+    p.add_argument("--warmup", type=float, help="cosine schedule: fraction of the step budget spent warming up")
+    p.add_argument("--loss", help="normalised (each MSE over its label's variance) or raw (MSEs in atomic units)")
+    p.add_argument("--force-weight", type=float, help="weight of the forces' term in the loss")
+    p.add_argument("--nac-weight", type=float, help="weight of the couplings' term in the loss")
     p.add_argument("--width", dest="n_atom_basis", type=int)
     p.add_argument("--interactions", dest="n_interactions", type=int)
     p.add_argument("--cutoff", type=float, help="Bohr")
@@ -23,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dipoles", action="store_true", default=None, help="also learn dipoles and transition dipoles")
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--seed", type=int)
-    p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: no early stopping)")
     p.add_argument("--double", dest="double_precision", action="store_true", default=None, help="train in float64")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--accelerator", help="cpu, gpu or auto (default)")
@@ -39,12 +48,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_evaluate)
 
 
-FIELDS = ("max_epochs", "batch_size", "learning_rate", "n_atom_basis", "n_interactions", "cutoff", "representation",
-          "dipoles", "split", "seed", "patience", "double_precision", "threads", "accelerator", "devices", "progress_bar", "bootstrap")
+def int_or_auto(text: str) -> int | str:
+    """A positive-integer option that also takes 'auto' (range checks are TrainingConfig's, with their messages)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+
+
+FIELDS = ("recipe", "max_steps", "schedule", "warmup", "loss", "max_epochs", "batch_size", "learning_rate", "n_atom_basis",
+          "n_interactions", "cutoff", "representation", "dipoles", "split", "seed", "patience", "double_precision", "threads",
+          "accelerator", "devices", "progress_bar", "bootstrap")
 
 
 #: TrainingConfig / ArchitectureConfig field -> the flag that sets it (for error messages)
-FLAGS = {"max_epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--lr", "n_atom_basis": "--width",
+FLAGS = {"recipe": "--recipe", "max_steps": "--steps", "schedule": "--schedule", "warmup": "--warmup", "loss": "--loss",
+         "weights.forces": "--force-weight", "weights.nacs": "--nac-weight", "max_epochs": "--epochs",
+         "batch_size": "--batch-size", "learning_rate": "--lr", "n_atom_basis": "--width",
          "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "split": "--split",
          "seed": "--seed", "patience": "--patience", "threads": "--threads", "devices": "--devices"}
 
@@ -54,6 +76,9 @@ def run_train(args: argparse.Namespace) -> int:
     from exsnn.model.training import TrainingConfig, train, train_committee
 
     overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
+    weights = {name: value for name, value in (("forces", args.force_weight), ("nacs", args.nac_weight)) if value is not None}
+    if weights:
+        overrides["weights"] = weights
     if "split" in overrides:
         overrides["split"] = tuple(overrides["split"])
     if "devices" in overrides and str(overrides["devices"]).isdigit():
@@ -73,7 +98,9 @@ def run_train(args: argparse.Namespace) -> int:
         results = [train(config, resume=not args.restart)]
     for k, result in enumerate(results):
         header = f"member {k}: " if len(results) > 1 else ""
-        print(f"{header}trained {result['epochs']} epochs on split {result['split']}; test errors (phase-free couplings):")
+        print(f"{header}trained {result['steps']} optimiser steps ({result['epochs']} epochs, batch "
+              f"{result['plan']['batch_size']}, recipe {config.recipe}) on split {result['split']}; "
+              "test errors (phase-free couplings):")
         print(result["table_text"])
         print(f"model: {result['model']}  (learning curve, logs and checkpoints in {result['output']})")
     return 0

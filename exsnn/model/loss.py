@@ -16,7 +16,8 @@ from exsnn.units import ANGSTROM_IN_BOHR, HARTREE_IN_EV
 
 @dataclass
 class LossWeights:
-    """Weights of the normalised mean squared errors (each divided by its label's training variance)."""
+    """Weights of the mean squared errors (each divided by its label's training variance, or in raw atomic units:
+    see `loss_scales`)."""
 
     energies: float = 1.0
     forces: float = 1.0
@@ -35,6 +36,18 @@ class LabelScales:
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+def loss_scales(mode: str, scales: LabelScales) -> LabelScales:
+    """The sizes the loss divides each label's errors by: the training set's label sizes ("normalised": every term is
+    dimensionless, about 1 for a model that predicts the mean) or ones ("raw": mean squared errors in atomic units,
+    Hartree^2 and (Hartree/Bohr)^2, as SchNetPack and SPaiNN train; forces then outweigh energies and couplings by the
+    ratio of their squared sizes)."""
+    if mode == "normalised":
+        return scales
+    if mode == "raw":
+        return LabelScales()
+    raise ValueError(f"unknown loss mode {mode!r}; expected 'normalised' or 'raw'")
 
 
 def smooth_reference(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -210,4 +223,4 @@ def format_error_table(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ErrorTable", "LabelScales", "LossWeights", "compute_loss", "format_error_table", "smooth_reference"]
+__all__ = ["ErrorTable", "LabelScales", "LossWeights", "compute_loss", "format_error_table", "loss_scales", "smooth_reference"]

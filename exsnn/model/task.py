@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -23,7 +25,15 @@ class MultiStateTask(pl.LightningModule):
         lr_factor: float = 0.5,
         lr_patience: int = 10,
         double_precision: bool = False,
+        schedule: str = "plateau",
+        total_steps: int | None = None,
+        warmup_steps: int = 0,
+        final_lr_factor: float = 0.01,
+        weight_decay: float = 0.01,
     ) -> None:
+        """`scales` divide the errors of each label (all ones: raw atomic-unit MSEs); `schedule` is "plateau"
+        (ReduceLROnPlateau on val_loss, checked every epoch), "cosine" (linear warm-up over `warmup_steps`, then cosine
+        decay to learning_rate * final_lr_factor at `total_steps`, updated every optimiser step) or "none"."""
         super().__init__()
         self.save_hyperparameters()
         self.network = MultiStateNetwork(NetworkConfig(**network))
@@ -61,6 +71,32 @@ class MultiStateTask(pl.LightningModule):
         self.test_table = ErrorTable(self.network.n_states)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=self.hparams.lr_factor, patience=self.hparams.lr_patience)
+        hp = self.hparams
+        schedule = hp.get("schedule", "plateau")  # checkpoints written before schedules were selectable: plateau
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.learning_rate, weight_decay=hp.get("weight_decay", 0.01))
+        if schedule == "none":
+            return {"optimizer": optimizer}
+        if schedule == "cosine":
+            if not hp.get("total_steps"):
+                raise ValueError("the cosine schedule needs total_steps")
+            factor = warmup_cosine(int(hp.total_steps), int(hp.get("warmup_steps", 0)), float(hp.get("final_lr_factor", 0.01)))
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        if schedule != "plateau":
+            raise ValueError(f"unknown schedule {schedule!r}")
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=hp.lr_factor, patience=hp.lr_patience)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, final_factor: float) -> Callable[[int], float]:
+    """Learning-rate factor after `step` optimiser steps: linear from 1/(warmup+1) to 1 over the warm-up, then a cosine
+    from 1 to `final_factor` at `total_steps` (and `final_factor` after it). A plain function, so a resumed run with
+    another budget follows the new one (LambdaLR stores only callable objects in its state)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor

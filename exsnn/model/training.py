@@ -17,30 +17,103 @@ from exsnn.data.properties import DIPOLES, ENERGIES, FORCES, NACS, state_pairs
 from exsnn.data.store import read_frames
 from exsnn.data.torch_data import ExcitedStateDataModule
 from exsnn.errors import ConfigurationError, DataError, ExsnnWarning
-from exsnn.model.loss import LabelScales, LossWeights, format_error_table
+from exsnn.model.loss import LabelScales, LossWeights, format_error_table, loss_scales
 from exsnn.model.network import ArchitectureConfig, MultiStateNetwork, NetworkConfig
 from exsnn.model.task import MultiStateTask
 
 MODEL_FILE = "model.pt"
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A named set of training defaults: optimiser, batch size, schedule, budget, loss weighting and early stopping.
+    `TrainingConfig` takes every value it is not given from its recipe ("auto" values adapt to the training-set size
+    when the run starts, see `TrainingConfig.plan`)."""
+
+    description: str
+    batch_size: int | str  # "auto": n_train // 5 clamped to 8..32
+    learning_rate: float  # the peak learning rate (AdamW)
+    schedule: str  # "plateau" (ReduceLROnPlateau on val_loss), "cosine" (linear warm-up, cosine decay per step), "none"
+    max_epochs: int | None
+    max_steps: int | str | None  # "auto": 500 epochs' worth of steps, clamped to 20000..200000
+    patience: int  # early stopping on val_loss, in epochs (validation checks); 0: no early stopping
+    loss: str = "normalised"  # "normalised": each MSE divided by its label's training variance; "raw": atomic units
+    weights: dict[str, float] = field(default_factory=lambda: asdict(LossWeights()))
+    lr_patience: int = 15
+    lr_factor: float = 0.5
+    warmup: float = 0.0  # fraction of the step budget spent ramping the learning rate up linearly (cosine schedule)
+    final_lr_factor: float = 0.01  # the cosine schedule ends at learning_rate * final_lr_factor
+    weight_decay: float = 0.01  # AdamW (torch's default, as SchNetPack/SPaiNN use it)
+
+
+#: the recipes `exsnn train --recipe NAME` knows; DEFAULT_RECIPE is used when none is named
+RECIPES: dict[str, Recipe] = {
+    "exsnn-v1": Recipe(
+        "exsnn's defaults before issue #18: batch 16, AdamW 5e-4 with ReduceLROnPlateau (factor 0.5, patience 15), "
+        "variance-normalised MSEs weighted 1/1/1, 500 epochs with early stopping after 50 epochs without improvement",
+        batch_size=16, learning_rate=5e-4, schedule="plateau", max_epochs=500, max_steps=None, patience=50),
+    "spainn": Recipe(
+        "SPaiNN's tutorial recipe on exsnn's network and phase-free loss: batch 2, AdamW 1e-4, no schedule, MSEs on raw "
+        "atomic-unit labels (Hartree, Hartree/Bohr, smooth NACs in Hartree/Bohr) weighted 1/1/1, 1000 epochs, no early "
+        "stopping (the best validation epoch is kept)",
+        batch_size=2, learning_rate=1e-4, schedule="none", max_epochs=1000, max_steps=None, patience=0, loss="raw"),
+    "exsnn-v2": Recipe(
+        "budget in optimiser steps (500 epochs' worth, 20000..200000), batch n_train // 5 (8..32), AdamW 5e-4 with a "
+        "2% linear warm-up and cosine decay to 1% per step, variance-normalised MSEs weighted energies 1, forces 4, "
+        "couplings 1, dipoles 1, early stopping after 200 epochs without improvement",
+        batch_size="auto", learning_rate=5e-4, schedule="cosine", max_epochs=None, max_steps="auto", patience=200,
+        weights={"energies": 1.0, "forces": 4.0, "nacs": 1.0, "dipoles": 1.0}, warmup=0.02),
+}
+DEFAULT_RECIPE = "exsnn-v2"
+SCHEDULES = ("plateau", "cosine", "none")
+LOSS_MODES = ("normalised", "raw")
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a run does once the training-set size is known (the recipe's "auto" values resolved)."""
+
+    batch_size: int
+    max_epochs: int | None
+    max_steps: int | None
+    steps_per_epoch: int
+    total_steps: int  # the step budget the schedule spans
+    warmup_steps: int
+
+
+def _positive_int(value: Any, where: str, auto: bool = False) -> None:
+    if auto and value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        wanted = "a positive integer or 'auto'" if auto else "a positive integer"
+        raise ConfigurationError(f"must be {wanted}, got {value!r}", where=where)
+
+
 @dataclass
 class TrainingConfig:
-    """How to train (see `exsnn train --help` for each option)."""
+    """How to train (see `exsnn train --help` for each option). Fields left at None take the value of `recipe`; give
+    only one of max_epochs/max_steps and the other budget is dropped (the run stops at the one given)."""
 
     data: str
     output: str
     network: ArchitectureConfig = field(default_factory=ArchitectureConfig)
-    batch_size: int = 16
-    learning_rate: float = 5e-4
-    max_epochs: int = 500
-    patience: int = 50
-    lr_patience: int = 15
-    lr_factor: float = 0.5
+    recipe: str = DEFAULT_RECIPE
+    batch_size: int | str | None = None
+    learning_rate: float | None = None
+    max_epochs: int | None = None
+    max_steps: int | str | None = None
+    schedule: str | None = None
+    patience: int | None = None
+    lr_patience: int | None = None
+    lr_factor: float | None = None
+    warmup: float | None = None
+    final_lr_factor: float | None = None
+    weight_decay: float | None = None
+    loss: str | None = None
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     bootstrap: bool = False
-    weights: dict[str, float] = field(default_factory=lambda: asdict(LossWeights()))
+    weights: dict[str, float] | None = None  # merged over the recipe's weights (give only the ones to change)
     double_precision: bool = False
     accelerator: str = "auto"
     devices: int | str = 1
@@ -51,12 +124,72 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if isinstance(self.network, dict):
             self.network = ArchitectureConfig(**self.network)
-        for name in ("batch_size", "max_epochs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigurationError(f"must be a positive integer, got {getattr(self, name)!r}", where=name)
-        if not self.learning_rate > 0 or not 0 < self.lr_factor < 1 or self.patience < 0 or self.lr_patience < 0:
-            raise ConfigurationError("learning_rate > 0, 0 < lr_factor < 1, patience >= 0 and lr_patience >= 0 are needed",
-                                     where="learning_rate/lr_factor/patience")
+        if not isinstance(self.recipe, str) or self.recipe not in RECIPES:
+            raise ConfigurationError(f"unknown recipe {self.recipe!r}; expected one of {sorted(RECIPES)}", where="recipe")
+        recipe = RECIPES[self.recipe]
+        epochs_given, steps_given = self.max_epochs is not None, self.max_steps is not None
+        for name in ("batch_size", "learning_rate", "schedule", "patience", "lr_patience", "lr_factor", "warmup",
+                     "final_lr_factor", "weight_decay", "loss"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(recipe, name))
+        if not epochs_given and not steps_given:  # given only one budget, the recipe's other one does not apply
+            self.max_epochs, self.max_steps = recipe.max_epochs, recipe.max_steps
+        weights = dict(recipe.weights)
+        if self.weights is not None:
+            if not isinstance(self.weights, dict):
+                raise ConfigurationError(f"must be a table of loss weights, got {self.weights!r}", where="weights")
+            unknown = set(self.weights) - set(weights)
+            if unknown:
+                raise ConfigurationError(f"unknown loss weight {sorted(unknown)[0]!r}; expected some of {sorted(weights)}",
+                                         where="weights")
+            weights.update(self.weights)
+        self.weights = weights
+        self._check()
+
+    def _check(self) -> None:
+        _positive_int(self.batch_size, "batch_size", auto=True)
+        if self.max_epochs is not None:
+            _positive_int(self.max_epochs, "max_epochs")
+        if self.max_steps is not None:
+            _positive_int(self.max_steps, "max_steps", auto=True)
+        if self.max_epochs is None and self.max_steps is None:
+            raise ConfigurationError("the run needs a budget: max_epochs or max_steps", where="max_epochs/max_steps")
+        for name in ("patience", "lr_patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigurationError(f"must be a non-negative integer (epochs), got {value!r}", where=name)
+        if self.schedule not in SCHEDULES:
+            raise ConfigurationError(f"unknown schedule {self.schedule!r}; expected one of {list(SCHEDULES)}", where="schedule")
+        if self.loss not in LOSS_MODES:
+            raise ConfigurationError(f"unknown loss {self.loss!r}; expected one of {list(LOSS_MODES)}", where="loss")
+        checks = {
+            "learning_rate": (lambda x: x > 0, "> 0"),
+            "lr_factor": (lambda x: 0 < x < 1, "between 0 and 1 (exclusive)"),
+            "warmup": (lambda x: 0 <= x < 1, "a fraction of the step budget in [0, 1)"),
+            "final_lr_factor": (lambda x: 0 < x <= 1, "in (0, 1]"),
+            "weight_decay": (lambda x: x >= 0, ">= 0"),
+        }
+        for name, (ok, wanted) in checks.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or not ok(value):
+                raise ConfigurationError(f"must be {wanted}, got {value!r}", where=name)
+        for name, value in self.weights.items():  # type: ignore[union-attr]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+                raise ConfigurationError(f"must be a non-negative number, got {value!r}", where=f"weights.{name}")
+        if not any(self.weights.values()):  # type: ignore[union-attr]
+            raise ConfigurationError("at least one loss weight must be positive", where="weights")
+
+    def plan(self, n_train: int) -> TrainingPlan:
+        """Resolve the "auto" values for `n_train` training frames."""
+        batch = min(32, max(8, n_train // 5)) if self.batch_size == "auto" else int(self.batch_size)  # type: ignore[arg-type]
+        batch = max(1, min(batch, n_train))
+        per_epoch = -(-n_train // batch)
+        steps = self.max_steps
+        if steps == "auto":
+            steps = min(200_000, max(20_000, 500 * per_epoch))
+        total = min(x for x in (steps, None if self.max_epochs is None else self.max_epochs * per_epoch) if x is not None)
+        return TrainingPlan(batch_size=batch, max_epochs=self.max_epochs, max_steps=steps, steps_per_epoch=per_epoch,  # type: ignore[arg-type]
+                            total_steps=int(total), warmup_steps=int(round(self.warmup * total)))  # type: ignore[operator]
 
     @classmethod
     def build(cls, data: str, output: str, values: dict[str, Any] | None = None, source: str | None = None) -> TrainingConfig:
@@ -84,14 +217,17 @@ class TrainingConfig:
 
     @classmethod
     def from_file(cls, path: str | Path, data: str, output: str, **overrides: Any) -> TrainingConfig:
-        """Read a TOML file of `build` values; `overrides` (command-line flags) win over it."""
+        """Read a TOML file of `build` values; `overrides` (command-line flags) win over it (loss weights one by one)."""
         import tomllib
 
         try:
             values = tomllib.loads(Path(path).read_text())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigurationError(f"cannot read it as TOML ({exc})", source=str(path)) from None
-        values.update({k: v for k, v in overrides.items() if v is not None})  # flat: they win over [network] too
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if isinstance(values.get("weights"), dict) and isinstance(given.get("weights"), dict):
+            given["weights"] = {**values["weights"], **given["weights"]}
+        values.update(given)  # flat: they win over [network] too
         return cls.build(data, output, values, source=str(path))
 
 
@@ -188,7 +324,7 @@ def plot_learning_curve(metrics_files: list[Path], png: Path) -> None:
             label, line, marker = styles[key]
             axis.semilogy(*zip(*points), line, marker=marker, markersize=3, label=label)
     axis.set_xlabel("epoch")
-    axis.set_ylabel("loss: sum of normalised MSEs")
+    axis.set_ylabel("loss: weighted sum of MSEs")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_title("exsnn training: loss per epoch")
     axis.legend()
@@ -209,6 +345,18 @@ def warm_start(network: MultiStateNetwork, model_file: str | Path) -> None:
         raise ConfigurationError("has another architecture than the network being trained", source=str(model_file),
                                  where="init_from")
     network.load_state_dict(state, strict=False)
+
+
+class StopAtStepBudget(pl.Callback):
+    """Stop after `max_steps` optimiser steps through `Trainer.should_stop`, so that the last, possibly partial, epoch
+    is still validated (and can become the best checkpoint); Lightning's own max_steps ends without validating."""
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.max_steps:
+            trainer.should_stop = True
 
 
 def check_training_inputs(config: TrainingConfig, resume: bool) -> None:
@@ -273,6 +421,27 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")  # resuming
 
 
+def build_task(config: TrainingConfig, datamodule: ExcitedStateDataModule) -> tuple[MultiStateTask, TrainingPlan, LabelScales]:
+    """The Lightning task of a run (network, loss weights and scales, optimiser and schedule settings), the resolved
+    plan, and the training set's label scales; sets the data module's batch size (and bootstrap sample)."""
+    datamodule.setup()
+    plan = config.plan(len(datamodule.split["train"]))
+    datamodule.batch_size = plan.batch_size
+    if config.bootstrap:
+        rng = np.random.default_rng(config.seed)
+        train_idx = datamodule.split["train"]
+        datamodule.datasets["train"].indices = rng.choice(train_idx, size=len(train_idx), replace=True)
+    scales, mean, spread, smooth = label_scales(config.data, datamodule.split["train"])
+    n_states = datamodule.datasets["train"].arrays.n_states  # type: ignore[union-attr]
+    network = NetworkConfig(**config.network.as_dict(), n_states=n_states, energy_mean_per_atom=mean,
+                            energy_std_per_atom=spread, coupling_scale=smooth, elements=training_elements(config.data))
+    task = MultiStateTask(network.as_dict(), dict(config.weights), loss_scales(config.loss, scales).as_dict(),  # type: ignore[arg-type]
+                          config.learning_rate, config.lr_factor, config.lr_patience, config.double_precision,  # type: ignore[arg-type]
+                          schedule=config.schedule, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,  # type: ignore[arg-type]
+                          final_lr_factor=config.final_lr_factor, weight_decay=config.weight_decay)  # type: ignore[arg-type]
+    return task, plan, scales
+
+
 def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
     """Train one model into `config.output`; resume from its last checkpoint when there is one."""
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
@@ -287,20 +456,10 @@ def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
     pl.seed_everything(config.seed, workers=True, verbose=False)
     dtype = torch.float64 if config.double_precision else torch.float32
     datamodule = ExcitedStateDataModule(
-        config.data, batch_size=config.batch_size, split_sizes=config.split, seed=config.seed, cutoff=config.network.cutoff,
+        config.data, batch_size=1, split_sizes=config.split, seed=config.seed, cutoff=config.network.cutoff,
         split_file=out / "split.npz", dtype=dtype,
     )
-    datamodule.setup()
-    if config.bootstrap:
-        rng = np.random.default_rng(config.seed)
-        train_idx = datamodule.split["train"]
-        datamodule.datasets["train"].indices = rng.choice(train_idx, size=len(train_idx), replace=True)
-    scales, mean, spread, smooth = label_scales(config.data, datamodule.split["train"])
-    n_states = datamodule.datasets["train"].arrays.n_states  # type: ignore[union-attr]
-    network = NetworkConfig(**config.network.as_dict(), n_states=n_states, energy_mean_per_atom=mean,
-                            energy_std_per_atom=spread, coupling_scale=smooth, elements=training_elements(config.data))
-    task = MultiStateTask(network.as_dict(), dict(config.weights), scales.as_dict(), config.learning_rate,
-                          config.lr_factor, config.lr_patience, config.double_precision)
+    task, plan, scales = build_task(config, datamodule)
     if config.init_from and not (resume and (out / "checkpoints" / "last.ckpt").exists()):
         warm_start(task.network, config.init_from)
     checkpoints = out / "checkpoints"
@@ -310,13 +469,17 @@ def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
         # with a new best, so a resumed run restarted from the best epoch and retrained the rest)
         ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                         enable_version_counter=False),
-        EarlyStopping(monitor="val_loss", patience=config.patience),
         LearningRateMonitor(logging_interval="epoch"),
     ]
+    if plan.max_steps is not None:
+        callbacks.append(StopAtStepBudget(plan.max_steps))
+    if config.patience:  # 0: no early stopping (the best validation epoch is still the model kept)
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=config.patience))  # type: ignore[arg-type]
     csv_logger = CSVLogger(out, name="logs", version="")
     loggers: list[Any] = [csv_logger, TensorBoardLogger(out, name="tensorboard", version="")]
     trainer = pl.Trainer(
-        max_epochs=config.max_epochs, accelerator=config.accelerator, devices=config.devices, callbacks=callbacks,
+        max_epochs=-1 if plan.max_epochs is None else plan.max_epochs, max_steps=-1 if plan.max_steps is None else plan.max_steps,
+        accelerator=config.accelerator, devices=config.devices, callbacks=callbacks,
         logger=loggers, inference_mode=False, enable_progress_bar=config.progress_bar, default_root_dir=out,
         log_every_n_steps=1, enable_model_summary=False,
     )
@@ -338,7 +501,8 @@ def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
     if metrics:
         plot_learning_curve(metrics, out / "learning_curve.png")
     return {"output": str(out), "model": str(out / MODEL_FILE), "test_errors": table, "table_text": text,
-            "split": {k: len(v) for k, v in datamodule.split.items()}, "epochs": trainer.current_epoch}
+            "split": {k: len(v) for k, v in datamodule.split.items()}, "epochs": trainer.current_epoch,
+            "steps": trainer.global_step, "plan": asdict(plan)}
 
 
 def train_committee(config: TrainingConfig, members: int, resume: bool = True) -> list[dict[str, Any]]:
