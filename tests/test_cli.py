@@ -65,6 +65,20 @@ def test_import_append_and_overwrite(tmp_path: Path) -> None:
     assert read_frames(out).n_frames == 24
 
 
+def test_main_job_ch2nh2_photodynamics_on_the_shipped_committee(tmp_path: Path) -> None:
+    """`exsnn demo` (the README's first command) with fewer trajectories: CH2NH2+ from S2 on the shipped committee,
+    populations and lifetimes printed, every file it names written."""
+    result = exsnn("demo", "--trajectories", "6", "--duration", "4", "--output", tmp_path / "demo", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert "CH2NH2+ photodynamics" in result.stdout and "S2->S1: tau =" in result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.strip().startswith("0.0 ")]
+    assert lines and lines[0].split()[1:] == ["0.000", "0.000", "1.000"]  # everything starts in S2
+    for name in ("run.h5", "spectrum.png", "spectrum.txt", "populations_run_populations.png", "excitations.json",
+                 "initial_conditions.xyz", "photodynamics.json"):
+        assert (tmp_path / "demo" / name).exists(), name
+        assert str(tmp_path / "demo" / name) in result.stdout
+
+
 def test_demo_runs_and_says_where_it_wrote(tmp_path: Path) -> None:
     result = exsnn("demo", "tully", "--output", tmp_path / "demo")
     assert result.returncode == 0, result.stderr

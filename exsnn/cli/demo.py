@@ -23,7 +23,7 @@ CH2NH2 = PROJECT_ROOT / "datasets" / "ch2nh2_sacasscf"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="run the main job on the built-in defaults (CH2NH2+ photodynamics)")
-    p.add_argument("job", nargs="?", choices=("ch2nh2", "tully"), default="tully",
+    p.add_argument("job", nargs="?", choices=("ch2nh2", "tully"), default="ch2nh2",
                    help="ch2nh2 (default): CH2NH2+ photodynamics on the shipped committee; tully: Tully model 1 vs exact "
                         "and the shipped H2O dataset")
     p.add_argument("--output", default=None, help="folder for the results (default exsnn-output/demo[-tully])")
