@@ -60,7 +60,8 @@ def run_ch2nh2(args: argparse.Namespace) -> int:
     labels = ["S0", "S1", "S2"]
     job = PhotodynamicsJob(potential=f"model:{CH2NH2 / 'committee'}", modes=str(CH2NH2 / "modes.json"),
                            n_trajectories=args.trajectories, duration_fs=args.duration, seed=args.seed, initial_state=2,
-                           molecule="CH2NH2+", state_labels=labels)
+                           molecule="CH2NH2+", state_labels=labels,
+                           model_name="committee of 4 PaiNN models, SA-3-CASSCF(6,4)/6-31G* labels")
     start = time.perf_counter()
     print("CH2NH2+ photodynamics on the shipped SA-3-CASSCF(6,4)/6-31G* committee (datasets/ch2nh2_sacasscf)")
     result = run_photodynamics(job, out)

@@ -125,15 +125,16 @@ class Spectrum:
         if self.band_low is not None and self.band_high is not None:
             axis.fill_between(self.energy_ev, self.band_low, self.band_high, color="0.8",
                               label=f"{self.confidence:.0%} bootstrap band")
+        # the total first and wide, the states dashed on top: a state that carries all the intensity stays visible
+        axis.plot(self.energy_ev, self.cross_section, color="0.25", lw=2.6, alpha=0.6, label="total")
         for k, label in enumerate(self.state_labels):
-            axis.plot(self.energy_ev, self.per_state[:, k], "--", lw=1, label=label)
-        axis.plot(self.energy_ev, self.cross_section, "k", lw=1.5, label="total")
+            axis.plot(self.energy_ev, self.per_state[:, k], "--", lw=1.2, label=label)
         axis.set_xlabel("energy / eV")
         axis.set_ylabel(r"cross section / $\AA^2$ per molecule")
         right = axis.secondary_yaxis("right", functions=(lambda s: s * ANGSTROM2_TO_MOLAR_ABSORPTIVITY,
                                                           lambda e: e / ANGSTROM2_TO_MOLAR_ABSORPTIVITY))
         right.set_ylabel(r"$\varepsilon$ / M$^{-1}$ cm$^{-1}$")
-        axis.set_title(title or f"{self.n_geometries} geometries, {self.shape} FWHM {self.fwhm_ev:g} eV")
+        axis.set_title(title or f"{self.n_geometries} geometries, {self.shape} FWHM {self.fwhm_ev:g} eV", fontsize=9)
         axis.legend(fontsize=8)
         axis.set_ylim(bottom=0)
         figure.tight_layout()

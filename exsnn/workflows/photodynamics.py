@@ -47,6 +47,7 @@ class PhotodynamicsJob:
     fwhm_ev: float = 0.3
     kinetic_model: str = "sequential"
     molecule: str = ""  # a name for titles
+    model_name: str = ""  # how titles name the potential (default: its own description)
     state_labels: list[str] = field(default_factory=list)
     n_bootstrap: int = 500
 
@@ -107,6 +108,7 @@ def run_photodynamics(job: PhotodynamicsJob, out: str | Path, say: Callable[[str
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name = job.molecule or "the molecule"
+    model_name = job.model_name or potential.describe()
     labels = job.state_labels or [f"S{s}" for s in range(potential.n_states)]
     files: dict[str, str] = {}
 
@@ -122,7 +124,8 @@ def run_photodynamics(job: PhotodynamicsJob, out: str | Path, say: Callable[[str
     spectrum = absorption_spectrum(excitations.excitation_energies, excitations.strengths, fwhm_ev=job.fwhm_ev,
                                    n_bootstrap=job.n_bootstrap, seed=job.seed, state_labels=labels[1:])
     files["absorption spectrum (plot)"] = str(spectrum.plot(
-        out / "spectrum.png", f"{name}: absorption spectrum, {job.n_trajectories} Wigner geometries, {potential.describe()}"))
+        out / "spectrum.png", f"{name}: absorption spectrum of {job.n_trajectories} Wigner geometries ({job.temperature:g} K)\n"
+                              f"{model_name}; Gaussian FWHM {job.fwhm_ev:g} eV"))
     files["absorption spectrum (table)"] = str(spectrum.write_table(out / "spectrum.txt"))
 
     initial = write_structures(out / "initial_conditions.xyz", modes.numbers, sample.positions, sample.velocities,
@@ -138,7 +141,7 @@ def run_photodynamics(job: PhotodynamicsJob, out: str | Path, say: Callable[[str
     say(f"  hops: {summary.hops} accepted, {summary.frustrated_hops} frustrated; trajectories: {summary.status_counts}")
 
     title = (f"{name}: {job.n_trajectories} FSSH trajectories from {labels[job.initial_state]} "
-             f"(Wigner {job.temperature:g} K)\n{potential.describe()}; 95% trajectory-bootstrap bands")
+             f"(Wigner {job.temperature:g} K)\n{model_name}; 95% trajectory-bootstrap bands")
     analysis = analyze_run(summary.output, out / "populations_run", kinetic_model=job.kinetic_model,
                            n_bootstrap=job.n_bootstrap, seed=job.seed, title=title, state_labels=labels)
     files.update({k: v for k, v in analysis["files"].items()})
