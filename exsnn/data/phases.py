@@ -21,21 +21,41 @@ def _sign_table(n_states: int) -> torch.Tensor:
 
 
 def sign_vectors(n_states: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """All consistent state-sign vectors, (S, N) float64, S = 2^(N-1), p_0 = +1."""
-    return _sign_table(n_states).to(device)
+    """All consistent state-sign vectors, (S, N) float64, S = 2^(N-1), p_0 = +1 (shared: do not modify)."""
+    return _sign_table_on(n_states, str(torch.device(device)))
+
+
+@lru_cache(maxsize=64)
+def _sign_table_on(n_states: int, device: str) -> torch.Tensor:
+    return _sign_table(n_states).to(device)  # kept per device: no host-to-device copy per call
+
+
+@lru_cache(maxsize=256)
+def _pair_index(pairs: tuple[tuple[int, int], ...], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    index = torch.tensor(pairs, device=device).reshape(-1, 2)
+    return index[:, 0], index[:, 1]
+
+
+def _pair_key(pairs: Sequence[tuple[int, int]] | None, n_states: int) -> tuple[tuple[int, int], ...]:
+    return tuple((int(i), int(j)) for i, j in (pairs if pairs is not None else state_pairs(n_states)))
 
 
 def pair_signs(state_signs: torch.Tensor, n_states: int, pairs: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
     """p_i p_j for each pair (default: all pairs i<j in exsnn order), (..., P) from state signs (..., N)."""
-    pairs = list(pairs) if pairs is not None else list(state_pairs(n_states))
-    if not pairs:
+    key = _pair_key(pairs, n_states)
+    if not key:
         return torch.ones((*state_signs.shape[:-1], 0), dtype=state_signs.dtype, device=state_signs.device)
-    index = torch.tensor(pairs, device=state_signs.device).reshape(-1, 2)
-    return state_signs[..., index[:, 0]] * state_signs[..., index[:, 1]]
+    first, second = _pair_index(key, str(state_signs.device))
+    return state_signs[..., first] * state_signs[..., second]
 
 
 def pair_sign_table(n_states: int, pairs: Sequence[tuple[int, int]] | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-    """p_i p_j for every consistent sign vector and pair, (S, P)."""
+    """p_i p_j for every consistent sign vector and pair, (S, P) (shared: do not modify)."""
+    return _pair_sign_table(n_states, _pair_key(pairs, n_states), str(torch.device(device)))
+
+
+@lru_cache(maxsize=256)
+def _pair_sign_table(n_states: int, pairs: tuple[tuple[int, int], ...], device: str) -> torch.Tensor:
     return pair_signs(sign_vectors(n_states, device), n_states, pairs)
 
 

@@ -69,20 +69,22 @@ def energy_based_decoherence(
     """Granucci-Persico damping of coefficients (B, N) complex128 over a step dt, given the active states (B,),
     energies (B, N) Hartree, kinetic energies (B,) Hartree and the constant C (Hartree). Real arithmetic per
     trajectory (batch-independent); the active coefficient keeps its phase and takes the norm the others gave up."""
-    rows = torch.arange(len(active), device=active.device)
-    gaps = (energies - energies[rows, active][:, None]).abs()
+    B, N = coefficients.shape
+    is_active = torch.arange(N, device=active.device)[None, :] == active[:, None]  # (B, N): masks, not index_put (which
+    # waits for a GPU), pick and replace the active entries
+    gaps = (energies - energies.gather(1, active[:, None])).abs()
     tau = (1.0 + constant / kinetic.clamp_min(1e-12))[:, None] / gaps.clamp_min(1e-300)
-    damping = torch.exp(-dt / tau)
-    damping[rows, active] = 1.0
+    damping = torch.where(is_active, 1.0, torch.exp(-dt / tau))
     X = torch.view_as_real(coefficients.resolve_conj()) * damping[:, :, None]  # (B, N, 2)
     populations = row_sum(X.square())  # (B, N)
-    others = row_sum(populations) - populations[rows, active]
-    x_active = X[rows, active]  # (B, 2)
+    others = row_sum(populations) - populations.gather(1, active[:, None])[:, 0]
+    x_active = X.gather(1, active[:, None, None].expand(B, 1, 2))[:, 0]  # (B, 2)
     magnitude = row_sum(x_active.square()).sqrt()
-    unit = torch.where((magnitude > 0)[:, None], x_active / magnitude.clamp_min(1e-300)[:, None],
-                       torch.tensor([1.0, 0.0], dtype=X.dtype, device=X.device))
-    X[rows, active] = unit * torch.sqrt((1.0 - others).clamp_min(0.0))[:, None]
-    return torch.view_as_complex(X)
+    real_one = X.new_zeros(2)
+    real_one[0] = 1.0  # a fill on the device (a tensor built from a list would be copied from the host)
+    unit = torch.where((magnitude > 0)[:, None], x_active / magnitude.clamp_min(1e-300)[:, None], real_one)
+    new_active = unit * torch.sqrt((1.0 - others).clamp_min(0.0))[:, None]
+    return torch.view_as_complex(torch.where(is_active[:, :, None], new_active[:, None, :], X).contiguous())
 
 
 class EnergyBasedDecoherence(Decoherence):

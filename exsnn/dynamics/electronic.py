@@ -61,7 +61,10 @@ class PairTable:
         """Row a of the antisymmetric matrices with pair values (B, P) each: (B, N) with entries T_aj (T_aa = 0)."""
         if self.n_pairs == 0:
             return [torch.zeros((len(active), self.n_states), dtype=t.dtype, device=t.device) for t in pair_values]
-        index, sign = self._row_index.index_select(0, active), self._row_sign.index_select(0, active)
+        sign = self._row_sign.index_select(0, active)
+        if self.n_pairs == 1:  # two states: every entry of the row is +-T of the one pair (0 on the diagonal)
+            return [t * sign for t in pair_values]
+        index = self._row_index.index_select(0, active)
         return [t.gather(1, index) * sign for t in pair_values]
 
 
@@ -89,7 +92,9 @@ def align_signs(
         signs = state_signs_from_vectors(vectors, previous_vectors)
     else:
         signs = state_signs_from_nacs(nacs, previous_nacs, n_states)
-    if not bool((signs < 0).any()):  # the usual case along a smooth trajectory: nothing to flip
+    # the usual case along a smooth trajectory: nothing to flip (checked on the CPU only: on a GPU the check would
+    # wait for the device, and multiplying by +-1 gives the same numbers)
+    if signs.device.type == "cpu" and not bool((signs < 0).any()):
         return nacs, vectors
     if vectors is not None and previous_vectors is not None:
         vectors = vectors * signs[:, None, :]
@@ -153,6 +158,8 @@ def propagate_coefficients(
     subset sorted by substep count, which shrinks to a prefix as they finish.
     """
     B, N = coefficients.shape
+    if B == 0:
+        return coefficients, torch.zeros((0, N), dtype=torch.float64, device=coefficients.device)
     dT = T_new - T_old
     # state-major layout (rows, B): real parts, imaginary parts, E - E_a (a global phase), dE (N rows each), T, dT
     # (P each), and the active state's row of T and of dT (N each)
@@ -162,29 +169,52 @@ def propagate_coefficients(
     block = torch.cat([part.T for part in parts], dim=0)
     X, inputs = block[: 2 * N].view(2, N, B), block[2 * N:]
     inverse_n = n_substeps.to(torch.float64).reciprocal()
-    n_min, n_max = (int(x) for x in torch.stack(torch.aminmax(n_substeps)).tolist())
-    probabilities = torch.zeros((N, B), dtype=torch.float64, device=coefficients.device)
+    counts = torch.bincount(n_substeps).cpu().numpy()  # how many take k substeps: all the host needs, in one transfer
+    taken = np.nonzero(counts)[0]
+    n_min, n_max = int(taken[0]), int(taken[-1])
+    probabilities = None  # none yet: the first substep's are the sum
     X, probabilities = _substeps(X, probabilities, inputs, active, inverse_n, dt, table, range(n_min), [B] * n_min)
     if n_max > n_min:  # the others go on, longest first, so that those still integrating are a prefix
-        rows = torch.nonzero(n_substeps > n_min)[:, 0]
-        rows = rows[torch.argsort(n_substeps[rows], descending=True, stable=True)]
-        at_least = torch.bincount(n_substeps[rows], minlength=n_max + 1).flip(0).cumsum(0).flip(0)  # [k]: n >= k
+        at_least = np.cumsum(counts[::-1])[::-1]  # [k]: trajectories with k or more substeps
         still = at_least[n_min + 1:].tolist()  # trajectories with more than k substeps, k = n_min .. n_max - 1
-        more_X, more_probabilities = _substeps(X.index_select(2, rows), probabilities.index_select(1, rows),
-                                               inputs.index_select(1, rows), active[rows], inverse_n[rows], dt, table,
-                                               range(n_min, n_max), still)
-        X, probabilities = X.index_copy(2, rows, more_X), probabilities.index_copy(1, rows, more_probabilities)
-    return torch.complex(X[0].T, X[1].T).contiguous(), probabilities.T
+        if n_substeps.device.type == "cpu":
+            rows = torch.nonzero(n_substeps > n_min)[:, 0]
+            rows = rows[torch.argsort(n_substeps[rows], descending=True, stable=True)]
+        else:  # the same rows in the same order, without asking the device how many there are
+            rows = torch.argsort(n_substeps, descending=True, stable=True)[: still[0]]
+        more_X, more_probabilities = _substeps(_columns(X, rows), _columns(probabilities, rows), _columns(inputs, rows),
+                                               active[rows], inverse_n[rows], dt, table, range(n_min, n_max), still)
+        X, probabilities = _put_columns(X, rows, more_X), _put_columns(probabilities, rows, more_probabilities)
+    out = torch.empty((B, N), dtype=torch.complex128, device=X.device)  # (B, N) from the state-major (2, N, B)
+    parts = torch.view_as_real(out)
+    parts[..., 0].copy_(X[0].T)
+    parts[..., 1].copy_(X[1].T)
+    return out, probabilities.T
+
+
+def _columns(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """values[..., rows] of a state-major tensor (..., B) (a gather: much faster than index_select on the last axis)."""
+    flat = values.reshape(-1, values.shape[-1])
+    return flat.gather(1, rows[None].expand(len(flat), -1)).view(*values.shape[:-1], len(rows))
+
+
+def _put_columns(values: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """A copy of `values` (..., B) with columns[..., k] at values[..., rows[k]]."""
+    flat = values.reshape(-1, values.shape[-1])
+    return flat.scatter(1, rows[None].expand(len(flat), -1), columns.reshape(len(flat), -1)).view(values.shape)
 
 
 def _substeps(
-    X: torch.Tensor, probabilities: torch.Tensor, inputs: torch.Tensor, active: torch.Tensor, inverse_n: torch.Tensor,
-    dt: float, table: PairTable, substeps: range, still: list[int],
+    X: torch.Tensor, probabilities: torch.Tensor | None, inputs: torch.Tensor, active: torch.Tensor,
+    inverse_n: torch.Tensor, dt: float, table: PairTable, substeps: range, still: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Substeps `substeps` of m trajectories: X (2, N, m) real and imaginary parts of the coefficients, probabilities
-    (N, m), inputs (rows, m) as laid out by `propagate_coefficients`, active (m,), 1 / n_substeps (m,); the first
-    still[i] trajectories take substep substeps[i]. Returns the coefficients and the summed probabilities."""
+    (N, m) summed so far (None: none yet), inputs (rows, m) as laid out by `propagate_coefficients`, active (m,),
+    1 / n_substeps (m,); the first still[i] trajectories take substep substeps[i]. Returns the coefficients and the
+    summed probabilities."""
     N, m = X.shape[1], X.shape[2]
+    if probabilities is None and not substeps:
+        probabilities = torch.zeros((N, m), dtype=X.dtype, device=X.device)
     P = table.n_pairs
     E0, dE, T0, dT, Ta0, dTa = inputs.split([N, N, P, P, N, N], dim=0)
     dtau = inverse_n * dt
@@ -217,7 +247,9 @@ def _substeps(
         a_re, a_im = x_active[0, 0], x_active[1, 0]
         overlap = X[0] * a_re + X[1] * a_im  # Re(c_a* c_j), (N, m)
         flux = overlap * (Ta0 + f * dTa) * flux_scale
-        probabilities = probabilities + (flux / (a_re * a_re + a_im * a_im).clamp_min(1e-300)).clamp_min(0.0)
+        step_probabilities = (flux / (a_re * a_re + a_im * a_im).clamp_min(1e-300)).clamp_min(0.0)
+        probabilities = step_probabilities if probabilities is None else probabilities + step_probabilities
+    assert probabilities is not None
     if not done_X:
         return X, probabilities
     return torch.cat([X, *done_X[::-1]], dim=2), torch.cat([probabilities, *done_probabilities[::-1]], dim=1)

@@ -13,15 +13,23 @@ import torch
 from exsnn.potentials.base import PotentialOutput
 
 
-def non_finite_rows(out: PotentialOutput) -> torch.Tensor:
-    """(B,) True where the potential gave non-finite energies, forces or NACs (a failed calculation)."""
+def failed_rows(out: PotentialOutput) -> torch.Tensor | None:
+    """(B,) True where the potential gave non-finite energies, forces or NACs (a failed calculation), or None when
+    every row is finite (the usual case, found with one host synchronisation)."""
     tensors = [t for t in (out.energies, out.forces, out.nacs) if t is not None]
-    if bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):  # the usual case, checked at once
-        return torch.zeros(len(out.energies), dtype=torch.bool, device=out.energies.device)
+    # a sum is finite exactly when every term is (barring overflow, which the row check below then sorts out)
+    if bool(torch.isfinite(torch.stack([t.sum() for t in tensors])).all()):
+        return None
     bad = ~torch.isfinite(tensors[0]).all(dim=1)
     for tensor in tensors[1:]:
         bad = bad | ~torch.isfinite(tensor).flatten(1).all(dim=1)
-    return bad
+    return bad if bool(bad.any()) else None
+
+
+def non_finite_rows(out: PotentialOutput) -> torch.Tensor:
+    """(B,) True where the potential gave non-finite energies, forces or NACs (a failed calculation)."""
+    bad = failed_rows(out)
+    return torch.zeros(len(out.energies), dtype=torch.bool, device=out.energies.device) if bad is None else bad
 
 
 def keep_rows(keep: torch.Tensor, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:

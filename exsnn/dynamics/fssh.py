@@ -35,7 +35,7 @@ from exsnn.dynamics.electronic import (
     step_uniforms,
     velocity_couplings,
 )
-from exsnn.dynamics.failures import keep_previous, keep_rows, non_finite_rows
+from exsnn.dynamics.failures import failed_rows, keep_previous, keep_rows, non_finite_rows
 from exsnn.dynamics.hopping import attempt_hops, choose_targets, forced_hops_to_ground
 from exsnn.dynamics.settings import FSSHSettings
 from exsnn.dynamics.state import (
@@ -155,14 +155,15 @@ class FSSHEngine:
         step_number = state.step + 1
         hops = HopEvents.empty(step_number, self.device)
         running = state.status == RUNNING
-        if not bool(running.any()):
+        n_running = int(running.sum())  # one host synchronisation for "any" and "all"
+        if n_running == 0:
             state.step = step_number
             return hops
-        everything = s.propagate_finished or bool(running.all())
+        everything = s.propagate_finished or n_running == state.n_trajectories
         run = torch.arange(state.n_trajectories, device=self.device) if everything else torch.nonzero(running)[:, 0]
         take = (lambda t: t) if everything else (lambda t: t[run])  # noqa: E731
         ids = take(state.ids()) if state.trajectory_ids is not None else run
-        m = self.masses[None, :, None]
+        kick = (0.5 * s.dt / self.masses)[None, :, None]  # half a step's velocity change per unit force
         R, v, F = take(state.positions), take(state.velocities), take(state.forces)
         active, c = take(state.active), take(state.coefficients)
         E_old, d_old = take(state.energies), take(state.nacs)
@@ -170,17 +171,18 @@ class FSSHEngine:
         T_old = take(state.couplings) if state.couplings is not None else velocity_couplings(v, d_old)
 
         # nuclei: velocity Verlet, one potential call
-        v_half = v + 0.5 * s.dt * F / m
+        v_half = v + F * kick
         R_new = R + s.dt * v_half
         out = self.potential.compute(R_new, states=active, nacs=True, trajectories=ids)
-        broken = non_finite_rows(out)  # failed electronic structure: these trajectories end where they were
-        broke = bool(broken.any())
+        failed = failed_rows(out)  # failed electronic structure: these trajectories end where they were
+        broke = failed is not None
+        broken = failed if failed is not None else torch.zeros(len(active), dtype=torch.bool, device=self.device)
         if broke:
             out = keep_previous(out, broken, E_old, F, d_old, vectors_old)
         d_new, vectors_new = align_signs(self._nacs_or_zeros(out, R_new), d_old, out.state_vectors, vectors_old, self.n_states)
         F_new, E_new = out.forces, out.energies
         assert F_new is not None, "the potential must return the forces of the states it is asked for"
-        v_new = v_half + 0.5 * s.dt * F_new / m
+        v_new = v_half + F_new * kick
 
         # electrons
         T_new = velocity_couplings(v_new, d_new)
@@ -191,7 +193,7 @@ class FSSHEngine:
         c, probabilities = propagate_coefficients(c, active, E_old, E_new, T_old, T_new, n_sub, s.dt, self.pairs)
 
         # hops
-        zeta = torch.as_tensor(step_uniforms(s.seed, step_number, state.n_total or state.n_trajectories), device=self.device)
+        zeta = self._uniforms(step_number, state.n_total or state.n_trajectories)
         if state.trajectory_ids is not None or not everything:
             zeta = zeta[ids]
         target = choose_targets(probabilities, zeta)
@@ -204,10 +206,12 @@ class FSSHEngine:
 
         outcome = attempt_hops(v_new, active, target, E_new, d_new, F_new, self.masses, self.pairs.pair_index,
                                s.rescale, s.frustrated, target_forces)
+        # `broken` can only change after this step's potential call where a hop needed more forces
+        maybe_broken = broke or outcome.any_attempted
         if s.frustrated == "reflect_gradv":
             broken = broken | outcome.failed
         v_new, previous_active, active, F_before_hops = outcome.velocities, active, outcome.active, F_new
-        velocities_changed = bool(outcome.attempted.any())  # accepted hops rescale, frustrated ones may reflect
+        velocities_changed = outcome.any_attempted  # accepted hops rescale, frustrated ones may reflect
         if velocities_changed:
             moved = torch.nonzero(active != previous_active)[:, 0]
             if len(moved):
@@ -219,7 +223,7 @@ class FSSHEngine:
         if s.forced_hop_gap is not None:
             v_new, active_forced, c, forced = forced_hops_to_ground(v_new, active, c, E_new, self.masses, s.forced_hop_gap, ~broken)
             if len(forced):
-                velocities_changed = True
+                velocities_changed = maybe_broken = True
                 F_new = self._refresh_forces(F_new, forced, active_forced[forced], R_new, ids, broken)
                 hops = hops.extend(HopEvents(step_number, ids[forced], active[forced], active_forced[forced],
                                              torch.zeros_like(forced, dtype=torch.bool), torch.full_like(forced, FORCED_HOP)))
@@ -227,7 +231,7 @@ class FSSHEngine:
         if velocities_changed:
             T_new = velocity_couplings(v_new, d_new)
 
-        any_broken = bool(broken.any())
+        any_broken = maybe_broken and bool(broken.any())
         if any_broken:  # back to the last good step: nothing of this step is kept
             R_new, v_new, F_new = keep_rows(broken, R, R_new), keep_rows(broken, v, v_new), keep_rows(broken, F, F_new)
             E_new, d_new, T_new = keep_rows(broken, E_old, E_new), keep_rows(broken, d_old, d_new), keep_rows(broken, T_old, T_new)
@@ -242,6 +246,13 @@ class FSSHEngine:
         if any_broken:
             state.status[run[broken & running[run]]] = ELECTRONIC_FAILURE  # only trajectories that were running
         return hops
+
+    def _uniforms(self, step: int, n_total: int) -> torch.Tensor:
+        """`step_uniforms` of the step on the engine's device (on a GPU through pinned memory, without waiting)."""
+        zeta = torch.from_numpy(step_uniforms(self.settings.seed, step, n_total))
+        if self.device.type == "cpu":
+            return zeta
+        return zeta.pin_memory().to(self.device, non_blocking=True)
 
     @staticmethod
     def _store(state: EnsembleState, run: torch.Tensor, everything: bool, R: torch.Tensor, v: torch.Tensor,

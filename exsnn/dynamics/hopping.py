@@ -38,6 +38,7 @@ class HopOutcome:
     attempted: torch.Tensor  # (B,) bool, a hop was drawn
     frustrated: torch.Tensor  # (B,) bool, drawn but energetically forbidden
     failed: torch.Tensor  # (B,) bool, the grad-V check needed forces that the potential could not compute
+    any_attempted: bool = True  # whether any hop was drawn (known on the host: callers need not ask the device)
 
 
 def choose_targets(probabilities: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
@@ -85,7 +86,7 @@ def attempt_hops(
     failed = torch.zeros_like(attempted)
     new_active = active.clone()
     if not bool(attempted.any()):
-        return HopOutcome(velocities, new_active, attempted, frustrated, failed)
+        return HopOutcome(velocities, new_active, attempted, frustrated, failed, any_attempted=False)
     idx = torch.nonzero(attempted)[:, 0]
     src, dst = active[idx], target[idx]
     u = rescaling_direction(rescale, velocities[idx], nacs[idx], masses, src, dst, pair_index)

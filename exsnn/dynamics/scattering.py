@@ -41,6 +41,7 @@ class ScatteringResult:
     n_failed: int
     n_unfinished: int
     settings: dict[str, Any] = field(default_factory=dict)
+    steps_run: int = 0  # nuclear steps taken until every trajectory had ended
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.probabilities)
@@ -159,4 +160,5 @@ def run_scattering(
             "sampling": sampling,
             **fssh.as_dict(),
         },
+        steps_run=state.step,
     )

@@ -136,38 +136,33 @@ class MultiStateNetwork(nn.Module):
             positions = positions.detach().requires_grad_(True)
             batch = {**batch, structure.R: positions}
         with torch.set_grad_enabled(torch.is_grad_enabled() or forces is not None):
-            inputs = self.features(batch)
-            scalar = inputs["scalar_representation"]
-            idx_m = batch[structure.idx_m]
-            n_molecules = int(batch[structure.n_atoms].shape[0])
-            dtype = scalar.dtype
-            atomic = self.energy_head(scalar) * self.energy_std.to(dtype) + self.energy_mean.to(dtype)
-            energies = spk.nn.scatter_add(atomic, idx_m, dim_size=n_molecules)
-            out: dict[str, torch.Tensor] = {"energies": energies}
-            if self.nac_head is not None:
-                _, vectors = self.nac_head((scalar, inputs["vector_representation"]))
-                smooth = vectors.permute(0, 2, 1) * self.coupling_scale.to(dtype)  # (A, P, 3)
-                out["smooth_nacs"] = smooth
-                out["nacs"] = self.nacs_from_smooth(smooth, energies, idx_m)
-            if self.dipole_head is not None:
-                charges, vectors = self.dipole_head((scalar, inputs["vector_representation"]))
-                centre = spk.nn.scatter_add(positions, idx_m, dim_size=n_molecules) / batch[structure.n_atoms][:, None].to(dtype)
-                relative = positions - centre[idx_m]
-                atomwise = charges[:, None, :] * relative[:, :, None] + vectors  # (A, 3, Pd)
-                out["dipoles"] = spk.nn.scatter_add(atomwise, idx_m, dim_size=n_molecules).permute(0, 2, 1)
-            if forces == "all":
-                out["forces"] = torch.stack(
-                    [
-                        -torch.autograd.grad(energies[:, s].sum(), positions, create_graph=create_graph, retain_graph=True)[0]
-                        for s in range(self.n_states)
-                    ],
-                    dim=1,
-                )
-            elif forces == "selected":
-                if states is None:
-                    raise ValueError("forces='selected' needs the selected state of every molecule")
-                selected = energies.gather(1, states.to(energies.device).long()[:, None]).sum()
-                out["forces"] = -torch.autograd.grad(selected, positions, create_graph=create_graph, retain_graph=create_graph)[0]
+            out = self.predict(batch)
+            add_forces(out, positions, forces, states, create_graph, self.n_states)
+        return out
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Everything but the forces: energies (B, N), smooth_nacs and nacs (A, P, 3), dipoles (B, Pd, 3) when
+        configured (the part that `torch.compile` may compile; forces are derivatives of its energies)."""
+        positions = batch[structure.R]
+        inputs = self.features(batch)
+        scalar = inputs["scalar_representation"]
+        idx_m = batch[structure.idx_m]
+        n_molecules = int(batch[structure.n_atoms].shape[0])
+        dtype = scalar.dtype
+        atomic = self.energy_head(scalar) * self.energy_std.to(dtype) + self.energy_mean.to(dtype)
+        energies = spk.nn.scatter_add(atomic, idx_m, dim_size=n_molecules)
+        out: dict[str, torch.Tensor] = {"energies": energies}
+        if self.nac_head is not None:
+            _, vectors = self.nac_head((scalar, inputs["vector_representation"]))
+            smooth = vectors.permute(0, 2, 1) * self.coupling_scale.to(dtype)  # (A, P, 3)
+            out["smooth_nacs"] = smooth
+            out["nacs"] = self.nacs_from_smooth(smooth, energies, idx_m)
+        if self.dipole_head is not None:
+            charges, vectors = self.dipole_head((scalar, inputs["vector_representation"]))
+            centre = spk.nn.scatter_add(positions, idx_m, dim_size=n_molecules) / batch[structure.n_atoms][:, None].to(dtype)
+            relative = positions - centre[idx_m]
+            atomwise = charges[:, None, :] * relative[:, :, None] + vectors  # (A, 3, Pd)
+            out["dipoles"] = spk.nn.scatter_add(atomwise, idx_m, dim_size=n_molecules).permute(0, 2, 1)
         return out
 
     def nacs_from_smooth(self, smooth: torch.Tensor, energies: torch.Tensor, idx_m: torch.Tensor) -> torch.Tensor:
@@ -176,3 +171,23 @@ class MultiStateNetwork(nn.Module):
         sign = torch.where(gap < 0, -1.0, 1.0).to(gap.dtype)
         denominator = sign * torch.sqrt(gap**2 + self.config.nac_epsilon**2)
         return smooth / denominator[idx_m][:, :, None]
+
+
+def add_forces(out: dict[str, torch.Tensor], positions: torch.Tensor, forces: str | None, states: torch.Tensor | None,
+               create_graph: bool, n_states: int) -> None:
+    """Forces as `MultiStateNetwork.forward` describes them, by automatic differentiation of out["energies"] with
+    respect to `positions` (A, 3) (which must require grad), written into `out`."""
+    energies = out["energies"]
+    if forces == "all":
+        out["forces"] = torch.stack(
+            [
+                -torch.autograd.grad(energies[:, s].sum(), positions, create_graph=create_graph, retain_graph=True)[0]
+                for s in range(n_states)
+            ],
+            dim=1,
+        )
+    elif forces == "selected":
+        if states is None:
+            raise ValueError("forces='selected' needs the selected state of every molecule")
+        selected = energies.gather(1, states.to(energies.device).long()[:, None]).sum()
+        out["forces"] = -torch.autograd.grad(selected, positions, create_graph=create_graph, retain_graph=create_graph)[0]

@@ -11,6 +11,8 @@ dipoles (B, Pd, 3)).
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ import torch
 from exsnn.data.phases import best_state_signs, pair_signs
 from exsnn.data.properties import dipole_pairs, state_pairs
 from exsnn.errors import ConfigurationError, DataError
+from exsnn.model.network import MultiStateNetwork, add_forces
 from exsnn.model.training import MODEL_FILE, load_network
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.potentials.spec import resolve_path
@@ -69,15 +72,45 @@ def align_committee_signs(nacs: torch.Tensor | None, dipoles: torch.Tensor | Non
             dipoles[k] = dipoles[k] * pair_signs(signs, n_states, dipole_pairs(n_states))[:, :, None]
 
 
+#: molecules of up to this many atoms get the all-pairs neighbour list (every ordered pair i != j of each structure,
+#: built once per batch size and kept): pairs beyond the cutoff then carry exactly zero weight (the cosine cutoff
+#: vanishes there and so does its derivative), so energies, forces and couplings equal those of the cutoff-filtered
+#: list, without a distance filter (and its host synchronisation on a GPU) at every call
+ALL_PAIRS_MAX_ATOMS = 32
+NEIGHBOUR_CHOICES = ("auto", "all-pairs", "cutoff")
+_CACHED_BATCH_SIZES = 8  # batch layouts kept (the engine calls with the running trajectories, hop refreshes, ...)
+_OUTPUTS = ("energies", "forces", "nacs", "dipoles")  # what `compute` uses of a network's predictions
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+
+
+def _mean(stack: torch.Tensor) -> torch.Tensor:
+    """Mean over committee members (a single member's values as they are)."""
+    return stack[0].contiguous() if stack.shape[0] == 1 else stack.mean(0)
+
+
 class ModelPotential(Potential):
-    """Network potential for one molecule (atomic numbers fixed at construction)."""
+    """Network potential for one molecule (atomic numbers fixed at construction).
+
+    neighbours: 'all-pairs' (every pair; see ALL_PAIRS_MAX_ATOMS), 'cutoff' (pairs within the cutoff, filtered at
+    every call), or 'auto' (all-pairs up to ALL_PAIRS_MAX_ATOMS atoms). compile: evaluate the networks' force-free
+    part through `torch.compile` (forces by autograd through the compiled graph); where compiling fails (no C++
+    compiler, an unsupported operation) the potential warns once and evaluates eagerly. flush_denormal: on the CPU,
+    flush denormal floats to zero during network evaluation (the Gaussian radial basis underflows into them, and
+    arithmetic on denormals is slow; the values change by less than 1e-37).
+    """
 
     def __init__(
-        self, path: str | Path, numbers: np.ndarray, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+        self, path: str | Path, numbers: np.ndarray, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+        neighbours: str = "auto", compile: bool = False, flush_denormal: bool = True,
     ) -> None:
         """`dtype` (torch.float32 or torch.float64) casts the networks; default: as trained."""
         from ase.data import atomic_masses, chemical_symbols
 
+        if neighbours not in NEIGHBOUR_CHOICES:
+            raise ConfigurationError(f"must be one of {NEIGHBOUR_CHOICES}, got {neighbours!r}", where="neighbours")
         self.device = torch.device(device)
         self.networks = [load_network(p, self.device) for p in model_files(path)]
         if dtype is not None:
@@ -96,21 +129,26 @@ class ModelPotential(Potential):
         n = len(numbers)
         pairs = torch.nonzero(~torch.eye(n, dtype=torch.bool, device=self.device))
         self._pair_i, self._pair_j = pairs[:, 0], pairs[:, 1]
+        self.all_pairs = neighbours == "all-pairs" or (neighbours == "auto" and n <= ALL_PAIRS_MAX_ATOMS)
+        self._layouts: dict[int, dict[str, torch.Tensor]] = {}  # batch size -> the inputs that do not move
+        self.compile = compile
+        self._compiled: dict[torch.nn.Module, Callable[..., dict[str, torch.Tensor]] | None] = {}
+        self.flush_denormal = flush_denormal and self.device.type == "cpu"
         self.last_disagreement: dict[str, torch.Tensor] = {}
         self.path = Path(path)
 
-    def batch(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
-        """SchNetPack inputs for B copies of the molecule at positions (B, n, 3), with the neighbour list."""
-        B, n, _ = positions.shape
-        flat = positions.reshape(B * n, 3).to(self.dtype)
+    def _layout(self, B: int) -> dict[str, torch.Tensor]:
+        """The inputs of a batch of B structures that do not depend on the positions (the all-pairs neighbour list
+        among them), built once per batch size."""
+        layout = self._layouts.get(B)
+        if layout is not None:
+            return layout
+        n = self.n_atoms
         offsets = (torch.arange(B, device=self.device) * n)[:, None]
         idx_i = (self._pair_i[None] + offsets).reshape(-1)
         idx_j = (self._pair_j[None] + offsets).reshape(-1)
-        keep = torch.linalg.vector_norm(flat[idx_j] - flat[idx_i], dim=1) < self.cutoff
-        idx_i, idx_j = idx_i[keep], idx_j[keep]
-        return {
+        layout = {
             structure.Z: self.numbers.repeat(B),
-            structure.R: flat,
             structure.n_atoms: torch.full((B,), n, dtype=torch.long, device=self.device),
             structure.idx_m: torch.arange(B, device=self.device).repeat_interleave(n),
             structure.idx_i: idx_i,
@@ -119,6 +157,59 @@ class ModelPotential(Potential):
             structure.cell: torch.zeros((B, 3, 3), dtype=self.dtype, device=self.device),
             structure.pbc: torch.zeros((B, 3), dtype=torch.bool, device=self.device),
         }
+        if len(self._layouts) >= _CACHED_BATCH_SIZES:
+            self._layouts.pop(next(iter(self._layouts)))
+        self._layouts[B] = layout
+        return layout
+
+    def batch(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """SchNetPack inputs for B copies of the molecule at positions (B, n, 3), with the neighbour list."""
+        B, n, _ = positions.shape
+        flat = positions.reshape(B * n, 3).to(self.dtype)
+        layout = self._layout(B)
+        if self.all_pairs:
+            return {**layout, structure.R: flat}
+        idx_i, idx_j = layout[structure.idx_i], layout[structure.idx_j]
+        keep = torch.linalg.vector_norm(flat[idx_j] - flat[idx_i], dim=1) < self.cutoff
+        idx_i, idx_j = idx_i[keep], idx_j[keep]
+        return {**layout, structure.R: flat, structure.idx_i: idx_i, structure.idx_j: idx_j,
+                structure.offsets: torch.zeros((len(idx_i), 3), dtype=self.dtype, device=self.device)}
+
+    def _compiled_predict(self, network: torch.nn.Module) -> Callable[..., dict[str, torch.Tensor]] | None:
+        if not self.compile or not isinstance(network, MultiStateNetwork):
+            return None
+        if network not in self._compiled:
+            self._compiled[network] = torch.compile(network.predict, dynamic=True)
+        return self._compiled[network]
+
+    def _evaluate(self, network: torch.nn.Module, batch: dict[str, torch.Tensor], mode: str | None,
+                  states: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """One member's predictions (forces as `mode` asks), compiled where asked and possible."""
+        predict = self._compiled_predict(network)
+        if predict is not None:
+            try:
+                positions = batch[structure.R].detach().requires_grad_(mode is not None)
+                with torch.set_grad_enabled(mode is not None):
+                    out = predict({**batch, structure.R: positions})
+                    add_forces(out, positions, mode, states, False, network.n_states)
+                return out
+            except Exception as exc:  # no compiler, an unsupported operation: evaluate eagerly from now on
+                warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); the network is evaluated eagerly",
+                              RuntimeWarning, stacklevel=3)
+                self._compiled[network] = None
+        return network(batch, forces=mode, states=states)
+
+    def evaluate(self, batch: dict[str, torch.Tensor], mode: str | None, states: torch.Tensor | None = None
+                 ) -> list[dict[str, torch.Tensor]]:
+        """Every member's raw predictions on a `batch`, forces as `mode` asks (None, 'selected' of `states`, 'all'),
+        as `compute` evaluates them (compiled where asked, denormals flushed on the CPU)."""
+        if self.flush_denormal:
+            torch.set_flush_denormal(True)
+        try:
+            return [self._evaluate(network, batch, mode, states) for network in self.networks]
+        finally:
+            if self.flush_denormal:
+                torch.set_flush_denormal(False)
 
     def compute(
         self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True,
@@ -126,38 +217,37 @@ class ModelPotential(Potential):
     ) -> PotentialOutput:
         B, n, _ = positions.shape
         mode = "all" if all_forces else ("selected" if states is not None else None)
-        members = []
-        for network in self.networks:
-            out = network(self.batch(positions.to(self.device)), forces=mode, states=states)
-            members.append({k: v.detach().to(torch.float64) for k, v in out.items()})
-        energies = torch.stack([m["energies"] for m in members])
-        result = PotentialOutput(energies=energies.mean(0))
-        disagreement = {"energies": energies.std(0) if len(members) > 1 else torch.zeros_like(result.energies)}
+        outputs = self.evaluate(self.batch(positions.to(self.device)), mode, states)  # one neighbour list for all
+        members = [{k: v.detach().to(torch.float64) for k, v in out.items() if k in _OUTPUTS} for out in outputs]
+        committee = len(members) > 1
+        energies = _stack([m["energies"] for m in members])
+        result = PotentialOutput(energies=_mean(energies))
+        disagreement = {"energies": energies.std(0) if committee else torch.zeros_like(result.energies)}
         if mode is not None:
-            forces = torch.stack([m["forces"] for m in members])
+            forces = _stack([m["forces"] for m in members])
             if mode == "all":
                 forces = forces.reshape(len(members), B, n, self.n_states, 3).permute(0, 1, 3, 2, 4)
-                result.all_forces = forces.mean(0)
+                result.all_forces = _mean(forces)
                 if states is not None:
                     result.forces = result.all_forces[torch.arange(B, device=self.device), states]
             else:
                 forces = forces.reshape(len(members), B, n, 3)
-                result.forces = forces.mean(0)
-            if len(members) > 1:
+                result.forces = _mean(forces)
+            if committee:
                 disagreement["forces"] = forces.std(0)
         nac_stack = dipole_stack = None
         if nacs and "nacs" in members[0]:
-            nac_stack = torch.stack([m["nacs"].reshape(B, n, -1, 3).permute(0, 2, 1, 3) for m in members])  # (K, B, P, n, 3)
+            nac_stack = _stack([m["nacs"].reshape(B, n, -1, 3).permute(0, 2, 1, 3) for m in members])  # (K, B, P, n, 3)
         if "dipoles" in members[0]:
-            dipole_stack = torch.stack([m["dipoles"] for m in members])  # (K, B, Pd, 3)
+            dipole_stack = _stack([m["dipoles"] for m in members])  # (K, B, Pd, 3)
         align_committee_signs(nac_stack, dipole_stack, self.n_states)
         if nac_stack is not None:
-            result.nacs = nac_stack.mean(0)
-            if len(members) > 1:
+            result.nacs = _mean(nac_stack)
+            if committee:
                 disagreement["nacs"] = nac_stack.std(0)
         if dipole_stack is not None:
-            result.dipoles = dipole_stack.mean(0)
-            if len(members) > 1:
+            result.dipoles = _mean(dipole_stack)
+            if committee:
                 disagreement["dipoles"] = dipole_stack.std(0)
         self.last_disagreement = disagreement
         return result
@@ -167,8 +257,29 @@ class ModelPotential(Potential):
         return f"exsnn {kind} {self.path} ({self.n_states} states)"
 
 
+_SPEC_OPTIONS = ("compile", "neighbours")
+
+
+def parse_model_spec(argument: str) -> tuple[str, dict[str, object]]:
+    """`DIR[,compile=1][,neighbours=all-pairs|cutoff|auto]` -> (DIR, ModelPotential options). Only trailing
+    `key=value` parts with these keys are options, so a path holding commas still works."""
+    options: dict[str, object] = {}
+    parts = argument.split(",")
+    while len(parts) > 1 and parts[-1].partition("=")[0].strip() in _SPEC_OPTIONS and "=" in parts[-1]:
+        key, _, value = parts.pop().partition("=")
+        key, value = key.strip(), value.strip()
+        if key == "compile":
+            if value.lower() not in ("0", "1", "true", "false", "yes", "no"):
+                raise ConfigurationError(f"compile must be 0 or 1, got {value!r}", source="potential", where="compile")
+            options[key] = value.lower() in ("1", "true", "yes")
+        else:
+            options[key] = value
+    return ",".join(parts), options
+
+
 def load(prefix: str, argument: str, base_dir: Path, device: str, numbers: np.ndarray | None = None) -> ModelPotential:
-    """Registry loader (exsnn.potentials.spec): `model:DIR`."""
+    """Registry loader (exsnn.potentials.spec): `model:DIR[,compile=1][,neighbours=all-pairs|cutoff|auto]`."""
     if numbers is None:
         raise ConfigurationError("model potentials need the molecule's atoms (give a geometry file)", source="potential")
-    return ModelPotential(resolve_path(argument, base_dir), numbers, device)
+    path, options = parse_model_spec(argument)
+    return ModelPotential(resolve_path(path, base_dir), numbers, device, **options)  # type: ignore[arg-type]

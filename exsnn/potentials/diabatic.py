@@ -14,28 +14,49 @@ from exsnn.data.properties import state_pairs
 from exsnn.potentials.base import PotentialOutput
 
 
-def _two_state(hamiltonian: torch.Tensor, gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Closed-form 2x2 case: energies (B, 2), eigenvectors U (B, 2, 2) and G = U^T dH U (B, 2, 2, X) from
-    H (B, 2, 2), dH (B, 2, 2, X).
+def _half_angle(delta: torch.Tensor, b: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos(phi/2) >= 0 and sin(phi/2) of phi = atan2(b, delta), radius = sqrt(delta^2 + b^2), from square roots and
+    quotients only: their rounding does not depend on where a structure sits in the batch (torch's vectorised and
+    scalar atan2 round differently), and no cancellation: the larger of the two is sqrt((radius + |delta|) / 2 radius),
+    the smaller |b| / (2 radius larger)."""
+    twice = 2.0 * radius
+    defined = radius > 0  # delta = b = 0: phi = 0
+    larger = torch.where(defined, torch.sqrt((radius + delta.abs()) / twice), 1.0)
+    smaller = torch.where(defined, b.abs() / (twice * larger), 0.0)
+    right = delta >= 0  # |phi| <= pi/2: cos(phi/2) is the larger
+    return torch.where(right, larger, smaller), torch.copysign(torch.where(right, smaller, larger), b)
+
+
+def two_state_components(
+    a: torch.Tensor, b: torch.Tensor, d: torch.Tensor, h00: torch.Tensor, h01: torch.Tensor, h11: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Closed-form 2x2 case from the matrix elements H = [[a, b], [b, d]] (B,) and dH = [[h00, h01], [h01, h11]]
+    (B, X): lower and upper energies (B,) each, eigenvectors U (B, 2, 2) and (G_00, G_01, G_11) (B, X) of
+    G = U^T dH U, and the gap E_1 - E_0 (B,).
 
     With H = m + [[delta, b], [b, -delta]], delta = R cos(phi), b = R sin(phi): the lower eigenvector is
     (-sin(phi/2), cos(phi/2)), the upper (cos(phi/2), sin(phi/2)).
     """
-    a, b, d = hamiltonian[:, 0, 0], hamiltonian[:, 0, 1], hamiltonian[:, 1, 1]
     half_diff = 0.5 * (a - d)
     radius = torch.sqrt(half_diff**2 + b**2)
     mean = 0.5 * (a + d)
-    half_angle = 0.5 * torch.atan2(b, half_diff)
-    c, s = torch.cos(half_angle)[:, None], torch.sin(half_angle)[:, None]
-    h00, h01, h11 = gradient[:, 0, 0], gradient[:, 0, 1], gradient[:, 1, 1]
+    c, s = (t[:, None] for t in _half_angle(half_diff, b, radius))
     cc, ss, sc = c * c, s * s, s * c
     g00 = ss * h00 - 2 * sc * h01 + cc * h11
     g11 = cc * h00 + 2 * sc * h01 + ss * h11
     g01 = sc * (h11 - h00) + (cc - ss) * h01
-    coupling = torch.stack([g00, g01, g01, g11], 1).view(len(g00), 2, 2, -1)
     cv, sv = c[:, 0], s[:, 0]
     vectors = torch.stack([-sv, cv, cv, sv], -1).view(len(cv), 2, 2)  # columns: lower (-s, c), upper (c, s)
-    return torch.stack([mean - radius, mean + radius], dim=-1), vectors, coupling
+    lower, upper = mean - radius, mean + radius
+    return lower, upper, vectors, (g00, g01, g11), upper - lower
+
+
+def _two_state(hamiltonian: torch.Tensor, gradient: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Energies (B, 2), eigenvectors U (B, 2, 2) and G = U^T dH U (B, 2, 2, X) from H (B, 2, 2), dH (B, 2, 2, X)."""
+    lower, upper, vectors, (g00, g01, g11), _ = two_state_components(
+        hamiltonian[:, 0, 0], hamiltonian[:, 0, 1], hamiltonian[:, 1, 1], gradient[:, 0, 0], gradient[:, 0, 1], gradient[:, 1, 1])
+    coupling = torch.stack([g00, g01, g01, g11], 1).view(len(g00), 2, 2, -1)
+    return torch.stack([lower, upper], dim=-1), vectors, coupling
 
 
 def adiabatic_from_diabatic(

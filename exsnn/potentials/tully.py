@@ -20,29 +20,31 @@ import torch
 
 from exsnn.errors import ConfigurationError
 from exsnn.potentials.base import Potential, PotentialOutput
-from exsnn.potentials.diabatic import adiabatic_from_diabatic
+from exsnn.potentials.diabatic import two_state_components
 
 TULLY_MASS = 2000.0
 
 # Each model maps x (B,) to (V (B, 2, 2), dV/dx (B, 2, 2)).
 DiabaticModel = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: a model's matrix elements at x (B,): V11, V12, V22, dV11/dx, dV12/dx, dV22/dx
+Components = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _assemble(v11: torch.Tensor, v22: torch.Tensor, v12: torch.Tensor) -> torch.Tensor:
     return torch.stack([v11, v12, v12, v22], -1).view(*v11.shape, 2, 2)
 
 
-def simple_avoided_crossing(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def simple_avoided_crossing_elements(x: torch.Tensor) -> Components:
     A, B, C, D = 0.01, 1.6, 0.005, 1.0
     decay = torch.exp(-B * x.abs())
     v11 = torch.sign(x) * A * (1 - decay)
     dv11 = A * B * decay
     v12 = C * torch.exp(-D * x**2)
     dv12 = -2 * D * x * v12
-    return _assemble(v11, -v11, v12), _assemble(dv11, -dv11, dv12)
+    return v11, v12, -v11, dv11, dv12, -dv11
 
 
-def dual_avoided_crossing(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def dual_avoided_crossing_elements(x: torch.Tensor) -> Components:
     A, B, C, D, E0 = 0.1, 0.28, 0.015, 0.06, 0.05
     zero = torch.zeros_like(x)
     gauss = A * torch.exp(-B * x**2)
@@ -50,10 +52,10 @@ def dual_avoided_crossing(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     dv22 = 2 * B * x * gauss
     v12 = C * torch.exp(-D * x**2)
     dv12 = -2 * D * x * v12
-    return _assemble(zero, v22, v12), _assemble(zero, dv22, dv12)
+    return zero, v12, v22, zero, dv12, dv22
 
 
-def extended_coupling(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def extended_coupling_elements(x: torch.Tensor) -> Components:
     A, B, C = 6e-4, 0.1, 0.9
     left = x < 0
     growth = torch.exp(C * torch.where(left, x, torch.zeros_like(x)))
@@ -62,9 +64,27 @@ def extended_coupling(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     dv12 = torch.where(left, B * C * growth, B * C * decay)
     const = torch.full_like(x, A)
     zero = torch.zeros_like(x)
-    return _assemble(const, -const, v12), _assemble(zero, zero, dv12)
+    return const, v12, -const, zero, dv12, zero
 
 
+def _matrices(elements: Callable[[torch.Tensor], Components]) -> DiabaticModel:
+    def model(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v11, v12, v22, dv11, dv12, dv22 = elements(x)
+        return _assemble(v11, v22, v12), _assemble(dv11, dv22, dv12)
+
+    model.__name__ = elements.__name__.removesuffix("_elements")
+    return model
+
+
+simple_avoided_crossing = _matrices(simple_avoided_crossing_elements)
+dual_avoided_crossing = _matrices(dual_avoided_crossing_elements)
+extended_coupling = _matrices(extended_coupling_elements)
+
+TULLY_ELEMENTS: dict[str, Callable[[torch.Tensor], Components]] = {
+    "tully1": simple_avoided_crossing_elements,
+    "tully2": dual_avoided_crossing_elements,
+    "tully3": extended_coupling_elements,
+}
 TULLY_MODELS: dict[str, DiabaticModel] = {
     "tully1": simple_avoided_crossing,
     "tully2": dual_avoided_crossing,
@@ -80,6 +100,7 @@ class TullyPotential(Potential):
             raise ConfigurationError(f"unknown Tully model {name!r}; expected one of {sorted(TULLY_MODELS)}")
         self.name = name
         self.model = TULLY_MODELS[name]
+        self.elements = TULLY_ELEMENTS[name]
         self.n_states = 2
         self.device = torch.device(device)
         self.numbers = torch.zeros(1, dtype=torch.long, device=self.device)
@@ -94,11 +115,19 @@ class TullyPotential(Potential):
         trajectories: torch.Tensor | None = None,
     ) -> PotentialOutput:
         x = positions[:, 0, 0]
-        hamiltonian, derivative = self.model(x)
-        # work on the x component only, then pad y and z with zeros: (B, 2, 2, 1 atom, 1 component)
-        out = adiabatic_from_diabatic(hamiltonian, derivative[..., None, None], states, all_forces, nacs)
-        pad = lambda t: None if t is None else torch.nn.functional.pad(t, (0, 2))  # noqa: E731
-        out.forces, out.all_forces, out.nacs = pad(out.forces), pad(out.all_forces), pad(out.nacs)
+        B = len(x)
+        v11, v12, v22, dv11, dv12, dv22 = self.elements(x)
+        # the closed-form two-state case on the x component only; y and z are padded with zeros
+        lower, upper, vectors, (g00, g01, g11), gap = two_state_components(v11, v12, v22, dv11[:, None], dv12[:, None],
+                                                                           dv22[:, None])
+        out = PotentialOutput(energies=torch.stack([lower, upper], dim=-1), state_vectors=vectors)
+        pad = torch.nn.functional.pad
+        if states is not None:
+            out.forces = pad(-torch.where((states == 0)[:, None], g00, g11), (0, 2)).view(B, 1, 3)
+        if all_forces:
+            out.all_forces = pad(-torch.stack([g00, g11], 1), (0, 2)).view(B, 2, 1, 3)
+        if nacs:
+            out.nacs = pad(g01 / gap[:, None], (0, 2)).view(B, 1, 1, 3)
         return out
 
     def describe(self) -> str:
