@@ -37,3 +37,43 @@ def test_no_coupling_without_curvature_or_history() -> None:
     assert torch.all(convex > 0)
     energies = torch.tensor([[0.0, 0.3, 0.1]])
     assert torch.allclose(pair_gaps(energies), torch.tensor([[0.3, 0.1, 0.2]], dtype=energies.dtype))
+
+
+def test_engine_uses_the_curvature_of_its_own_energies_and_asks_for_no_nacs(shared_data) -> None:
+    """With couplings = 'curvature' the engine never asks the potential for NACs, and the couplings it propagates at
+    step n are those of the gaps at steps n, n-1, n-2 (none before step 2); the rescaling must be along the velocity."""
+    import pytest
+
+    from exsnn.dynamics.fssh import FSSHEngine
+    from exsnn.dynamics.initial_conditions import wigner_harmonic
+    from exsnn.dynamics.settings import FSSHSettings
+    from exsnn.errors import ConfigurationError
+    from exsnn.potentials.spec import load_potential
+
+    oracle = load_potential(f"lvc:{shared_data / 'schnarc' / 'lvc_so2_3s' / 'LVC.template'}")
+    asked = []
+    compute = oracle.compute
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs.get("nacs", True))
+        return compute(*args, **kwargs)
+
+    oracle.compute = recording
+    with pytest.raises(ConfigurationError, match="velocity"):
+        FSSHSettings(dt=10.0, n_steps=5, couplings="curvature")
+    engine = FSSHEngine(oracle, FSSHSettings(dt=10.0, n_steps=60, couplings="curvature", rescale="velocity"))
+    positions, velocities = wigner_harmonic(*oracle.harmonic_modes(), 8, seed=4)
+    state = engine.initial_state(positions, velocities, torch.full((8,), 2))
+    gaps = [pair_gaps(state.energies)]
+    largest = 0.0
+    for step in range(1, 61):
+        engine.step(state)
+        gaps.append(pair_gaps(state.energies))
+        if step == 1:
+            assert torch.all(state.couplings == 0)
+        else:
+            expected = curvature_couplings(gaps[-1], gaps[-2], gaps[-3], 10.0)
+            torch.testing.assert_close(state.couplings, expected)
+            largest = max(largest, float(expected.max()))
+    assert not any(asked)
+    assert largest > 1e-3  # the S1-S2 intersection is met

@@ -19,6 +19,7 @@ duration_fs = 50.0
 decoherence = "edc"        # a scheme of exsnn.dynamics.decoherence: "edc" or "none"
 edc_c = 0.1                # Hartree
 rescale = "nac"            # or "velocity"
+# couplings = "nac"        # or "curvature": time-derivative couplings from the energy gaps (rescale = "velocity")
 frustrated = "keep"        # "keep", "reflect", "reflect_gradv"
 # forced_hop_gap_ev = 0.1  # hop to S0 when the active state is closer than this to S0
 # box_bohr = 50.0          # end trajectories that leave the box
@@ -58,7 +59,7 @@ from exsnn.units import EV_IN_HARTREE, FS_IN_AU_TIME
 _SECTIONS = {
     "potential": {"spec", "device"},
     "initial_conditions": {"sampling", "file", "momentum", "n_trajectories", "initial_state", "seed"},
-    "integrator": {"dt_fs", "duration_fs", "decoherence", "edc_c", "rescale", "frustrated", "forced_hop_gap_ev",
+    "integrator": {"dt_fs", "duration_fs", "decoherence", "edc_c", "rescale", "couplings", "frustrated", "forced_hop_gap_ev",
                    "box_bohr", "max_energy_drift_ev", "substeps"},
     "output": {"file", "record_every", "geometry_every", "checkpoint_every"},
 }
@@ -68,6 +69,7 @@ _INTEGRATOR_KEYS: dict[str, tuple[str, type, float | None]] = {
     "decoherence": ("decoherence", str, None),
     "edc_c": ("edc_c", float, 1.0),
     "rescale": ("rescale", str, None),
+    "couplings": ("couplings", str, None),
     "frustrated": ("frustrated", str, None),
     "forced_hop_gap_ev": ("forced_hop_gap", float, EV_IN_HARTREE),
     "box_bohr": ("box", float, 1.0),

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import torch
 
+from exsnn.dynamics.curvature import curvature_couplings, pair_gaps
 from exsnn.dynamics.decoherence import Decoherence, DecoherenceInput, make_decoherence
 from exsnn.dynamics.electronic import (
     PairTable,
@@ -102,7 +103,8 @@ class FSSHEngine:
         if coefficients is None:
             coefficients = torch.nn.functional.one_hot(states, self.n_states).to(torch.complex128)
         ids = torch.arange(len(states), device=self.device)
-        out = self.potential.compute(positions, states=states, nacs=True, trajectories=ids)
+        curvature = self.settings.couplings == "curvature"
+        out = self.potential.compute(positions, states=states, nacs=not curvature, trajectories=ids)
         broken = non_finite_rows(out)
         if bool(broken.any()):
             raise ElectronicStructureError(f"the potential failed at starting structures {torch.nonzero(broken)[:, 0].tolist()}")
@@ -119,7 +121,10 @@ class FSSHEngine:
             status=torch.zeros(len(states), dtype=torch.long, device=self.device),
             total_energy0=total_energy(out.energies, states, velocities, self.masses),
             state_vectors=None if out.state_vectors is None else out.state_vectors.to(torch.float64),
-            couplings=velocity_couplings(velocities, nacs),
+            couplings=torch.zeros((len(states), self.pairs.n_pairs), dtype=torch.float64, device=self.device)
+            if curvature else velocity_couplings(velocities, nacs),
+            previous_gaps=torch.full((len(states), self.pairs.n_pairs), torch.nan, dtype=torch.float64, device=self.device)
+            if curvature else None,
         )
 
     def _nacs_or_zeros(self, out: PotentialOutput, positions: torch.Tensor) -> torch.Tensor:
@@ -170,10 +175,13 @@ class FSSHEngine:
         vectors_old = take(state.state_vectors) if state.state_vectors is not None else None
         T_old = take(state.couplings) if state.couplings is not None else velocity_couplings(v, d_old)
 
+        curvature = s.couplings == "curvature"
+        gaps_before = take(state.previous_gaps) if curvature and state.previous_gaps is not None else None
+
         # nuclei: velocity Verlet, one potential call
         v_half = v + F * kick
         R_new = R + s.dt * v_half
-        out = self.potential.compute(R_new, states=active, nacs=True, trajectories=ids)
+        out = self.potential.compute(R_new, states=active, nacs=not curvature, trajectories=ids)
         failed = failed_rows(out)  # failed electronic structure: these trajectories end where they were
         broke = failed is not None
         broken = failed if failed is not None else torch.zeros(len(active), dtype=torch.bool, device=self.device)
@@ -185,7 +193,12 @@ class FSSHEngine:
         v_new = v_half + F_new * kick
 
         # electrons
-        T_new = velocity_couplings(v_new, d_new)
+        gaps_old = pair_gaps(E_old) if curvature else None
+        if curvature:
+            before = gaps_before if gaps_before is not None else torch.full_like(gaps_old, torch.nan)
+            T_new = curvature_couplings(pair_gaps(E_new), gaps_old, before, s.dt)
+        else:
+            T_new = velocity_couplings(v_new, d_new)
         if s.substeps is not None:
             n_sub = torch.full((len(active),), s.substeps, dtype=torch.long, device=self.device)
         else:
@@ -228,7 +241,7 @@ class FSSHEngine:
                 hops = hops.extend(HopEvents(step_number, ids[forced], active[forced], active_forced[forced],
                                              torch.zeros_like(forced, dtype=torch.bool), torch.full_like(forced, FORCED_HOP)))
             active = active_forced
-        if velocities_changed:
+        if velocities_changed and not curvature:
             T_new = velocity_couplings(v_new, d_new)
 
         any_broken = maybe_broken and bool(broken.any())
@@ -239,7 +252,14 @@ class FSSHEngine:
             if vectors_new is not None and vectors_old is not None:
                 vectors_new = keep_rows(broken, vectors_old, vectors_new)
             hops = hops.without(ids[broken])
+            if gaps_old is not None and gaps_before is not None:
+                gaps_old = keep_rows(broken, gaps_before, gaps_old)
         self._store(state, run, everything, R_new, v_new, F_new, c, active, E_new, d_new, T_new, vectors_new)
+        if gaps_old is not None:  # the gaps of the step before this one, for the next step's curvature
+            if everything or state.previous_gaps is None:
+                state.previous_gaps = gaps_old
+            else:
+                state.previous_gaps[run] = gaps_old
         state.step = step_number
         state.status = update_status(state.status, running, state.positions, state.velocities, self.total_energy(state),
                                      state.total_energy0, state.step, s.n_steps, s.box, s.max_energy_drift)

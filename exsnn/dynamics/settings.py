@@ -12,6 +12,7 @@ from exsnn.errors import ConfigurationError
 from exsnn.units import EV_IN_HARTREE
 
 RESCALE_CHOICES = ("nac", "velocity")
+COUPLING_CHOICES = ("nac", "curvature")
 FRUSTRATED_CHOICES = ("keep", "reflect", "reflect_gradv")
 #: maximum number of electronic substeps per nuclear step chosen automatically (a trajectory needing more is
 #: integrated with this many: its rotation angles then exceed `max_substep_angle`)
@@ -41,7 +42,9 @@ class FSSHSettings:
     coordinate is beyond [-box, box] Bohr and moving away (None: never). max_energy_drift: a trajectory whose total
     energy moves more than this (Hartree; default 0.2 eV, as SHARC) from its start is stopped and marked failed.
     seed: drives every random number. propagate_finished: keep stepping trajectories that ended (cheaper for
-    analytic models; their status and outcome stay as they were).
+    analytic models; their status and outcome stay as they were). couplings: what drives the electronic propagation:
+    'nac' (T_ij = v . d_ij from the potential's NACs) or 'curvature' (time-derivative couplings from the curvature of
+    the energy gaps, `exsnn.dynamics.curvature`; no NACs are asked of the potential; needs rescale = 'velocity').
     """
 
     dt: float
@@ -57,16 +60,21 @@ class FSSHSettings:
     seed: int = 0
     max_substep_angle: float = 0.05
     propagate_finished: bool = False
+    couplings: str = "nac"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, value, choices in (
+            ("couplings", self.couplings, COUPLING_CHOICES),
             ("rescale", self.rescale, RESCALE_CHOICES),
             ("frustrated", self.frustrated, FRUSTRATED_CHOICES),
             ("decoherence", self.decoherence, decoherence_choices()),
         ):
             if value not in choices:
                 raise ConfigurationError(f"must be one of {choices}, got {value!r}", where=name)
+        if self.couplings == "curvature" and self.rescale != "velocity":
+            raise ConfigurationError("curvature-driven couplings have no coupling vector to rescale along: set rescale "
+                                     "to 'velocity'", where="rescale")
         for name in ("dt", "edc_c", "forced_hop_gap", "box", "max_energy_drift", "max_substep_angle"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):

@@ -39,6 +39,7 @@ class EnsembleState:
     total_energy0: torch.Tensor  # (B,) Hartree
     state_vectors: torch.Tensor | None = None  # (B, K, N) sign-tracked state vectors, when the potential gives them
     couplings: torch.Tensor | None = None  # (B, P) v . d_ij at the current step (kept to avoid recomputing it)
+    previous_gaps: torch.Tensor | None = None  # (B, P) |E_j - E_i| one step back (curvature couplings; NaN: unknown)
     trajectory_ids: torch.Tensor | None = None  # (B,) ids in the original ensemble after `select` (None: 0..B-1)
     n_total: int | None = None  # size of the original ensemble (random numbers are drawn for all of it)
 
