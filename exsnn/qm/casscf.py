@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from exsnn.data.properties import state_pairs
+from exsnn.data.properties import dipole_pairs, state_pairs
 from exsnn.errors import ConfigurationError
 from exsnn.qm.results import QMFailure, QMResult
 from exsnn.qm.scf import build_molecule, run_scf
@@ -245,8 +245,6 @@ def dipole_matrix(mc: Any, settings: QMSettings) -> np.ndarray:
     """Permanent and transition dipoles <Si| mu |Sj> (Pd, 3), e*Bohr, pairs 00, 01, ..., 11, ... (exsnn's dipole layout):
     the electrons' charge included (mu = sum_a Z_a (R_a - c) - sum_e (r_e - c)), origin c the geometric centre of the
     nuclei (the network's origin; transition dipoles do not depend on it, permanent dipoles of an ion do)."""
-    from exsnn.data.properties import dipole_pairs
-
     mol = mc.mol
     centre = mol.atom_coords().mean(axis=0)
     with mol.with_common_orig(centre):
