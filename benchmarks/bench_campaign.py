@@ -45,10 +45,16 @@ from exsnn.units import FS_IN_AU_TIME
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def populations_on(potential: Potential, positions: torch.Tensor, velocities: torch.Tensor, config) -> np.ndarray:
-    """Classical populations (T, N) of FSSH on `potential` from the given initial conditions (no stopping)."""
+COUPLINGS = {"nac": {}, "curvature": {"couplings": "curvature", "rescale": "velocity"}}
+
+
+def populations_on(potential: Potential, positions: torch.Tensor, velocities: torch.Tensor, config,
+                   couplings: str = "nac") -> np.ndarray:
+    """Classical populations (T, N) of FSSH on `potential` from the given initial conditions (no stopping); couplings
+    'curvature' drives the hops by the energy gaps alone (the same way on the oracle and on the committees)."""
     d = config.dynamics
-    settings = FSSHSettings(dt=d.dt_fs * FS_IN_AU_TIME, n_steps=int(round(d.duration_fs / d.dt_fs)), seed=12345)
+    settings = FSSHSettings(dt=d.dt_fs * FS_IN_AU_TIME, n_steps=int(round(d.duration_fs / d.dt_fs)), seed=12345,
+                            **COUPLINGS[couplings])
     engine = FSSHEngine(potential, settings)
     state = engine.initial_state(positions, velocities, torch.full((len(positions),), d.initial_state))
     active = [state.active.numpy().copy()]
@@ -59,9 +65,9 @@ def populations_on(potential: Potential, positions: torch.Tensor, velocities: to
     return classical_populations(np.array(active), potential.n_states, n_bootstrap=2)[0]
 
 
-def error(model_folder: Path, oracle: Potential, reference: np.ndarray, ics, config) -> float:
+def error(model_folder: Path, oracle: Potential, reference: np.ndarray, ics, config, couplings: str = "nac") -> float:
     model = ModelPotential(model_folder, oracle.numbers.numpy(), dtype=torch.float64)
-    return float(np.abs(populations_on(model, *ics, config) - reference).max())
+    return float(np.abs(populations_on(model, *ics, config, couplings) - reference).max())
 
 
 def main() -> None:
@@ -70,6 +76,9 @@ def main() -> None:
     parser.add_argument("--trajectories", type=int, default=1000)
     parser.add_argument("--budgets", default="30,60,120,240")
     parser.add_argument("--target", type=float, default=0.03)
+    parser.add_argument("--couplings", choices=sorted(COUPLINGS), default="nac",
+                        help="how the evaluation dynamics (oracle and committees alike) drive hops; 'curvature' takes "
+                             "the learned NACs out of the comparison (a diagnostic: it is not the same physics)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
@@ -77,7 +86,7 @@ def main() -> None:
     oracle = load_potential(config.oracle_spec())
     reference_modes = oracle.harmonic_modes()  # type: ignore[attr-defined]
     ics = wigner_harmonic(*reference_modes, args.trajectories, seed=987654)
-    reference = populations_on(oracle, *ics, config)
+    reference = populations_on(oracle, *ics, config, args.couplings)
     print(f"oracle: {args.trajectories} trajectories, final populations {np.round(reference[-1], 3).tolist()}")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -91,7 +100,7 @@ def main() -> None:
             committee = root / "campaign" / f"iteration_{i:03d}" / "committee"
             split = load_split(committee / "member_0" / "split.npz")
             labels_used = int(sum(len(v) for v in split.values()))  # the labels this committee was trained with
-            campaign_curve.append((labels_used, error(committee, oracle, reference, ics, config)))
+            campaign_curve.append((labels_used, error(committee, oracle, reference, ics, config, args.couplings)))
         print(f"campaign ({state.stopped}, {campaign_seconds:.0f} s; seconds per phase "
               + ", ".join(f"{k} {v:.0f}" for k, v in state.phase_seconds.items()) + ")")
         for labels, value in campaign_curve:
@@ -106,7 +115,7 @@ def main() -> None:
             label_structures(data, oracle, positions, tags, oracle_metadata(oracle, plain.oracle.spec), 64)
             folder_k = root / f"wigner_{budget}"
             train_committee(data, folder_k, None, plain, 0)
-            wigner_curve.append((budget, error(folder_k / "committee", oracle, reference, ics, config)))
+            wigner_curve.append((budget, error(folder_k / "committee", oracle, reference, ics, config, args.couplings)))
         print("plain Wigner sampling:")
         for labels, value in wigner_curve:
             print(f"  {labels:5d} labels  max|dP| = {value:.3f}")
