@@ -170,7 +170,15 @@ def format_populations(result: dict[str, Any], labels: list[str], every_fs: floa
 def format_lifetimes(result: dict[str, Any]) -> list[str]:
     lines = []
     for step, fit in result["lifetimes"].items():
-        if isinstance(fit, dict) and "tau_fs" in fit:
-            low, high = fit.get("interval_fs", [float("nan")] * 2)
+        if not (isinstance(fit, dict) and "tau_fs" in fit):
+            continue
+        if fit.get("longer_than_run") and fit.get("interval_fs"):
+            low, high = fit["interval_fs"]
+            lines.append(f"  {step}: tau = {fit['tau_fs']:.0f} fs, longer than the simulated time, so only loosely "
+                         f"bounded (95% interval {low:.0f}-{high:.0f} fs)")
+        elif fit.get("error_fs") is None:
+            lines.append(f"  {step}: tau = {fit['tau_fs']:.1f} fs (no bootstrap)")
+        else:
+            low, high = fit["interval_fs"]
             lines.append(f"  {step}: tau = {fit['tau_fs']:.1f} +/- {fit['error_fs']:.1f} fs (95% interval {low:.1f}-{high:.1f} fs)")
     return lines
