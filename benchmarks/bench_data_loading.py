@@ -18,33 +18,12 @@ from pathlib import Path
 import numpy as np
 import schnetpack as spk
 import torch
+from synthetic import N_STATES, synthetic_arrays  # benchmarks/synthetic.py
 
-from exsnn.data import DatasetMetadata, FrameArrays, append_frames
-from exsnn.data.properties import FRAME_INTEGERS, LABELS
+from exsnn.data import DatasetMetadata, append_frames
 from exsnn.data.torch_data import ExcitedStateTorchDataset
 
-N_ATOMS, N_STATES, BATCH = 6, 3, 32
-
-
-def synthetic_arrays(n_frames: int, seed: int = 0) -> FrameArrays:
-    """n_frames CH2NH2+-like frames with every label, built in one vectorised go."""
-    rng = np.random.default_rng(seed)
-    base = np.array([[0, 0, 0], [0, 0, 2.4], [0, 1.8, -1.0], [0, -1.8, -1.0], [0, 1.8, 3.4], [0, -1.8, 3.4]], float)
-    n_total = n_frames * N_ATOMS
-    return FrameArrays(
-        n_states=N_STATES,
-        atom_offsets=np.arange(n_frames + 1, dtype=np.int64) * N_ATOMS,
-        numbers=np.tile(np.array([6, 7, 1, 1, 1, 1], np.int16), n_frames),
-        positions=(base[None] + rng.normal(0, 0.1, (n_frames, N_ATOMS, 3))).reshape(n_total, 3),
-        energies=np.sort(rng.normal(-94.5, 0.1, (n_frames, N_STATES)), axis=1),
-        forces=rng.normal(0, 0.05, (n_total, N_STATES, 3)),
-        nacs=rng.normal(0, 0.1, (n_total, 3, 3)),
-        dipoles=rng.normal(0, 1, (n_frames, 6, 3)),
-        charge=np.ones(n_frames, np.int32),
-        multiplicity=np.ones(n_frames, np.int32),
-        masks={label: np.ones(n_frames, bool) for label in (*LABELS, *FRAME_INTEGERS)},
-        provenance=['{"source": "benchmark"}'] * n_frames,
-    )
+BATCH = 32
 
 
 def frames_per_second(dataset: ExcitedStateTorchDataset, n_batches: int, seed: int = 1) -> float:

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -189,38 +188,6 @@ def test_old_layout_file_is_read_and_appended_in_place(tmp_path: Path, libver: s
     assert path.stat().st_ino == inode, "appended in place, not replaced by a copy"
     check_dataset(path, want)
     assert read_metadata(path).method == "CIS" and leftovers(path) == []
-
-
-def test_reader_sees_only_whole_frames_while_a_writer_appends(tmp_path: Path) -> None:
-    """Readers in this process while another appends: fresh reads see whole batches only and the file grow; a reader
-    that keeps the file open keeps its view (the writer leaves its commit in the journal, which fresh readers see and
-    the next append writes in once the reader is gone)."""
-    path = tmp_path / "d.h5"
-    batch = 10
-    append_frames(path, [make_frame(k) for k in range(batch)], DatasetMetadata(n_states=N_STATES))
-    want = expected_arrays(41 * batch)
-    writer = start_worker(path, 40, batch)
-    seen: list[int] = []
-    errors: list[str] = []
-
-    def read_while_writing() -> None:
-        while writer.poll() is None:
-            arrays = read_frames(path)
-            seen.append(arrays.n_frames)
-            if arrays.n_frames % batch:
-                errors.append(f"partial batch visible: {arrays.n_frames} frames")
-            try:
-                assert_arrays_equal(arrays, want.select(np.arange(arrays.n_frames)))
-            except AssertionError as exc:
-                errors.append(f"{arrays.n_frames} frames differ from what was written: {exc}")
-
-    reader = threading.Thread(target=read_while_writing)
-    reader.start()
-    writer.communicate(timeout=300)
-    reader.join()
-    assert writer.returncode == 0 and not errors, errors[:3]
-    assert len(set(seen)) > 2, "the reader should have seen the file grow"
-    check_dataset(path, want)
 
 
 def test_open_reader_keeps_its_view_and_defers_the_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
