@@ -74,6 +74,10 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
     good = write_config(tmp_path, shared_data).read_text()
     with pytest.raises(ConfigurationError, match=r"\[committee\] members"):
         parse_config(good.replace("members = 2", "members = 1"), tmp_path / "c.toml")
+    diverse = parse_config(good.replace("members = 2", "members = 2\nbootstrap = true"), tmp_path / "c.toml")
+    assert diverse.committee.bootstrap and not parse_config(good, tmp_path / "c.toml").committee.bootstrap
+    with pytest.raises(ConfigurationError, match=r"\[committee\] bootstrap"):
+        parse_config(good.replace("members = 2", "members = 2\nbootstrap = 1"), tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[dynamics\] speed"):
         parse_config(good.replace("initial_state = 2", "initial_state = 2\nspeed = 3"), tmp_path / "c.toml")
     bad = tmp_path / "bad.toml"

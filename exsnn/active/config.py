@@ -98,6 +98,7 @@ class CommitteeConfig:
     threads: int = 1
     dipoles: bool = False
     recipe: str = "exsnn-v1"  # the campaign was validated with v1 (plateau schedule, normalised losses 1/1/1)
+    bootstrap: bool = False  # members on bootstrap resamples of the training frames: more diverse committees
 
 
 @dataclass
