@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from exsnn.active.label import label_structures, labelled_tags, oracle_metadata
+from exsnn.active.measure import committee_errors
 from exsnn.analysis.records import read_run
 from exsnn.data import read_frames
-from exsnn.data.properties import state_pairs
 from exsnn.model.potential import ModelPotential
 from exsnn.potentials.spec import load_potential
-from exsnn.units import ANGSTROM_IN_BOHR, HARTREE_IN_EV
+from exsnn.units import HARTREE_IN_EV
 
 
 def pick_geometries(run: Path, n_hops: int, n_random: int, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -58,20 +58,6 @@ def pick_geometries(run: Path, n_hops: int, n_random: int, seed: int) -> tuple[n
                 chosen.append(records.positions[g, b])
                 kinds.append("random")
     return np.array(chosen), kinds
-
-
-def phase_free_nac_error(predicted: np.ndarray, reference: np.ndarray, n_states: int) -> np.ndarray:
-    """|d_pred - s_i s_j d_ref| averaged over atoms and xyz, per pair (P,), with the best state-sign vector s."""
-    pairs = state_pairs(n_states)
-    best = None
-    for code in range(2 ** (n_states - 1)):
-        signs = np.array([1] + [1 - 2 * ((code >> k) & 1) for k in range(n_states - 1)])
-        pair_sign = np.array([signs[i] * signs[j] for i, j in pairs])
-        error = np.abs(predicted - reference * pair_sign[None, :, None]).mean(axis=(0, 2))
-        if best is None or error.sum() < best.sum():
-            best = error
-    assert best is not None
-    return best
 
 
 def compare_recorded(run: Path, model_path: str) -> dict[str, dict[str, float]]:
@@ -131,30 +117,11 @@ def main() -> None:
     arrays = read_frames(data)
     records = [json.loads(p) for p in arrays.provenance]
     model = ModelPotential(args.model, numbers, dtype=torch.float64)
-    N = model.n_states
     result: dict[str, dict[str, dict[str, float]]] = {}
     for kind in ("hop", "random", "all"):
-        rows = [k for k, r in enumerate(records) if "failure" not in r and (kind == "all" or r["campaign"]["kind"] == kind)]
-        if not rows:
-            continue
-        frames = [arrays.frame(k) for k in rows]
-        batch = torch.as_tensor(np.array([f.positions for f in frames]))
-        predicted = model.compute(batch, all_forces=True, nacs=True)
-        E_ref = np.array([f.energies for f in frames])
-        F_ref = np.array([f.forces for f in frames])  # (K, n, N, 3)
-        E = predicted.energies.numpy()
-        F = predicted.all_forces.permute(0, 2, 1, 3).numpy()  # (K, n, N, 3)
-        to_force = HARTREE_IN_EV * 1000 * ANGSTROM_IN_BOHR
-        # energies relative to each frame's mean cancel nothing: absolute energies are what the model predicts
-        result[kind] = {
-            "n": {"geometries": float(len(rows))},
-            "energies_meV": {f"S{s}": float(np.abs(E[:, s] - E_ref[:, s]).mean() * HARTREE_IN_EV * 1000) for s in range(N)},
-            "forces_meV_per_A": {f"S{s}": float(np.abs(F[:, :, s] - F_ref[:, :, s]).mean() * to_force) for s in range(N)},
-        }
-        if predicted.nacs is not None and all(f.nacs is not None for f in frames):
-            errors = np.mean([phase_free_nac_error(predicted.nacs[k].permute(1, 0, 2).numpy(), frames[k].nacs, N)
-                              for k in range(len(frames))], axis=0)
-            result[kind]["nacs_per_bohr"] = {f"{i}{j}": float(e) for (i, j), e in zip(state_pairs(N), errors)}
+        rows = np.array([k for k, r in enumerate(records) if "failure" not in r and (kind == "all" or r["campaign"]["kind"] == kind)])
+        if len(rows):  # the campaign's own error measure: per state, NACs phase-free per frame
+            result[kind] = {"n": {"geometries": float(len(rows))}, **committee_errors(model, arrays, rows)}
     for kind, table in result.items():
         print(f"\n{kind} geometries ({int(table['n']['geometries'])}):")
         for key, values in table.items():
