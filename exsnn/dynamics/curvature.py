@@ -28,9 +28,15 @@ import torch
 from exsnn.data.properties import state_pairs
 
 
-def pair_gaps(energies: torch.Tensor) -> torch.Tensor:
-    """|E_j - E_i| (B, P) for the pairs i < j in exsnn order, from energies (B, N) Hartree."""
-    pairs = torch.as_tensor(state_pairs(energies.shape[1]), device=energies.device, dtype=torch.long).reshape(-1, 2)
+def pair_index(n_states: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(P, 2) long: the pairs i < j in exsnn order (build once, pass to `pair_gaps` on every step)."""
+    return torch.as_tensor(state_pairs(n_states), device=device, dtype=torch.long).reshape(-1, 2)
+
+
+def pair_gaps(energies: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
+    """|E_j - E_i| (B, P) for the pairs i < j in exsnn order, from energies (B, N) Hartree; pairs: `pair_index`."""
+    if pairs is None:
+        pairs = pair_index(energies.shape[1], energies.device)
     return (energies[:, pairs[:, 1]] - energies[:, pairs[:, 0]]).abs()
 
 

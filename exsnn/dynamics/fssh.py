@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from exsnn.dynamics.curvature import curvature_couplings, pair_gaps
+from exsnn.dynamics.curvature import curvature_couplings, pair_gaps, pair_index
 from exsnn.dynamics.decoherence import Decoherence, DecoherenceInput, make_decoherence
 from exsnn.dynamics.electronic import (
     PairTable,
@@ -77,6 +77,7 @@ class FSSHEngine:
         self.masses = potential.masses.to(self.device, torch.float64)
         self.n_states = potential.n_states
         self.pairs = PairTable(self.n_states, self.device)
+        self._gap_pairs = pair_index(self.n_states, self.device)  # (P, 2), for curvature couplings
         self._decoherence: Decoherence | None = None
 
     @property
@@ -193,10 +194,10 @@ class FSSHEngine:
         v_new = v_half + F_new * kick
 
         # electrons
-        gaps_old = pair_gaps(E_old) if curvature else None
+        gaps_old = pair_gaps(E_old, self._gap_pairs) if curvature else None
         if curvature:
             before = gaps_before if gaps_before is not None else torch.full_like(gaps_old, torch.nan)
-            T_new = curvature_couplings(pair_gaps(E_new), gaps_old, before, s.dt)
+            T_new = curvature_couplings(pair_gaps(E_new, self._gap_pairs), gaps_old, before, s.dt)
         else:
             T_new = velocity_couplings(v_new, d_new)
         if s.substeps is not None:
