@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ def run_photodynamics(job: PhotodynamicsJob, out: str | Path, say: Callable[[str
     # the dynamics input lives in `out`: make a relative path in the spec absolute
     prefix, sep, argument = job.potential.partition(":")
     if sep and argument and prefix in ("model", "lvc") and not Path(argument).is_absolute():
-        job.potential = f"{prefix}:{resolve_path(argument, Path.cwd())}"
+        job = replace(job, potential=f"{prefix}:{resolve_path(argument, Path.cwd())}")  # the caller's job is left as given
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name = job.molecule or "the molecule"
