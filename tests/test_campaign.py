@@ -271,3 +271,6 @@ def test_pyscf_oracle_samples_from_a_modes_file(tmp_path: Path) -> None:
     modes.write(tmp_path / "other.json")
     with pytest.raises(ConfigurationError, match=r"\[initial\] modes"):
         initial_geometries(load_config(config_path), oracle)
+    (tmp_path / "other.json").unlink()
+    with pytest.raises(ConfigurationError, match=r"\[initial\] modes: .*other.json: does not exist"):
+        _load_oracle(load_config(config_path))

@@ -26,7 +26,7 @@ from exsnn.active.label import label_structures, oracle_metadata
 from exsnn.active.layout import CampaignDirectory, CampaignState, save_npz_atomic, write_atomic_text
 from exsnn.active.measure import Thresholds, calibrate, committee_errors
 from exsnn.active.report import write_report
-from exsnn.active.sample import initial_geometries
+from exsnn.active.sample import campaign_modes, initial_geometries
 from exsnn.active.select import select
 from exsnn.active.simulate import simulate
 from exsnn.active.train import campaign_split, train_committee
@@ -34,7 +34,6 @@ from exsnn.data import read_frames
 from exsnn.data.geometries import read_structures
 from exsnn.errors import ConfigurationError, DataError
 from exsnn.model.potential import ModelPotential
-from exsnn.photo.modes import read_modes
 from exsnn.potentials.base import Potential
 from exsnn.potentials.spec import load_potential
 
@@ -46,7 +45,7 @@ def _load_oracle(config: CampaignConfig) -> Potential:
             numbers = read_structures(config.resolve(file))[0][0]
             break
     if numbers is None and config.initial.modes is not None:
-        numbers = read_modes(config.resolve(config.initial.modes)).numbers
+        numbers = campaign_modes(config).numbers
     try:
         oracle = load_potential(config.oracle_spec(), config.path.parent, "cpu", numbers=numbers)
     except ConfigurationError as exc:

@@ -9,18 +9,29 @@ import torch
 
 from exsnn.active.config import CampaignConfig
 from exsnn.dynamics.initial_conditions import from_file, wigner_harmonic
-from exsnn.errors import ConfigurationError
-from exsnn.photo.modes import check_same_molecule, read_modes
+from exsnn.errors import ConfigurationError, DataError
+from exsnn.photo.modes import HarmonicModes, check_same_molecule, read_modes
 from exsnn.potentials.base import Potential
 
 INITIAL_STREAM, DYNAMICS_STREAM = 101, 202
+
+
+def campaign_modes(config: CampaignConfig) -> HarmonicModes:
+    """The modes file of [initial] modes; a missing or unreadable file is an error naming that key."""
+    assert config.initial.modes is not None
+    path = config.resolve(config.initial.modes)
+    try:
+        return read_modes(path)
+    except (DataError, ConfigurationError) as exc:
+        detail = exc.problem if exc.where in (None, "file") else f"{exc.where}: {exc.problem}"
+        raise ConfigurationError(f"{path}: {detail}", source=config.path, where="[initial] modes") from None
 
 
 def _modes(config: CampaignConfig, oracle: Potential) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(reference (n, 3) Bohr, masses (n,) electron masses, frequencies (M,) Hartree, modes (3n, M)) of [initial] modes,
     else of the oracle itself (LVC models)."""
     if config.initial.modes is not None:
-        modes = read_modes(config.resolve(config.initial.modes))
+        modes = campaign_modes(config)
         check_same_molecule(modes, oracle.numbers.cpu().numpy(), f"{config.path}: [initial] modes")
         return modes.positions, modes.masses, modes.frequencies, modes.modes
     if not hasattr(oracle, "harmonic_modes"):

@@ -56,7 +56,7 @@ class PhotodynamicsJob:
             raise ConfigurationError(f"at least 2 trajectories are needed, got {self.n_trajectories}", where="--trajectories")
         if not 0 < self.dt_fs <= self.duration_fs:
             raise ConfigurationError(f"need 0 < dt <= duration, got dt {self.dt_fs} fs, duration {self.duration_fs} fs",
-                                     where="--dt/--duration")
+                                     where="--duration")
         if self.initial_state < 1:
             raise ConfigurationError(f"the initial state must be an excited state (1 = S1), got {self.initial_state}",
                                      where="--state")
