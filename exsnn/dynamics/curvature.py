@@ -11,7 +11,8 @@ gaps at the last three nuclear steps, (dV(t) - 2 dV(t - dt) + dV(t - 2 dt)) / dt
 step. Hops are rescaled along the velocity (there is no coupling vector).
 
 Use it when NACs are missing or expensive (on-the-fly methods without analytic NACs); it is an approximation with
-known limits, measured here (`[integrator] couplings = "curvature"`, rescale along the velocity):
+known limits, measured by benchmarks/bench_curvature_couplings.py (`[integrator] couplings = "curvature"`, rescale
+along the velocity):
 
 * exact for a Landau-Zener crossing (linear diabats, constant coupling; tests/test_curvature_couplings.py);
 * it gives no coupling where the gap is concave in time: on Tully's model 1 at k = 20 a.u. the integrated coupling
