@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from exsnn.errors import ConfigurationError
 
@@ -183,6 +184,23 @@ def test_shipped_lvc_campaign_converges_by_its_rule_and_errors_fall(shared_data:
     assert spread is not None and spread[-1].max() > 0
     np.testing.assert_allclose(combined, np.sqrt(bootstrap**2 + spread**2))
     assert "committee spread" in report
+    # the final committee taken out for production: same predictions, provenance recorded, nothing else replaced
+    shipped = tmp_path / "shipped"
+    result = exsnn("campaign", "export", out, "-o", shipped)
+    assert result.returncode == 0, result.stderr
+    origin = json.loads((shipped / "ORIGIN.json").read_text())
+    assert origin["iteration"] == status["iteration"] and origin["n_labels"] == status["n_labels"]
+    positions = torch.as_tensor(np.stack([arrays.frame(int(k)).positions for k in test]))
+    final = ModelPotential(out / f"iteration_{status['iteration']:03d}" / "committee", numbers).compute(positions)
+    torch.testing.assert_close(ModelPotential(shipped, numbers).compute(positions).energies, final.energies)
+    assert exsnn("campaign", "export", out, "-o", shipped, "--iteration", 0).returncode == 0  # replaces an export
+    assert json.loads((shipped / "ORIGIN.json").read_text())["iteration"] == 0
+    unrelated = tmp_path / "unrelated"
+    unrelated.mkdir()
+    (unrelated / "keep.txt").write_text("mine")
+    refused = exsnn("campaign", "export", out, "-o", unrelated)
+    assert refused.returncode == 2 and "ORIGIN.json" in refused.stderr and (unrelated / "keep.txt").exists()
+    assert exsnn("campaign", "export", out, "-o", shipped, "--iteration", 99).returncode == 2
 
 
 PYSCF = """

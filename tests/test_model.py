@@ -162,6 +162,25 @@ def test_phase_free_loss_ignores_consistent_flips_only(lvc_dataset: Path) -> Non
     assert abs(changed.item() - reference.item()) > 1e-6
 
 
+def test_gap_loss_sees_state_spacing_not_common_shifts(lvc_dataset: Path) -> None:
+    """The gap term penalises errors of E_(i+1) - E_i only: a shift of all states together leaves it unchanged, and its
+    value is the mean squared error of the adjacent gaps over the gap scale squared."""
+    net = small_network(dipoles=False)
+    batch = ExcitedStateTorchDataset(lvc_dataset, cutoff=8.0, dtype=torch.float64).__getitems__(list(range(6)))
+    out = net(batch, forces="all")
+    weights, scales = LossWeights(gaps=2.0), LabelScales(gaps=0.01)
+    _, parts = compute_loss(out, batch, weights, scales)
+    error = out["energies"] - batch["energies"]
+    expected = ((error[:, 1:] - error[:, :-1]) ** 2).mean() / 0.01**2
+    torch.testing.assert_close(parts["gaps"], expected)
+    shifted = dict(batch)
+    shifted["energies"] = batch["energies"] + 0.3
+    _, moved = compute_loss(out, shifted, weights, scales)
+    torch.testing.assert_close(moved["gaps"], parts["gaps"])
+    assert moved["energies"] > parts["energies"]
+    assert "gaps" not in compute_loss(out, batch, LossWeights(), scales)[1]  # off unless weighted
+
+
 def exsnn(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "exsnn.cli.main", *map(str, args)], capture_output=True, text=True)
 

@@ -1,4 +1,4 @@
-"""`exsnn campaign run|resume|status`: active-learning campaigns (see exsnn.active)."""
+"""`exsnn campaign run|resume|status|export`: active-learning campaigns (see exsnn.active)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("directory", help="campaign directory")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=campaign_status)
+    p = commands.add_parser("export", help="copy a trained committee out of a campaign (loadable as model:FOLDER)")
+    p.add_argument("directory", help="campaign directory")
+    p.add_argument("-o", "--output", required=True, help="committee folder to write (replaces an earlier export)")
+    p.add_argument("--iteration", type=int, help="which iteration's committee (default: the newest fully trained)")
+    p.set_defaults(run=campaign_export)
 
 
 def _say(message: str) -> None:
@@ -63,4 +68,13 @@ def campaign_status(args: argparse.Namespace) -> int:
     for key, values in info["test_errors"].items():
         print(f"test {key}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
     print("time per phase (s): " + ", ".join(f"{k} {v:.1f}" for k, v in info["phase_seconds"].items()))
+    return 0
+
+
+def campaign_export(args: argparse.Namespace) -> int:
+    from exsnn.active.export import export_committee
+
+    origin = export_committee(args.directory, args.output, args.iteration)
+    print(f"committee of iteration {origin['iteration']} ({origin['n_trained_on']} labels trained on) written to "
+          f"{args.output}; run it with model:{args.output}")
     return 0

@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", help="normalised (each MSE over its label's variance) or raw (MSEs in atomic units)")
     p.add_argument("--force-weight", type=float, help="weight of the forces' term in the loss")
     p.add_argument("--nac-weight", type=float, help="weight of the couplings' term in the loss")
+    p.add_argument("--energy-weight", type=float, help="weight of the energies' term in the loss")
+    p.add_argument("--gap-weight", type=float,
+                   help="weight of a term on the gaps between neighbouring states (0 in the recipes: off)")
     p.add_argument("--width", dest="n_atom_basis", type=int)
     p.add_argument("--interactions", dest="n_interactions", type=int)
     p.add_argument("--cutoff", type=float, help="Bohr")
@@ -65,7 +68,8 @@ FIELDS = ("recipe", "max_steps", "schedule", "warmup", "loss", "max_epochs", "ba
 
 #: TrainingConfig / ArchitectureConfig field -> the flag that sets it (for error messages)
 FLAGS = {"recipe": "--recipe", "max_steps": "--steps", "schedule": "--schedule", "warmup": "--warmup", "loss": "--loss",
-         "weights.forces": "--force-weight", "weights.nacs": "--nac-weight", "max_epochs": "--epochs",
+         "weights.forces": "--force-weight", "weights.nacs": "--nac-weight",
+         "weights.energies": "--energy-weight", "weights.gaps": "--gap-weight", "max_epochs": "--epochs",
          "batch_size": "--batch-size", "learning_rate": "--lr", "n_atom_basis": "--width",
          "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "split": "--split",
          "seed": "--seed", "patience": "--patience", "threads": "--threads", "devices": "--devices"}
@@ -76,7 +80,9 @@ def run_train(args: argparse.Namespace) -> int:
     from exsnn.model.training import TrainingConfig, train, train_committee
 
     overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
-    weights = {name: value for name, value in (("forces", args.force_weight), ("nacs", args.nac_weight)) if value is not None}
+    flags = (("forces", args.force_weight), ("nacs", args.nac_weight), ("energies", args.energy_weight),
+             ("gaps", args.gap_weight))
+    weights = {name: value for name, value in flags if value is not None}
     if weights:
         overrides["weights"] = weights
     if "split" in overrides:

@@ -23,6 +23,7 @@ class LossWeights:
     forces: float = 1.0
     nacs: float = 1.0
     dipoles: float = 1.0
+    gaps: float = 0.0  # adjacent-state gaps E_(i+1) - E_i: where they are small, FSSH hops; energies alone weigh them little
 
 
 @dataclass
@@ -33,6 +34,7 @@ class LabelScales:
     forces: float = 1.0
     nacs: float = 1.0
     dipoles: float = 1.0
+    gaps: float = 1.0  # spread of the adjacent-state gaps about their mean
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -77,6 +79,9 @@ def compute_loss(
     zero = out["energies"].sum() * 0.0
     mask_e = batch[f"{ENERGIES}_mask"]
     parts["energies"] = ((out["energies"] - batch[ENERGIES])[mask_e] ** 2).mean() / scales.energies**2 if mask_e.any() else zero
+    if weights.gaps > 0 and N > 1 and mask_e.any():
+        error = (out["energies"] - batch[ENERGIES])[mask_e]
+        parts["gaps"] = ((error[:, 1:] - error[:, :-1]) ** 2).mean() / scales.gaps**2
     if "forces" in out:
         mask_f = batch[f"{FORCES}_mask"][idx_m]
         parts["forces"] = ((out["forces"] - batch[FORCES])[mask_f] ** 2).mean() / scales.forces**2 if mask_f.any() else zero
@@ -114,6 +119,7 @@ def compute_loss(
         + weights.forces * parts.get("forces", zero)
         + weights.nacs * parts.get("couplings", zero)
         + weights.dipoles * parts.get("permanent_dipoles", zero)
+        + weights.gaps * parts.get("gaps", zero)
     )
     return total, parts
 

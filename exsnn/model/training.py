@@ -62,7 +62,7 @@ RECIPES: dict[str, Recipe] = {
         "2% linear warm-up and cosine decay to 1% per step, variance-normalised MSEs weighted energies 1, forces 4, "
         "couplings 1, dipoles 1, early stopping after 200 epochs without improvement",
         batch_size="auto", learning_rate=5e-4, schedule="cosine", max_epochs=None, max_steps="auto", patience=200,
-        weights={"energies": 1.0, "forces": 4.0, "nacs": 1.0, "dipoles": 1.0}, warmup=0.02),
+        weights={"energies": 1.0, "forces": 4.0, "nacs": 1.0, "dipoles": 1.0, "gaps": 0.0}, warmup=0.02),
 }
 DEFAULT_RECIPE = "exsnn-v2"
 SCHEDULES = ("plateau", "cosine", "none")
@@ -255,7 +255,10 @@ def label_scales(path: str, indices: np.ndarray) -> tuple[LabelScales, list[floa
         h = arrays.nacs * gaps[atom_frame][:, :, None]
         smooth = rms(h[(arrays.masks[NACS] & has_e)[atom_frame]])
     dipoles = rms(arrays.dipoles[arrays.masks[DIPOLES]])
-    scales = LabelScales(energies=max(energy_scale, 1e-6), forces=max(forces, 1e-6), nacs=max(smooth, 1e-8), dipoles=max(dipoles, 1e-8))
+    adjacent = np.diff(arrays.energies[has_e], axis=1)  # (F, N-1) gaps between neighbouring states
+    gaps = rms(adjacent - adjacent.mean(0)) if adjacent.size else 1.0
+    scales = LabelScales(energies=max(energy_scale, 1e-6), forces=max(forces, 1e-6), nacs=max(smooth, 1e-8),
+                         dipoles=max(dipoles, 1e-8), gaps=max(gaps, 1e-6))
     return scales, [float(x) for x in mean], max(spread, 1e-6), max(smooth, 1e-8)
 
 
