@@ -99,6 +99,7 @@ class CommitteeConfig:
     dipoles: bool = False
     recipe: str = "exsnn-v1"  # the campaign was validated with v1 (plateau schedule, normalised losses 1/1/1)
     bootstrap: bool = False  # members on bootstrap resamples of the training frames: more diverse committees
+    gap_weight: float = 0.0  # loss term on the gaps between neighbouring states (exsnn train --gap-weight); 0: off
 
 
 @dataclass
@@ -214,6 +215,7 @@ def _check(config: CampaignConfig) -> None:
     need(config.committee.members >= 2, "[committee] members", "a committee needs at least 2 members to disagree")
     for key in ("epochs", "warm_epochs", "width", "interactions", "batch_size", "threads"):
         need(getattr(config.committee, key) >= 1, f"[committee] {key}", "must be at least 1")
+    need(config.committee.gap_weight >= 0, "[committee] gap_weight", "must be >= 0")
     need(config.committee.cutoff > 0 and config.committee.learning_rate > 0, "[committee] cutoff/learning_rate",
          "must be positive")
     need(config.dynamics.n_trajectories >= 2, "[dynamics] n_trajectories", "must be at least 2")
