@@ -41,13 +41,14 @@ def _origin(root: Path, iteration: int, committee: Path, history: list[dict[str,
     split = load_split(committee / "member_0" / "split.npz")
     n_trained = int(len(split["train"]) + len(split["val"]))
     entry = next((h for h in history if h.get("iteration") == iteration), {})
-    return {
-        "campaign": str(root), "iteration": iteration, "n_labels": n_trained + int(len(split["test"])),
-        "n_trained_on": n_trained, "n_test": int(len(split["test"])),
-        **({"test_errors": entry["test_errors"]} if entry.get("test_errors") else {}),
-        "note": f"committee of campaign iteration {iteration}, trained on {n_trained} labels "
-                f"(training and validation); test errors on the campaign's {len(split['test'])} held-out frames",
-    }
+    origin = {"campaign": str(root), "iteration": iteration, "n_labels": n_trained + int(len(split["test"])),
+              "n_trained_on": n_trained, "n_test": int(len(split["test"]))}
+    note = f"committee of campaign iteration {iteration}, trained on {n_trained} labels (training and validation)"
+    if entry.get("test_errors"):  # the iteration's report: its test set includes the labels of that iteration
+        origin["test_errors"] = entry["test_errors"]
+        origin["n_test_of_errors"] = int(entry.get("n_test", len(split["test"])))
+        note += f"; test errors of the iteration's report, on {origin['n_test_of_errors']} held-out frames"
+    return {**origin, "note": note}
 
 
 def export_committee(root: str | Path, output: str | Path, iteration: int | None = None) -> dict[str, Any]:
