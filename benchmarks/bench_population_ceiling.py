@@ -1,0 +1,76 @@
+"""How close can a committee trained on plentiful exact labels get to the oracle's populations?
+
+The campaign's goal on the SO2 LVC oracle is max over states and times of |P_model(t) - P_oracle(t)| <= 0.03. This
+measures the ceiling of the pipeline (network, training, ML-driven FSSH) without the campaign: committees trained on N
+Wigner samples of the oracle (the campaign's initial spread) for large N, with a chosen network size and epoch budget,
+evaluated exactly as `bench_campaign.py` does (same initial conditions and random numbers for oracle and model). If
+the error stays well above the target at thousands of labels, the limit is not the number of labels.
+
+    .venv/bin/python benchmarks/bench_population_ceiling.py [--frames 250,1000,2000] [--width 64 --interactions 3
+        --epochs 200 --members 2] [--trajectories 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_campaign import ROOT, error, populations_on  # noqa: E402
+
+from exsnn.active.config import load_config  # noqa: E402
+from exsnn.active.label import label_structures, oracle_metadata  # noqa: E402
+from exsnn.active.sample import initial_geometries  # noqa: E402
+from exsnn.active.train import train_committee  # noqa: E402
+from exsnn.dynamics.initial_conditions import wigner_harmonic  # noqa: E402
+from exsnn.potentials.spec import load_potential  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "dynamics" / "campaign_so2_lvc.toml"))
+    parser.add_argument("--frames", default="250,1000,2000")
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--interactions", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--members", type=int, default=2)
+    parser.add_argument("--recipe", default="exsnn-v1")
+    parser.add_argument("--gap-weight", type=float, default=0.0, help="loss term on neighbouring-state gaps")
+    parser.add_argument("--trajectories", type=int, default=1000)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
+    config = load_config(args.config)
+    committee = replace(config.committee, width=args.width, interactions=args.interactions, epochs=args.epochs,
+                        members=args.members, recipe=args.recipe, gap_weight=args.gap_weight)
+    oracle = load_potential(config.oracle_spec())
+    ics = wigner_harmonic(*oracle.harmonic_modes(), args.trajectories, seed=987654)  # type: ignore[attr-defined]
+    reference = populations_on(oracle, *ics, config)
+    print(f"oracle: {args.trajectories} trajectories, final populations {np.round(reference[-1], 3).tolist()}")
+    print(f"committee: {args.members} x PaiNN {args.width} x {args.interactions}, {args.epochs} epochs, {args.recipe}, "
+          f"gap weight {args.gap_weight:g}")
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        for n in [int(x) for x in args.frames.split(",")]:
+            plain = replace(config, initial=replace(config.initial, n_frames=n), committee=committee)
+            data = root / f"wigner_{n}.h5"
+            every = max(2, int(round(1 / plain.initial.test_fraction)))
+            tags = [{"iteration": 0, "index": k, "split": "test" if k % every == every - 1 else "train"} for k in range(n)]
+            label_structures(data, oracle, initial_geometries(plain, oracle), tags, oracle_metadata(oracle, plain.oracle.spec), 256)
+            started = time.perf_counter()
+            train_committee(data, root / f"wigner_{n}", None, plain, 0)
+            seconds = time.perf_counter() - started
+            value = error(root / f"wigner_{n}" / "committee", oracle, reference, ics, config)
+            print(f"  {n:5d} Wigner labels  max|dP| = {value:.3f}  (training {seconds:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
