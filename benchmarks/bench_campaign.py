@@ -49,11 +49,11 @@ COUPLINGS = {"nac": {}, "curvature": {"couplings": "curvature", "rescale": "velo
 
 
 def populations_on(potential: Potential, positions: torch.Tensor, velocities: torch.Tensor, config,
-                   couplings: str = "nac") -> np.ndarray:
+                   couplings: str = "nac", seed: int = 12345) -> np.ndarray:
     """Classical populations (T, N) of FSSH on `potential` from the given initial conditions (no stopping); couplings
     'curvature' drives the hops by the energy gaps alone (the same way on the oracle and on the committees)."""
     d = config.dynamics
-    settings = FSSHSettings(dt=d.dt_fs * FS_IN_AU_TIME, n_steps=int(round(d.duration_fs / d.dt_fs)), seed=12345,
+    settings = FSSHSettings(dt=d.dt_fs * FS_IN_AU_TIME, n_steps=int(round(d.duration_fs / d.dt_fs)), seed=seed,
                             **COUPLINGS[couplings])
     engine = FSSHEngine(potential, settings)
     state = engine.initial_state(positions, velocities, torch.full((len(positions),), d.initial_state))

@@ -55,6 +55,8 @@ def main() -> None:
     ics = wigner_harmonic(*oracle.harmonic_modes(), args.trajectories, seed=987654)  # type: ignore[attr-defined]
     reference = populations_on(oracle, *ics, config)
     print(f"oracle: {args.trajectories} trajectories, final populations {np.round(reference[-1], 3).tolist()}")
+    floor = max(float(np.abs(populations_on(oracle, *ics, config, seed=s) - reference).max()) for s in (1, 2, 3))
+    print(f"noise floor: the oracle against itself with other hop random numbers, largest of 3: max|dP| = {floor:.3f}")
     print(f"committee: {args.members} x PaiNN {args.width} x {args.interactions}, {args.epochs} epochs, {args.recipe}, "
           f"gap weight {args.gap_weight:g}")
     with tempfile.TemporaryDirectory() as folder:
