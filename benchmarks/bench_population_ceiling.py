@@ -31,7 +31,26 @@ from exsnn.active.label import label_structures, oracle_metadata  # noqa: E402
 from exsnn.active.sample import initial_geometries  # noqa: E402
 from exsnn.active.train import train_committee  # noqa: E402
 from exsnn.dynamics.initial_conditions import wigner_harmonic  # noqa: E402
+from exsnn.model.potential import ModelPotential  # noqa: E402
+from exsnn.potentials.base import Potential, PotentialOutput  # noqa: E402
 from exsnn.potentials.spec import load_potential  # noqa: E402
+
+
+class MixedPotential(Potential):
+    """Energies and forces of one potential, NACs (and the state vectors that track their signs) of another: which of
+    the two a population error comes from."""
+
+    def __init__(self, surfaces: Potential, couplings: Potential) -> None:
+        self.surfaces, self.couplings = surfaces, couplings
+        self.n_states, self.numbers, self.masses = surfaces.n_states, surfaces.numbers, surfaces.masses
+
+    def compute(self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False,
+                nacs: bool = True, trajectories: torch.Tensor | None = None) -> PotentialOutput:
+        out = self.surfaces.compute(positions, states, all_forces, nacs=False, trajectories=trajectories)
+        if not nacs:
+            return out
+        other = self.couplings.compute(positions, None, False, nacs=True, trajectories=trajectories)
+        return PotentialOutput(out.energies, out.forces, out.all_forces, other.nacs, out.dipoles, other.state_vectors)
 
 
 def main() -> None:
@@ -45,6 +64,9 @@ def main() -> None:
     parser.add_argument("--recipe", default="exsnn-v1")
     parser.add_argument("--gap-weight", type=float, default=0.0, help="loss term on neighbouring-state gaps")
     parser.add_argument("--trajectories", type=int, default=1000)
+    parser.add_argument("--decompose", action="store_true",
+                        help="also run the committee's surfaces with the oracle's NACs and the oracle's surfaces with "
+                             "the committee's NACs")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
@@ -72,6 +94,12 @@ def main() -> None:
             seconds = time.perf_counter() - started
             value = error(root / f"wigner_{n}" / "committee", oracle, reference, ics, config)
             print(f"  {n:5d} Wigner labels  max|dP| = {value:.3f}  (training {seconds:.0f} s)", flush=True)
+            if args.decompose:
+                model = ModelPotential(root / f"wigner_{n}" / "committee", oracle.numbers.numpy(), dtype=torch.float64)
+                for label, mixed in (("committee surfaces + oracle NACs", MixedPotential(model, oracle)),
+                                     ("oracle surfaces + committee NACs", MixedPotential(oracle, model))):
+                    dp = float(np.abs(populations_on(mixed, *ics, config) - reference).max())
+                    print(f"         {label}: max|dP| = {dp:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trajectories", type=int, default=200, help="ch2nh2: number of trajectories (default %(default)s)")
     p.add_argument("--duration", type=float, default=100.0, help="ch2nh2: simulated time, fs (default %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="ch2nh2: seed of the Wigner sampling and the hops")
+    p.add_argument("--model", default=None,
+                   help="ch2nh2: another committee or model folder, e.g. one from `exsnn campaign export` "
+                        "(default: the shipped datasets/ch2nh2_sacasscf/committee)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.set_defaults(run=run_demo)
 
@@ -58,12 +61,15 @@ def run_ch2nh2(args: argparse.Namespace) -> int:
 
     out = Path(args.output or "exsnn-output/demo")
     labels = ["S0", "S1", "S2"]
-    job = PhotodynamicsJob(potential=f"model:{CH2NH2 / 'committee'}", modes=str(CH2NH2 / "modes.json"),
+    model = Path(args.model) if args.model else CH2NH2 / "committee"
+    job = PhotodynamicsJob(potential=f"model:{model}", modes=str(CH2NH2 / "modes.json"),
                            n_trajectories=args.trajectories, duration_fs=args.duration, seed=args.seed, initial_state=2,
                            molecule="CH2NH2+", state_labels=labels,
-                           model_name="committee of 4 PaiNN models, SA-3-CASSCF(6,4)/6-31G* labels")
+                           model_name="committee of 4 PaiNN models, SA-3-CASSCF(6,4)/6-31G* labels" if not args.model
+                           else f"{model}")
     start = time.perf_counter()
-    print("CH2NH2+ photodynamics on the shipped SA-3-CASSCF(6,4)/6-31G* committee (datasets/ch2nh2_sacasscf)")
+    print("CH2NH2+ photodynamics on " + (f"the model in {model}" if args.model else
+                                         "the shipped SA-3-CASSCF(6,4)/6-31G* committee (datasets/ch2nh2_sacasscf)"))
     result = run_photodynamics(job, out)
     print("\npopulations (active state; bands in the plot and table):")
     print("\n".join(format_populations(result, labels)))
