@@ -7,7 +7,7 @@ written to an exsnn dataset (resumable: geometries already labelled are skipped)
 are compared: MAE per state for energies (meV) and forces (meV/Angstrom), per pair for NACs (1/Bohr, phase-free: the
 state-sign vector that fits best per frame), separately for hop and random geometries. Prints a table and writes JSON.
 
-With `--recorded` the run itself is the reference (an on-the-fly run, e.g. dynamics/ch2nh2_on_the_fly.toml): the
+With `--recorded` the run itself is the reference (an on-the-fly run, e.g. datasets/ch2nh2_sacasscf/on_the_fly/): the
 committee is compared with the energies the run recorded at its geometry snapshots, along the reference's own paths,
 and no new labels are computed.
 

@@ -112,6 +112,12 @@ def test_resume_after_sigkill_is_bit_identical(shared_data: Path, tmp_path: Path
     interrupted_at = load_checkpoint(output, torch.device("cpu")).step
     assert interrupted_at < 200
 
+    text = killed.read_text()
+    changed = killed_dir / "changed.toml"
+    changed.write_text(text.replace("dt_fs = 0.5", "dt_fs = 0.25"))
+    refused = exsnn("dynamics", changed, "--resume", "--no-progress")
+    assert refused.returncode == 2 and "resume needs the same input" in refused.stderr
+    killed.write_text("# a comment added after the start does not change the run\n" + text)
     resumed = exsnn("dynamics", killed, "--resume", "--json", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["resumed_from_step"] == interrupted_at

@@ -7,6 +7,7 @@ was."""
 from __future__ import annotations
 
 import sys
+import tomllib
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,14 @@ def initial_states(config: DynamicsConfig, n_states: int) -> torch.Tensor:
     return torch.full((n,), config.initial_state, dtype=torch.long)
 
 
+def same_input(started_with: str, now: str) -> bool:
+    """Whether two TOML inputs ask for the same run: equal tables (comments, spacing and key order do not count)."""
+    try:
+        return tomllib.loads(started_with) == tomllib.loads(now)
+    except tomllib.TOMLDecodeError:
+        return started_with == now
+
+
 def run_ensemble(
     config: DynamicsConfig, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> EnsembleSummary:
@@ -122,7 +131,7 @@ def run_ensemble(
     )
     resumed_from = None
     if resume and config.output.exists():
-        if read_config_text(config.output) != config.text:
+        if not same_input(read_config_text(config.output), config.text):
             raise DataError(
                 config.path,
                 "file",
