@@ -92,6 +92,47 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_convergence_needs_narrow_population_bands() -> None:
+    """Two iterations with the same populations converge only when the bands (trajectory bootstrap and committee
+    spread) are narrow: a committee unsure everywhere has bands wide enough to contain any change."""
+    from exsnn.active.config import StoppingConfig
+    from exsnn.active.decide import decide
+
+    rng = np.random.default_rng(0)
+    T, B = 20, 400
+    active = np.where(rng.random((T, B)) < np.linspace(0, 0.6, T)[:, None], 1, 2)
+    fractions = np.stack([(active == s).mean(1) for s in range(3)], axis=1)  # (T, 3)
+
+    def record(spread: float) -> dict[str, np.ndarray]:
+        members = np.stack([fractions + spread * sign * np.array([0.0, 1.0, -1.0]) for sign in (-1, 1, -1, 1)])
+        return {"active": active, "status": np.zeros((T, B), dtype=int), "member_populations": members}
+
+    config = StoppingConfig(max_iterations=50, label_budget=10_000)
+    narrow = decide(record(0.01), record(0.01), 3, 3, 100, config)
+    assert narrow.stop == "converged" and narrow.population_band < 0.1
+    wide = decide(record(0.2), record(0.2), 3, 3, 100, config)
+    assert wide.stop is None and wide.population_gap <= 0 and wide.population_band > 0.2
+    assert decide(record(0.2), record(0.2), 3, 3, 100, StoppingConfig(max_band=0.5)).stop == "converged"
+
+
+@pytest.mark.slow
+def test_a_stopped_campaign_goes_on_when_its_rule_no_longer_stops_it(shared_data: Path, tmp_path: Path) -> None:
+    """Stopped by its iteration limit, a campaign whose campaign.toml then allows more iterations resumes from the
+    selection of its last iteration, labels, and runs the next iteration."""
+    out = tmp_path / "campaign"
+    config = write_config(tmp_path, shared_data, TINY.replace("max_iterations = 2", "max_iterations = 1"))
+    assert exsnn("campaign", "run", config, "-o", out).returncode == 0
+    first = json.loads(exsnn("campaign", "status", out, "--json").stdout)
+    assert first["stopped"] == "iteration limit" and first["iteration"] == 0 and first["n_labels"] == 16
+    copy = out / "campaign.toml"
+    copy.write_text(copy.read_text().replace("max_iterations = 1", "max_iterations = 2"))
+    resumed = exsnn("campaign", "resume", out)
+    assert resumed.returncode == 0 and "going on" in resumed.stderr, resumed.stderr
+    second = json.loads(exsnn("campaign", "status", out, "--json").stdout)
+    assert second["iteration"] == 1 and second["stopped"] is not None and second["n_labels"] > 16
+    assert [h["iteration"] for h in second["history"]] == [0, 1]
+
+
 def phase_is(output: Path, marker: str) -> bool:
     """True when the campaign's state file says it is about to run `marker` ("ITERATION:PHASE")."""
     try:

@@ -214,6 +214,7 @@ class Campaign:
     def run(self) -> CampaignState:
         """Run phases until the campaign stops; state.json is written after every phase."""
         state = self.directory.read_state()
+        self._reopen_if_rule_changed(state)
         while state.stopped is None:
             phase, started = state.phase, time.perf_counter()
             if phase == "initial":
@@ -237,6 +238,21 @@ class Campaign:
             state.n_labels = self._count()
             self.directory.write_state(state)
         return state
+
+    def _reopen_if_rule_changed(self, state: CampaignState) -> None:
+        """A stopped campaign whose stopping rule, under the present campaign.toml (a larger label budget or iteration
+        limit, a stricter convergence rule), no longer stops it goes on from the selection of its last iteration."""
+        if state.stopped is None or state.phase == "initial":
+            return
+        record = _load_record(self.directory.iteration(state.iteration) / "dynamics.npz")
+        if record is None or (self.directory.iteration(state.iteration) / "selection.npz").exists():
+            return
+        decision = self._decision(state)
+        if decision.stop is None:
+            self.say(f"iteration {state.iteration}: stopped before ({state.stopped}), but not under the present "
+                     f"campaign.toml: going on")
+            state.stopped, state.converged, state.phase = None, False, "select"
+            self.directory.write_state(state)
 
     def _decision_for_report(self, state: CampaignState) -> Decision:
         """The decision of this iteration as taken before labelling (labels added since do not change it)."""

@@ -140,6 +140,9 @@ class ThresholdConfig:
 class StoppingConfig:
     finished_fraction: float = 0.95
     z: float = 2.0
+    # largest standard error (trajectory bootstrap and committee spread combined) of any state's population at any
+    # time that still counts as converged
+    max_band: float = 0.1
     max_iterations: int = 8
     label_budget: int = 400
 
@@ -236,6 +239,7 @@ def _check(config: CampaignConfig) -> None:
     need(config.stopping.max_iterations >= 1 and config.stopping.label_budget >= config.initial.n_frames,
          "[stopping] max_iterations/label_budget", "need max_iterations >= 1 and label_budget >= [initial] n_frames")
     need(config.stopping.z > 0, "[stopping] z", "must be positive")
+    need(0 < config.stopping.max_band <= 1, "[stopping] max_band", "must lie in (0, 1]")
 
 
 def parse_config(text: str, path: Path) -> CampaignConfig:

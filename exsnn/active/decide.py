@@ -55,6 +55,7 @@ class Decision:
     finished_fraction: float
     population_gap: float | None  # max over states and times of |dP| - z se (<= 0: consistent)
     max_population_change: float | None
+    population_band: float | None = None  # max over states and times of this iteration's combined standard error
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -70,17 +71,20 @@ def decide(record: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None
     """Whether the campaign stops after this iteration's dynamics, and why."""
     fraction = finished_fraction(record["status"][-1])
     gap = change = None
+    p, se, _ = population_bands(record, n_states)
+    band = float(se.max())
     if previous is not None:
-        p, se, _ = population_bands(record, n_states)
         q, se_q, _ = population_bands(previous, n_states)
         T = min(len(p), len(q))
         difference = np.abs(p[:T] - q[:T])
         change = float(difference.max())
         gap = float((difference - config.z * np.sqrt(se[:T] ** 2 + se_q[:T] ** 2)).max())
-    if gap is not None and gap <= 0 and fraction >= config.finished_fraction:
-        return Decision("converged", fraction, gap, change)
+    # converged: the populations are known (narrow bands), unchanged within them, and the dynamics was trusted; bands
+    # wide enough to contain any change would otherwise let a committee that is unsure everywhere "converge"
+    if gap is not None and gap <= 0 and fraction >= config.finished_fraction and band <= config.max_band:
+        return Decision("converged", fraction, gap, change, band)
     if labels_spent >= config.label_budget:
-        return Decision("label budget", fraction, gap, change)
+        return Decision("label budget", fraction, gap, change, band)
     if iteration + 1 >= config.max_iterations:
-        return Decision("iteration limit", fraction, gap, change)
-    return Decision(None, fraction, gap, change)
+        return Decision("iteration limit", fraction, gap, change, band)
+    return Decision(None, fraction, gap, change, band)
