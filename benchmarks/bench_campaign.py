@@ -70,6 +70,19 @@ def error(model_folder: Path, oracle: Potential, reference: np.ndarray, ics, con
     return float(np.abs(populations_on(model, *ics, config, couplings) - reference).max())
 
 
+def oracle_reference(config_path: str, trajectories: int, couplings: str = "nac"):
+    """One thread; the campaign config, its oracle, `trajectories` 0 K Wigner initial conditions (a dedicated seed) and
+    the oracle's classical populations (T, N) from them."""
+    torch.set_num_threads(1)
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
+    config = load_config(config_path)
+    oracle = load_potential(config.oracle_spec())
+    ics = wigner_harmonic(*oracle.harmonic_modes(), trajectories, seed=987654)  # type: ignore[attr-defined]
+    reference = populations_on(oracle, *ics, config, couplings)
+    print(f"oracle: {trajectories} trajectories, final populations {np.round(reference[-1], 3).tolist()}")
+    return config, oracle, ics, reference
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default=str(ROOT / "dynamics" / "campaign_so2_lvc.toml"))
@@ -80,14 +93,7 @@ def main() -> None:
                         help="how the evaluation dynamics (oracle and committees alike) drive hops; 'curvature' takes "
                              "the learned NACs out of the comparison (a diagnostic: it is not the same physics)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
-    config = load_config(args.config)
-    oracle = load_potential(config.oracle_spec())
-    reference_modes = oracle.harmonic_modes()  # type: ignore[attr-defined]
-    ics = wigner_harmonic(*reference_modes, args.trajectories, seed=987654)
-    reference = populations_on(oracle, *ics, config, args.couplings)
-    print(f"oracle: {args.trajectories} trajectories, final populations {np.round(reference[-1], 3).tolist()}")
+    config, oracle, ics, reference = oracle_reference(args.config, args.trajectories, args.couplings)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         started = time.perf_counter()

@@ -13,7 +13,6 @@ the error stays well above the target at thousands of labels, the limit is not t
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -24,16 +23,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_campaign import ROOT, error, populations_on  # noqa: E402
+from bench_campaign import ROOT, error, oracle_reference, populations_on  # noqa: E402
 
-from exsnn.active.config import load_config  # noqa: E402
 from exsnn.active.label import label_structures, oracle_metadata  # noqa: E402
 from exsnn.active.sample import initial_geometries  # noqa: E402
 from exsnn.active.train import train_committee  # noqa: E402
-from exsnn.dynamics.initial_conditions import wigner_harmonic  # noqa: E402
 from exsnn.model.potential import ModelPotential  # noqa: E402
 from exsnn.potentials.base import Potential, PotentialOutput  # noqa: E402
-from exsnn.potentials.spec import load_potential  # noqa: E402
 
 
 class MixedPotential(Potential):
@@ -68,15 +64,9 @@ def main() -> None:
                         help="also run the committee's surfaces with the oracle's NACs and the oracle's surfaces with "
                              "the committee's NACs")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
-    config = load_config(args.config)
+    config, oracle, ics, reference = oracle_reference(args.config, args.trajectories)
     committee = replace(config.committee, width=args.width, interactions=args.interactions, epochs=args.epochs,
                         members=args.members, recipe=args.recipe, gap_weight=args.gap_weight)
-    oracle = load_potential(config.oracle_spec())
-    ics = wigner_harmonic(*oracle.harmonic_modes(), args.trajectories, seed=987654)  # type: ignore[attr-defined]
-    reference = populations_on(oracle, *ics, config)
-    print(f"oracle: {args.trajectories} trajectories, final populations {np.round(reference[-1], 3).tolist()}")
     floor = max(float(np.abs(populations_on(oracle, *ics, config, seed=s) - reference).max()) for s in (1, 2, 3))
     print(f"noise floor: the oracle against itself with other hop random numbers, largest of 3: max|dP| = {floor:.3f}")
     print(f"committee: {args.members} x PaiNN {args.width} x {args.interactions}, {args.epochs} epochs, {args.recipe}, "
