@@ -131,6 +131,7 @@ def test_a_stopped_campaign_goes_on_when_its_rule_no_longer_stops_it(shared_data
     second = json.loads(exsnn("campaign", "status", out, "--json").stdout)
     assert second["iteration"] == 1 and second["stopped"] is not None and second["n_labels"] > 16
     assert [h["iteration"] for h in second["history"]] == [0, 1]
+    assert all(h["decision"]["population_band"] is not None for h in second["history"]), second["history"]  # reports carry the band
 
 
 def phase_is(output: Path, marker: str) -> bool:

@@ -11,6 +11,7 @@ member whose training was interrupted is retrained from its start, so the result
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -259,7 +260,7 @@ class Campaign:
         folder = self.directory.iteration(state.iteration)
         if (folder / "selection.npz").exists():  # the campaign went on: it did not stop at this iteration
             decision = self._decision(state)
-            return Decision(None, decision.finished_fraction, decision.population_gap, decision.max_population_change)
+            return dataclasses.replace(decision, stop=None)
         return self._decision(state)
 
 
