@@ -7,7 +7,7 @@ evaluated exactly as `bench_campaign.py` does (same initial conditions and rando
 the error stays well above the target at thousands of labels, the limit is not the number of labels.
 
     .venv/bin/python benchmarks/bench_population_ceiling.py [--frames 250,1000,2000] [--width 64 --interactions 3
-        --epochs 200 --members 2] [--trajectories 1000]
+        --epochs 200 --members 2] [--head diabatic] [--trajectories 1000]
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=2)
     parser.add_argument("--recipe", default="exsnn-v1")
     parser.add_argument("--gap-weight", type=float, default=0.0, help="loss term on neighbouring-state gaps")
+    parser.add_argument("--head", default="adiabatic", choices=("adiabatic", "diabatic"),
+                        help="the network's output head (diabatic: a learned quasi-diabatic Hamiltonian)")
     parser.add_argument("--trajectories", type=int, default=1000)
     parser.add_argument("--decompose", action="store_true",
                         help="also run the committee's surfaces with the oracle's NACs and the oracle's surfaces with "
@@ -66,11 +68,12 @@ def main() -> None:
     args = parser.parse_args()
     config, oracle, ics, reference = oracle_reference(args.config, args.trajectories)
     committee = replace(config.committee, width=args.width, interactions=args.interactions, epochs=args.epochs,
-                        members=args.members, recipe=args.recipe, gap_weight=args.gap_weight)
+                        members=args.members, recipe=args.recipe, gap_weight=args.gap_weight,
+                        head=args.head)
     floor = max(float(np.abs(populations_on(oracle, *ics, config, seed=s) - reference).max()) for s in (1, 2, 3))
     print(f"noise floor: the oracle against itself with other hop random numbers, largest of 3: max|dP| = {floor:.3f}")
     print(f"committee: {args.members} x PaiNN {args.width} x {args.interactions}, {args.epochs} epochs, {args.recipe}, "
-          f"gap weight {args.gap_weight:g}")
+          f"gap weight {args.gap_weight:g}, {args.head} head")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         for n in [int(x) for x in args.frames.split(",")]:

@@ -83,6 +83,10 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
     assert weighted.committee.gap_weight == 2.0 and parse_config(good, tmp_path / "c.toml").committee.gap_weight == 0
     with pytest.raises(ConfigurationError, match=r"\[committee\] gap_weight"):
         parse_config(good.replace("members = 2", "members = 2\ngap_weight = -1"), tmp_path / "c.toml")
+    diabatic = parse_config(good.replace("members = 2", "members = 2\nhead = 'diabatic'"), tmp_path / "c.toml")
+    assert diabatic.committee.head == "diabatic" and parse_config(good, tmp_path / "c.toml").committee.head == "adiabatic"
+    with pytest.raises(ConfigurationError, match=r"\[committee\] head"):
+        parse_config(good.replace("members = 2", "members = 2\nhead = 'magic'"), tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[dynamics\] speed"):
         parse_config(good.replace("initial_state = 2", "initial_state = 2\nspeed = 3"), tmp_path / "c.toml")
     bad = tmp_path / "bad.toml"

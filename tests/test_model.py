@@ -25,9 +25,10 @@ from exsnn.potentials.lvc import LVCPotential
 torch.manual_seed(0)
 
 
-def small_network(dipoles: bool = True, representation: str = "painn") -> MultiStateNetwork:
+def small_network(dipoles: bool = True, representation: str = "painn", head: str = "adiabatic") -> MultiStateNetwork:
     torch.manual_seed(1)
     config = NetworkConfig(
+        head=head,
         n_states=3,
         n_atom_basis=16,
         n_interactions=2,
@@ -63,9 +64,9 @@ GEOMETRY = torch.tensor(
 )
 
 
-@pytest.mark.parametrize("representation", ["painn", "so3net"])
-def test_energies_invariant_and_vectors_equivariant(representation: str) -> None:
-    net = small_network(representation=representation)
+@pytest.mark.parametrize(("representation", "head"), [("painn", "adiabatic"), ("so3net", "adiabatic"), ("painn", "diabatic")])
+def test_energies_invariant_and_vectors_equivariant(representation: str, head: str) -> None:
+    net = small_network(representation=representation, head=head)
     base = net(molecule_batch(GEOMETRY), forces="all")
     rotation = torch.tensor(Rotation.random(random_state=3).as_matrix())
     moved = net(
@@ -83,8 +84,9 @@ def test_energies_invariant_and_vectors_equivariant(representation: str) -> None
         torch.testing.assert_close(permuted[key], base[key][perm], atol=1e-10, rtol=1e-8, msg=key)
 
 
-def test_forces_are_minus_the_finite_difference_gradient() -> None:
-    net = small_network(dipoles=False)
+@pytest.mark.parametrize("head", ["adiabatic", "diabatic"])
+def test_forces_are_minus_the_finite_difference_gradient(head: str) -> None:
+    net = small_network(dipoles=False, head=head)
     out = net(molecule_batch(GEOMETRY), forces="all")
     h = 1e-5
     fd = torch.zeros_like(out["forces"])
@@ -100,8 +102,9 @@ def test_forces_are_minus_the_finite_difference_gradient() -> None:
     torch.testing.assert_close(out["forces"], fd, atol=1e-8, rtol=1e-6)
 
 
-def test_active_state_path_equals_all_states_path() -> None:
-    net = small_network(dipoles=False)
+@pytest.mark.parametrize("head", ["adiabatic", "diabatic"])
+def test_active_state_path_equals_all_states_path(head: str) -> None:
+    net = small_network(dipoles=False, head=head)
     positions = torch.cat([GEOMETRY, GEOMETRY + 0.1])
     batch = molecule_batch(positions[:6])
     batch = {k: v for k, v in batch.items()}
@@ -118,6 +121,31 @@ def test_active_state_path_equals_all_states_path() -> None:
     everything = net(two, forces="all")["forces"]
     selected = net(two, forces="selected", states=states)["forces"]
     torch.testing.assert_close(selected, everything[torch.arange(12), states.repeat_interleave(6)], atol=1e-12, rtol=0)
+
+
+def test_diabatic_head_nacs_are_the_derivative_coupling_of_its_eigenvectors() -> None:
+    """d_ij = <U_i | dU_j/dR> by central differences of the eigenvectors of the learned H (signs aligned), and the
+    energies are the eigenvalues of the symmetric H it reports."""
+    net = small_network(dipoles=False, head="diabatic")
+    out = net(molecule_batch(GEOMETRY), forces="all")
+    hamiltonian = out["hamiltonian"][0]
+    torch.testing.assert_close(hamiltonian, hamiltonian.T)
+    torch.testing.assert_close(torch.linalg.eigvalsh(hamiltonian), out["energies"][0], atol=1e-12, rtol=0)
+    vectors = out["state_vectors"][0]
+    h = 1e-5
+    fd = torch.zeros_like(out["nacs"])
+    for a in range(6):
+        for c in range(3):
+            shifted = []
+            for step in (h, -h):
+                moved = GEOMETRY.clone()
+                moved[a, c] += step
+                u = net(molecule_batch(moved), forces=None)["state_vectors"][0]
+                shifted.append(u * torch.sign((u * vectors).sum(0)))  # the sign of each state as at GEOMETRY
+            derivative = vectors.T @ (shifted[0] - shifted[1]) / (2 * h)  # (N, N): <i | d j>
+            fd[a, :, c] = derivative[[0, 0, 1], [1, 2, 2]]
+    assert fd.abs().max() > 1e-3  # the states do mix
+    torch.testing.assert_close(out["nacs"], fd, atol=1e-7, rtol=1e-3)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ cutoff = 8.0                    # Bohr
 batch_size = 16
 learning_rate = 1e-3
 threads = 1
+# head = "diabatic"             # members learn a quasi-diabatic Hamiltonian: NACs right around conical intersections
 
 [dynamics]
 n_trajectories = 100
@@ -68,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from exsnn.errors import ConfigurationError
+from exsnn.model.network import HEADS
 
 
 @dataclass
@@ -100,6 +102,7 @@ class CommitteeConfig:
     recipe: str = "exsnn-v1"  # the campaign was validated with v1 (plateau schedule, normalised losses 1/1/1)
     bootstrap: bool = False  # members on bootstrap resamples of the training frames: more diverse committees
     gap_weight: float = 0.0  # loss term on the gaps between neighbouring states (exsnn train --gap-weight); 0: off
+    head: str = "adiabatic"  # or "diabatic": members learn a quasi-diabatic Hamiltonian (exsnn train --head)
 
 
 @dataclass
@@ -219,6 +222,7 @@ def _check(config: CampaignConfig) -> None:
     for key in ("epochs", "warm_epochs", "width", "interactions", "batch_size", "threads"):
         need(getattr(config.committee, key) >= 1, f"[committee] {key}", "must be at least 1")
     need(config.committee.gap_weight >= 0, "[committee] gap_weight", "must be >= 0")
+    need(config.committee.head in HEADS, "[committee] head", f"must be one of {HEADS}, got {config.committee.head!r}")
     need(config.committee.cutoff > 0 and config.committee.learning_rate > 0, "[committee] cutoff/learning_rate",
          "must be positive")
     need(config.dynamics.n_trajectories >= 2, "[dynamics] n_trajectories", "must be at least 2")

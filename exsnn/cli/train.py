@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cutoff", type=float, help="Bohr")
     p.add_argument("--representation", choices=("painn", "so3net"))
     p.add_argument("--dipoles", action="store_true", default=None, help="also learn dipoles and transition dipoles")
+    p.add_argument("--head", choices=("adiabatic", "diabatic"),
+                   help="adiabatic (default): energy and coupling heads; diabatic: a learned quasi-diabatic Hamiltonian "
+                        "whose eigen-decomposition gives energies, forces and NACs")
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: no early stopping)")
@@ -62,7 +65,7 @@ def int_or_auto(text: str) -> int | str:
 
 
 FIELDS = ("recipe", "max_steps", "schedule", "warmup", "loss", "max_epochs", "batch_size", "learning_rate", "n_atom_basis",
-          "n_interactions", "cutoff", "representation", "dipoles", "split", "seed", "patience", "double_precision", "threads",
+          "n_interactions", "cutoff", "representation", "dipoles", "head", "split", "seed", "patience", "double_precision", "threads",
           "accelerator", "devices", "progress_bar", "bootstrap")
 
 
@@ -71,7 +74,7 @@ FLAGS = {"recipe": "--recipe", "max_steps": "--steps", "schedule": "--schedule",
          "weights.forces": "--force-weight", "weights.nacs": "--nac-weight",
          "weights.energies": "--energy-weight", "weights.gaps": "--gap-weight", "max_epochs": "--epochs",
          "batch_size": "--batch-size", "learning_rate": "--lr", "n_atom_basis": "--width",
-         "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "split": "--split",
+         "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "head": "--head", "split": "--split",
          "seed": "--seed", "patience": "--patience", "threads": "--threads", "devices": "--devices"}
 
 

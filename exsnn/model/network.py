@@ -15,6 +15,17 @@ From one shared representation of B molecules (A atoms, N states, P = N(N-1)/2 p
   which equals h_ij / dE when |dE| >> eps and stays finite (|d| <= |h| / eps) at a degeneracy;
 * optional dipoles (B, Pd, 3), e*Bohr: per atom a scalar charge-like and a vector term per state pair,
   mu_k = sum_a q_ak (r_a - r_centre) + v_ak (permanent dipoles on the diagonal pairs, transition dipoles elsewhere).
+
+With `head = "diabatic"` the energies and couplings come instead from one learned quasi-diabatic Hamiltonian
+H (B, N, N), Hartree: an atomwise MLP on the scalar features gives the Pd = N(N+1)/2 upper-triangle elements (the
+diagonal shifted by the per-state mean energy per atom), summed over atoms. Its eigen-decomposition H = U diag(E) U^T
+gives the adiabatic energies E; with the derivatives dH/dR (Pd backward passes) the Hellmann-Feynman relations give
+the forces F_k = -U_k^T dH U_k and the smooth couplings h_ij = U_i^T dH U_j = (E_j - E_i) d_ij of every pair. Near a
+conical intersection h rotates around the seam and changes sign around it (the geometric phase), which one smooth
+vector output per geometry cannot follow; eigenvectors of a smooth H do it exactly (the construction behind
+diabatisation-by-fitting models, e.g. Guan, Zhang, Yarkony's neural-network diabatic potentials, J. Chem. Phys. 150,
+101101 (2019)). Only the adiabatic labels are fitted, so H is one of many quasi-diabatic Hamiltonians consistent
+with them.
 """
 
 from __future__ import annotations
@@ -31,6 +42,9 @@ from exsnn.data.properties import dipole_pairs, n_dipole_pairs, n_pairs, state_p
 from exsnn.errors import ConfigurationError
 
 
+HEADS = ("adiabatic", "diabatic")
+
+
 @dataclass
 class ArchitectureConfig:
     """The network's shape: what a user chooses (defaults live here only; training nests this as `network`)."""
@@ -42,11 +56,14 @@ class ArchitectureConfig:
     cutoff: float = 10.0  # Bohr
     dipoles: bool = False
     nac_epsilon: float = 1e-3  # Hartree, gap regulariser of d = h / dE
+    head: str = "adiabatic"  # "adiabatic": energy and coupling heads; "diabatic": a learned quasi-diabatic Hamiltonian
 
     def __post_init__(self) -> None:
         if self.representation not in ("painn", "so3net"):
             raise ConfigurationError(f"unknown representation {self.representation!r}; expected 'painn' or 'so3net'",
                                      where="representation")
+        if self.head not in HEADS:
+            raise ConfigurationError(f"unknown head {self.head!r}; expected one of {HEADS}", where="head")
         for name in ("n_atom_basis", "n_interactions", "n_rbf"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigurationError(f"must be a positive integer, got {getattr(self, name)!r}", where=name)
@@ -95,8 +112,14 @@ class MultiStateNetwork(nn.Module):
         N, F = config.n_states, config.n_atom_basis
         self.distances = spk.atomistic.PairwiseDistances()
         self.representation = build_representation(config)
-        self.energy_head = spk.nn.build_mlp(n_in=F, n_out=N, n_layers=2)
-        self.nac_head = spk.nn.build_gated_equivariant_mlp(n_in=F, n_out=n_pairs(N), n_layers=2) if N > 1 else None
+        self.diabatic = config.head == "diabatic"
+        if self.diabatic:
+            self.hamiltonian_head = spk.nn.build_mlp(n_in=F, n_out=n_dipole_pairs(N), n_layers=2)
+            self.energy_head = self.nac_head = None
+        else:
+            self.hamiltonian_head = None
+            self.energy_head = spk.nn.build_mlp(n_in=F, n_out=N, n_layers=2)
+            self.nac_head = spk.nn.build_gated_equivariant_mlp(n_in=F, n_out=n_pairs(N), n_layers=2) if N > 1 else None
         self.dipole_head = spk.nn.build_gated_equivariant_mlp(n_in=F, n_out=n_dipole_pairs(N), n_layers=2) if config.dipoles else None
         mean = config.energy_mean_per_atom or [0.0] * N
         self.register_buffer("energy_mean", torch.tensor(mean, dtype=torch.float64))
@@ -106,6 +129,12 @@ class MultiStateNetwork(nn.Module):
         self.register_buffer("pair_i", pairs[:, 0])
         self.register_buffer("pair_j", pairs[:, 1])
         self.register_buffer("dipole_pairs", torch.tensor(dipole_pairs(N), dtype=torch.long).reshape(-1, 2))
+        # diabatic head: column of the upper-triangle element behind each entry of H (N*N,), and which are diagonal
+        triangle = {pair: k for k, pair in enumerate(dipole_pairs(N))}
+        self.register_buffer("hamiltonian_columns", torch.tensor(
+            [triangle[(min(r, c), max(r, c))] for r in range(N) for c in range(N)], dtype=torch.long), persistent=False)
+        self.register_buffer("hamiltonian_diagonal", torch.tensor([i == j for i, j in dipole_pairs(N)], dtype=torch.bool),
+                             persistent=False)
 
     @property
     def n_states(self) -> int:
@@ -132,31 +161,39 @@ class MultiStateNetwork(nn.Module):
         and forces as asked. `create_graph` keeps the graph of the forces (training).
         """
         positions = batch[structure.R]
-        if forces is not None and not positions.requires_grad:
+        derivatives = forces is not None or (self.diabatic and self.n_states > 1)  # diabatic couplings need dH/dR
+        if derivatives and not positions.requires_grad:
             positions = positions.detach().requires_grad_(True)
             batch = {**batch, structure.R: positions}
-        with torch.set_grad_enabled(torch.is_grad_enabled() or forces is not None):
+        with torch.set_grad_enabled(torch.is_grad_enabled() or derivatives):
             out = self.predict(batch)
-            add_forces(out, positions, forces, states, create_graph, self.n_states)
+            if self.diabatic:
+                add_diabatic_derivatives(out, positions, batch[structure.idx_m], forces, states, create_graph, self)
+            else:
+                add_forces(out, positions, forces, states, create_graph, self.n_states)
         return out
 
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Everything but the forces: energies (B, N), smooth_nacs and nacs (A, P, 3), dipoles (B, Pd, 3) when
-        configured (the part that `torch.compile` may compile; forces are derivatives of its energies)."""
+        configured (the part that `torch.compile` may compile; forces are derivatives of its energies). The diabatic
+        head gives instead energies, hamiltonian (B, N, N), hamiltonian_elements (B, Pd) and state_vectors U (B, N, N):
+        its couplings and forces need dH/dR (`forward`)."""
         positions = batch[structure.R]
         inputs = self.features(batch)
         scalar = inputs["scalar_representation"]
         idx_m = batch[structure.idx_m]
         n_molecules = int(batch[structure.n_atoms].shape[0])
         dtype = scalar.dtype
-        atomic = self.energy_head(scalar) * self.energy_std.to(dtype) + self.energy_mean.to(dtype)
-        energies = spk.nn.scatter_add(atomic, idx_m, dim_size=n_molecules)
-        out: dict[str, torch.Tensor] = {"energies": energies}
+        if self.hamiltonian_head is not None:
+            out = self.diabatic_energies(scalar, idx_m, n_molecules)
+        else:
+            atomic = self.energy_head(scalar) * self.energy_std.to(dtype) + self.energy_mean.to(dtype)
+            out = {"energies": spk.nn.scatter_add(atomic, idx_m, dim_size=n_molecules)}
         if self.nac_head is not None:
             _, vectors = self.nac_head((scalar, inputs["vector_representation"]))
             smooth = vectors.permute(0, 2, 1) * self.coupling_scale.to(dtype)  # (A, P, 3)
             out["smooth_nacs"] = smooth
-            out["nacs"] = self.nacs_from_smooth(smooth, energies, idx_m)
+            out["nacs"] = self.nacs_from_smooth(smooth, out["energies"], idx_m)
         if self.dipole_head is not None:
             charges, vectors = self.dipole_head((scalar, inputs["vector_representation"]))
             centre = spk.nn.scatter_add(positions, idx_m, dim_size=n_molecules) / batch[structure.n_atoms][:, None].to(dtype)
@@ -165,12 +202,58 @@ class MultiStateNetwork(nn.Module):
             out["dipoles"] = spk.nn.scatter_add(atomwise, idx_m, dim_size=n_molecules).permute(0, 2, 1)
         return out
 
+    def diabatic_energies(self, scalar: torch.Tensor, idx_m: torch.Tensor, n_molecules: int) -> dict[str, torch.Tensor]:
+        """Quasi-diabatic H (B, N, N) from the scalar features (A, F), its eigenvalues (B, N) ascending and
+        eigenvectors U (B, N, N) (columns; eigh in float64, returned in the network's precision)."""
+        dtype = scalar.dtype
+        N = self.n_states
+        shift = torch.zeros(self.hamiltonian_diagonal.shape, dtype=dtype, device=scalar.device)
+        shift[self.hamiltonian_diagonal] = self.energy_mean.to(dtype)
+        atomic = self.hamiltonian_head(scalar) * self.energy_std.to(dtype) + shift  # (A, Pd)
+        elements = spk.nn.scatter_add(atomic, idx_m, dim_size=n_molecules)  # (B, Pd)
+        hamiltonian = elements[:, self.hamiltonian_columns].reshape(n_molecules, N, N)
+        energies, vectors = torch.linalg.eigh(hamiltonian.double())
+        return {"energies": energies.to(dtype), "hamiltonian": hamiltonian, "hamiltonian_elements": elements,
+                "state_vectors": vectors.to(dtype)}
+
     def nacs_from_smooth(self, smooth: torch.Tensor, energies: torch.Tensor, idx_m: torch.Tensor) -> torch.Tensor:
         """d = h / (sign(dE) sqrt(dE^2 + eps^2)) per atom and pair (see module docstring)."""
         gap = energies[:, self.pair_j] - energies[:, self.pair_i]  # (B, P)
         sign = torch.where(gap < 0, -1.0, 1.0).to(gap.dtype)
         denominator = sign * torch.sqrt(gap**2 + self.config.nac_epsilon**2)
         return smooth / denominator[idx_m][:, :, None]
+
+
+def add_diabatic_derivatives(out: dict[str, torch.Tensor], positions: torch.Tensor, idx_m: torch.Tensor,
+                             forces: str | None, states: torch.Tensor | None, create_graph: bool,
+                             network: MultiStateNetwork) -> None:
+    """Forces (as `MultiStateNetwork.forward` asks) and smooth_nacs / nacs (A, P, 3) of a diabatic-head prediction:
+    dH/dR by one backward pass per upper-triangle element, G = U^T dH U per atom, F_k = -G_kk, h_ij = G_ij."""
+    N = network.n_states
+    if forces is None and N < 2:
+        return
+    elements = out["hamiltonian_elements"]
+    n_elements = elements.shape[1]
+    gradients = [  # (torch.autograd.grad's is_grads_batched was measured no faster here)
+        torch.autograd.grad(elements[:, k].sum(), positions, create_graph=create_graph,
+                            retain_graph=create_graph or k < n_elements - 1)[0]
+        for k in range(n_elements)
+    ]
+    derivative = torch.stack(gradients, 1)[:, network.hamiltonian_columns].reshape(-1, N, N, 3)  # (A, N, N, 3)
+    vectors = out["state_vectors"][idx_m]  # (A, N, N)
+    coupling = torch.einsum("aki,aklx,alj->aijx", vectors, derivative, vectors)  # (A, N, N, 3)
+    if forces == "all":
+        out["forces"] = -torch.diagonal(coupling, dim1=1, dim2=2).permute(0, 2, 1)  # (A, N, 3)
+    elif forces == "selected":
+        if states is None:
+            raise ValueError("forces='selected' needs the selected state of every molecule")
+        selected = states.to(coupling.device).long()[idx_m]
+        atoms = torch.arange(len(selected), device=coupling.device)
+        out["forces"] = -coupling[atoms, selected, selected]
+    if N > 1:
+        smooth = coupling[:, network.pair_i, network.pair_j]  # (A, P, 3)
+        out["smooth_nacs"] = smooth
+        out["nacs"] = network.nacs_from_smooth(smooth, out["energies"], idx_m)
 
 
 def add_forces(out: dict[str, torch.Tensor], positions: torch.Tensor, forces: str | None, states: torch.Tensor | None,

@@ -176,8 +176,8 @@ class ModelPotential(Potential):
                 structure.offsets: torch.zeros((len(idx_i), 3), dtype=self.dtype, device=self.device)}
 
     def _compiled_predict(self, network: torch.nn.Module) -> Callable[..., dict[str, torch.Tensor]] | None:
-        if not self.compile or not isinstance(network, MultiStateNetwork):
-            return None
+        if not self.compile or not isinstance(network, MultiStateNetwork) or network.diabatic:
+            return None  # the diabatic head's couplings are derivatives too: evaluated eagerly
         if network not in self._compiled:
             self._compiled[network] = torch.compile(network.predict, dynamic=True)
         return self._compiled[network]
