@@ -74,7 +74,8 @@ FLAGS = {"recipe": "--recipe", "max_steps": "--steps", "schedule": "--schedule",
          "weights.forces": "--force-weight", "weights.nacs": "--nac-weight",
          "weights.energies": "--energy-weight", "weights.gaps": "--gap-weight", "max_epochs": "--epochs",
          "batch_size": "--batch-size", "learning_rate": "--lr", "n_atom_basis": "--width",
-         "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "head": "--head", "split": "--split",
+         "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "head": "--head",
+         "split": "--split",
          "seed": "--seed", "patience": "--patience", "threads": "--threads", "devices": "--devices"}
 
 

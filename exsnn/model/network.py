@@ -41,7 +41,6 @@ from torch import nn
 from exsnn.data.properties import dipole_pairs, n_dipole_pairs, n_pairs, state_pairs
 from exsnn.errors import ConfigurationError
 
-
 HEADS = ("adiabatic", "diabatic")
 
 
