@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--gap-weight", type=float, default=0.0, help="loss term on neighbouring-state gaps")
     parser.add_argument("--head", default="adiabatic", choices=("adiabatic", "diabatic"),
                         help="the network's output head (diabatic: a learned quasi-diabatic Hamiltonian)")
+    parser.add_argument("--indexed-couplings", action="store_true", help="diabatic head: couplings weighed per atom")
     parser.add_argument("--trajectories", type=int, default=1000)
     parser.add_argument("--decompose", action="store_true",
                         help="also run the committee's surfaces with the oracle's NACs and the oracle's surfaces with "
@@ -69,11 +70,11 @@ def main() -> None:
     config, oracle, ics, reference = oracle_reference(args.config, args.trajectories)
     committee = replace(config.committee, width=args.width, interactions=args.interactions, epochs=args.epochs,
                         members=args.members, recipe=args.recipe, gap_weight=args.gap_weight,
-                        head=args.head)
+                        head=args.head, indexed_couplings=args.indexed_couplings)
     floor = max(float(np.abs(populations_on(oracle, *ics, config, seed=s) - reference).max()) for s in (1, 2, 3))
     print(f"noise floor: the oracle against itself with other hop random numbers, largest of 3: max|dP| = {floor:.3f}")
     print(f"committee: {args.members} x PaiNN {args.width} x {args.interactions}, {args.epochs} epochs, {args.recipe}, "
-          f"gap weight {args.gap_weight:g}, {args.head} head")
+          f"gap weight {args.gap_weight:g}, {args.head} head{' (indexed couplings)' if args.indexed_couplings else ''}")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         for n in [int(x) for x in args.frames.split(",")]:

@@ -59,6 +59,27 @@ def test_scf_guesses_follow_trajectory_ids_not_positions_in_the_batch(options: s
         potential.close()
 
 
+def test_a_trajectory_starts_its_sa_casscf_from_its_own_previous_orbitals() -> None:
+    """Along a path, each SA-CASSCF starts from the trajectory's own converged orbitals (one continuous solution), and
+    gives what a fresh start from the RHF orbitals gives where both land on the same solution."""
+    from exsnn.qm.pyscf_backend import run_structure_task
+
+    numbers = np.array([6, 7, 1, 1, 1, 1])
+    planar = np.array([[0, 0, 0], [0, 0, 1.28], [0, 0.94, -0.54], [0, -0.94, -0.54], [0, 0.87, 1.85],
+                       [0, -0.87, 1.85]]) * 1.8897261246257702
+    potential = load_potential("pyscf:casscf(2,2)/sto-3g,states=2,charge=1,nacs=none", numbers=numbers)
+    potential.compute(tensor(planar), states=ids(1), trajectories=ids(5))
+    memory = potential._memory[5]
+    assert memory.orbitals is not None and memory.orbitals.shape[0] == memory.density.shape[0]
+    moved = planar + 0.02
+    task, _ = potential._task(numbers, moved, memory, [1], False)
+    assert task.guess_orbitals is memory.orbitals
+    result = run_structure_task(task)
+    assert any(note.startswith("SA-CASSCF from the orbitals of a nearby geometry (singlet CI): converged")
+               for note in result.notes)
+    np.testing.assert_allclose(result.energies, potential.compute(tensor(moved), states=ids(1)).energies[0], atol=1e-7)
+
+
 @pytest.mark.parametrize("method", ["tda-hf/sto-3g", "tda-b3lyp/sto-3g", "tddft-b3lyp/sto-3g"])
 def test_a_saved_solution_gives_the_gradients_and_nacs_of_the_original_without_solving_again(method: str) -> None:
     settings = parse_method(method, n_states=3)

@@ -25,6 +25,7 @@ batch_size = 16
 learning_rate = 1e-3
 threads = 1
 # head = "diabatic"             # members learn a quasi-diabatic Hamiltonian: NACs right around conical intersections
+# indexed_couplings = true      # its couplings weighed per atom position: may change sign when equivalent atoms swap
 
 [dynamics]
 n_trajectories = 100
@@ -103,6 +104,7 @@ class CommitteeConfig:
     bootstrap: bool = False  # members on bootstrap resamples of the training frames: more diverse committees
     gap_weight: float = 0.0  # loss term on the gaps between neighbouring states (exsnn train --gap-weight); 0: off
     head: str = "adiabatic"  # or "diabatic": members learn a quasi-diabatic Hamiltonian (exsnn train --head)
+    indexed_couplings: bool = False  # diabatic head: couplings weighed per atom position (exsnn train --indexed-couplings)
 
 
 @dataclass
@@ -223,6 +225,8 @@ def _check(config: CampaignConfig) -> None:
         need(getattr(config.committee, key) >= 1, f"[committee] {key}", "must be at least 1")
     need(config.committee.gap_weight >= 0, "[committee] gap_weight", "must be >= 0")
     need(config.committee.head in HEADS, "[committee] head", f"must be one of {HEADS}, got {config.committee.head!r}")
+    need(not config.committee.indexed_couplings or config.committee.head == "diabatic", "[committee] indexed_couplings",
+         "needs head = 'diabatic'")
     need(config.committee.cutoff > 0 and config.committee.learning_rate > 0, "[committee] cutoff/learning_rate",
          "must be positive")
     need(config.dynamics.n_trajectories >= 2, "[dynamics] n_trajectories", "must be at least 2")

@@ -63,7 +63,7 @@ def train_committee(data: Path, iteration_dir: Path, previous_dir: Path | None, 
         training = TrainingConfig(
             data=str(data), output=str(member), recipe=c.recipe, bootstrap=c.bootstrap,
             network=ArchitectureConfig(n_atom_basis=c.width, n_interactions=c.interactions, cutoff=c.cutoff, dipoles=c.dipoles,
-                                         head=c.head),
+                                         head=c.head, indexed_couplings=c.indexed_couplings),
             batch_size=c.batch_size, learning_rate=c.learning_rate,
             max_epochs=c.epochs if previous is None else c.warm_epochs, patience=max(20, c.warm_epochs // 2),
             seed=member_seed(config, iteration, k), threads=c.threads, progress_bar=False,

@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head", choices=("adiabatic", "diabatic"),
                    help="adiabatic (default): energy and coupling heads; diabatic: a learned quasi-diabatic Hamiltonian "
                         "whose eigen-decomposition gives energies, forces and NACs")
+    p.add_argument("--indexed-couplings", action="store_true", default=None,
+                   help="diabatic head: weigh each atom's share of the couplings by its position in the atom list, so "
+                        "couplings can change sign when equivalent atoms swap (one molecule, fixed atom order)")
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: no early stopping)")
@@ -65,7 +68,8 @@ def int_or_auto(text: str) -> int | str:
 
 
 FIELDS = ("recipe", "max_steps", "schedule", "warmup", "loss", "max_epochs", "batch_size", "learning_rate", "n_atom_basis",
-          "n_interactions", "cutoff", "representation", "dipoles", "head", "split", "seed", "patience", "double_precision", "threads",
+          "n_interactions", "cutoff", "representation", "dipoles", "head", "indexed_couplings",
+          "split", "seed", "patience", "double_precision", "threads",
           "accelerator", "devices", "progress_bar", "bootstrap")
 
 

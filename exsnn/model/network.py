@@ -56,6 +56,9 @@ class ArchitectureConfig:
     dipoles: bool = False
     nac_epsilon: float = 1e-3  # Hartree, gap regulariser of d = h / dE
     head: str = "adiabatic"  # "adiabatic": energy and coupling heads; "diabatic": a learned quasi-diabatic Hamiltonian
+    # diabatic head: each atom's share of the off-diagonal elements is weighted by a learned factor per position in
+    # the atom list, so that couplings may be odd under the exchange of equivalent atoms (one molecule, fixed order)
+    indexed_couplings: bool = False
 
     def __post_init__(self) -> None:
         if self.representation not in ("painn", "so3net"):
@@ -63,6 +66,9 @@ class ArchitectureConfig:
                                      where="representation")
         if self.head not in HEADS:
             raise ConfigurationError(f"unknown head {self.head!r}; expected one of {HEADS}", where="head")
+        if self.indexed_couplings and self.head != "diabatic":
+            raise ConfigurationError("indexed couplings belong to the diabatic head (head = 'diabatic')",
+                                     where="indexed_couplings")
         for name in ("n_atom_basis", "n_interactions", "n_rbf"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigurationError(f"must be a positive integer, got {getattr(self, name)!r}", where=name)
@@ -83,6 +89,7 @@ class NetworkConfig(ArchitectureConfig):
     energy_std_per_atom: float = 1.0  # Hartree
     coupling_scale: float = 1.0  # typical |h| per atom, Hartree/Bohr
     elements: list[int] = field(default_factory=list)  # atomic numbers seen in training (empty: not recorded)
+    molecule: list[int] = field(default_factory=list)  # atomic numbers in atom order (indexed couplings only)
 
 
 def build_representation(config: NetworkConfig) -> nn.Module:
@@ -119,6 +126,11 @@ class MultiStateNetwork(nn.Module):
             self.hamiltonian_head = None
             self.energy_head = spk.nn.build_mlp(n_in=F, n_out=N, n_layers=2)
             self.nac_head = spk.nn.build_gated_equivariant_mlp(n_in=F, n_out=n_pairs(N), n_layers=2) if N > 1 else None
+        if config.indexed_couplings:
+            if not config.molecule:
+                raise ConfigurationError("indexed couplings need the molecule's atoms in order", where="molecule")
+            # random start: equal weights would keep every equivalent atom's share equal (the symmetric solution)
+            self.coupling_atom_weights = nn.Parameter(torch.randn(len(config.molecule), n_dipole_pairs(N)))
         self.dipole_head = spk.nn.build_gated_equivariant_mlp(n_in=F, n_out=n_dipole_pairs(N), n_layers=2) if config.dipoles else None
         mean = config.energy_mean_per_atom or [0.0] * N
         self.register_buffer("energy_mean", torch.tensor(mean, dtype=torch.float64))
@@ -209,6 +221,14 @@ class MultiStateNetwork(nn.Module):
         shift = torch.zeros(self.hamiltonian_diagonal.shape, dtype=dtype, device=scalar.device)
         shift[self.hamiltonian_diagonal] = self.energy_mean.to(dtype)
         atomic = self.hamiltonian_head(scalar) * self.energy_std.to(dtype) + shift  # (A, Pd)
+        if self.config.indexed_couplings:
+            n = len(self.config.molecule)
+            if atomic.shape[0] != n * n_molecules:
+                raise ConfigurationError(f"the model was trained with indexed couplings on one molecule of {n} atoms; "
+                                         f"this batch has {atomic.shape[0]} atoms in {n_molecules} structures",
+                                         where="indexed_couplings")
+            weights = self.coupling_atom_weights.to(dtype).masked_fill(self.hamiltonian_diagonal, 1.0)  # (n, Pd)
+            atomic = atomic * weights.repeat(n_molecules, 1)  # atoms of a structure are contiguous, in order
         elements = spk.nn.scatter_add(atomic, idx_m, dim_size=n_molecules)  # (B, Pd)
         hamiltonian = elements[:, self.hamiltonian_columns].reshape(n_molecules, N, N)
         energies, vectors = torch.linalg.eigh(hamiltonian.double())

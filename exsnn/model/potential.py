@@ -122,6 +122,11 @@ class ModelPotential(Potential):
             raise ConfigurationError(
                 f"the structure holds {', '.join(chemical_symbols[z] for z in unseen)}, but the model was trained on "
                 f"{', '.join(chemical_symbols[z] for z in sorted(trained))} only", source=str(path), where="elements")
+        molecule = self.networks[0].config.molecule
+        if molecule and list(np.asarray(numbers)) != molecule:
+            raise ConfigurationError(
+                f"the model was trained with indexed couplings on atoms {molecule} in this order; the structure has "
+                f"{[int(z) for z in np.asarray(numbers)]}", source=str(path), where="atom order")
         self.numbers = torch.as_tensor(np.asarray(numbers), dtype=torch.long, device=self.device)
         self.masses = torch.as_tensor(atomic_masses[np.asarray(numbers)] * AMU_IN_ELECTRON_MASS, dtype=torch.float64, device=self.device)
         self.cutoff = self.networks[0].config.cutoff

@@ -270,6 +270,21 @@ def training_elements(path: str) -> list[int]:
         return sorted(int(z) for z in np.unique(handle["atoms/numbers"][:]))
 
 
+def training_molecule(path: str) -> list[int]:
+    """The atomic numbers of the dataset's molecule in atom order; every frame must hold the same list."""
+    from exsnn.data.store import read_frames
+
+    arrays = read_frames(path)
+    offsets = arrays.atom_offsets
+    first = arrays.numbers[offsets[0]:offsets[1]]
+    for k in range(1, len(offsets) - 1):
+        numbers = arrays.numbers[offsets[k]:offsets[k + 1]]
+        if len(numbers) != len(first) or (numbers != first).any():
+            raise DataError(path, f"frame {k}", "indexed couplings need one molecule with the same atom order in every "
+                                                "frame; this frame differs from frame 0")
+    return [int(z) for z in first]
+
+
 def save_network(network: MultiStateNetwork, path: str | Path, extra: dict[str, Any] | None = None) -> None:
     """Write the inference file: network configuration and weights (no Lightning needed to load it)."""
     torch.save({"format": "exsnn-model", "version": 1, "network": network.config.as_dict(),
@@ -437,7 +452,8 @@ def build_task(config: TrainingConfig, datamodule: ExcitedStateDataModule) -> tu
     scales, mean, spread, smooth = label_scales(config.data, datamodule.split["train"])
     n_states = datamodule.datasets["train"].arrays.n_states  # type: ignore[union-attr]
     network = NetworkConfig(**config.network.as_dict(), n_states=n_states, energy_mean_per_atom=mean,
-                            energy_std_per_atom=spread, coupling_scale=smooth, elements=training_elements(config.data))
+                            energy_std_per_atom=spread, coupling_scale=smooth, elements=training_elements(config.data),
+                            molecule=training_molecule(config.data) if config.network.indexed_couplings else [])
     task = MultiStateTask(network.as_dict(), dict(config.weights), loss_scales(config.loss, scales).as_dict(),  # type: ignore[arg-type]
                           config.learning_rate, config.lr_factor, config.lr_patience, config.double_precision,  # type: ignore[arg-type]
                           schedule=config.schedule, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,  # type: ignore[arg-type]

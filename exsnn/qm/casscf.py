@@ -320,6 +320,7 @@ def label_casscf(numbers: np.ndarray, positions: np.ndarray, settings: QMSetting
     result.transition_dipoles, result.oscillator_strengths = dipoles, strengths
     result.dipoles = dipole_matrix(mc, settings)
     result.density = np.asarray(mf.make_rdm1())  # RHF density: an SCF start for a nearby geometry
+    result.orbitals = np.asarray(mc.mo_coeff)  # SA-CASSCF orbitals: the start that keeps a trajectory on its solution
 
 
 def reference_orbitals(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings) -> np.ndarray:

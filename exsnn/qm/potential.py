@@ -4,7 +4,9 @@
 A call computes what the engine asks for and no more: the energies of all states, the gradients of `states` only
 (of every state with `all_forces`; analytic couplings of excited pairs need all of them anyway) and the NACs only
 when `nacs` is true. What a trajectory (the engine's `trajectories` ids) computed last is remembered: its next SCF
-starts from its own converged density, and a call at the very same geometry (bit for bit: a hop refresh, a
+starts from its own converged density (and its next SA-CASSCF from its own converged orbitals, so that it follows
+one continuous solution: restarting from the RHF orbitals at every step can land on another solution at distorted
+geometries, a jump of up to 1 eV in the energies), and a call at the very same geometry (bit for bit: a hop refresh, a
 frustrated-hop check) takes what is already there and computes only what is missing (another state's gradient, the
 NACs) on the saved SCF and excited states, without solving them again. Without ids nothing carries over between calls.
 
@@ -94,11 +96,13 @@ class TrajectoryMemory:
     forces: np.ndarray
     nacs: np.ndarray | None
     dipoles: np.ndarray | None = None  # (Pd, 3) e*Bohr, when the method gives every pair (SA-CASSCF)
+    orbitals: np.ndarray | None = None  # (nao, nmo) converged SA-CASSCF orbitals
 
     @classmethod
     def of(cls, positions: np.ndarray, result: QMResult) -> TrajectoryMemory:
         assert result.energies is not None and result.forces is not None and result.density is not None
-        return cls(positions, result.density, result.saved, result.energies, result.forces, result.nacs, result.dipoles)
+        return cls(positions, result.density, result.saved, result.energies, result.forces, result.nacs, result.dipoles,
+                   result.orbitals)
 
     def at(self, positions: np.ndarray) -> bool:
         """The same geometry, bit for bit."""
@@ -114,7 +118,8 @@ class TrajectoryMemory:
         forces[:, result.gradient_states] = result.forces[:, result.gradient_states]
         nacs = result.nacs if result.nacs is not None else self.nacs
         dipoles = result.dipoles if result.dipoles is not None else self.dipoles
-        return TrajectoryMemory(self.positions, self.density, self.saved, self.energies, forces, nacs, dipoles)
+        return TrajectoryMemory(self.positions, self.density, self.saved, self.energies, forces, nacs, dipoles,
+                                self.orbitals)
 
 
 class PySCFPotential(Potential):
@@ -166,7 +171,9 @@ class PySCFPotential(Potential):
             if memory.saved is not None:
                 return StructureTask(numbers, geometry, self.settings, tuple(missing), missing_nacs, saved=memory.saved), memory
         guess = None if memory is None else memory.density
-        return StructureTask(numbers, geometry, self.settings, tuple(gradients), nacs, guess_dm=guess), None
+        orbitals = None if memory is None else memory.orbitals
+        return StructureTask(numbers, geometry, self.settings, tuple(gradients), nacs, guess_dm=guess,
+                             guess_orbitals=orbitals), None
 
     def compute(self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False, nacs: bool = True,
                 trajectories: torch.Tensor | None = None) -> PotentialOutput:

@@ -62,20 +62,24 @@ def gradients_to_compute(settings: QMSettings, asked: Collection[int] | None, na
 
 def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings, reference: CISWavefunction | None = None,
                    guess_dm: np.ndarray | None = None, gradients: Collection[int] | None = None, nacs: bool = True,
-                   saved: SavedStates | None = None, keep_states: bool = False) -> QMResult:
+                   saved: SavedStates | None = None, keep_states: bool = False,
+                   guess_orbitals: np.ndarray | None = None) -> QMResult:
     """Everything the settings ask for at one geometry (positions (n, 3) in Bohr); failures are returned, not raised.
 
     reference: the states at a reference geometry (`reference_wavefunction`) to detect root flips against and take
     phases from; its density is also the SCF's second starting point. guess_dm: the SCF's first starting point (AO
     density). gradients: the states whose gradients to compute (None: all; the others are NaN). nacs: False skips the
     couplings. saved: the solution of an earlier call at exactly these positions, rebuilt instead of solving the SCF
-    and the excited states again (TDA/TDDFT). keep_states: return the solution as `result.saved`."""
+    and the excited states again (TDA/TDDFT). keep_states: return the solution as `result.saved`. guess_orbitals:
+    SA-CASSCF only, the converged orbitals of the previous geometry of a path (`result.orbitals`) as the first start,
+    so that a trajectory stays on one continuous SA-CASSCF solution instead of restarting from the RHF orbitals."""
     result = QMResult()
     start = time.perf_counter()
     N, n = settings.n_states, len(numbers)
     if settings.excited == "casscf":  # PySCF's SA-CASSCF gradients come together: all states
         try:
-            label_casscf(numbers, positions, settings if nacs else replace(settings, nacs="none"), result)
+            label_casscf(numbers, positions, settings if nacs else replace(settings, nacs="none"), result,
+                         guess_orbitals=guess_orbitals)
             result.gradient_states = list(range(N))
         except QMFailure as exc:
             result.failure, result.energies, result.forces, result.nacs = exc.reason, None, None, None
@@ -154,7 +158,8 @@ def label_geometry(numbers: np.ndarray, positions: np.ndarray, settings: QMSetti
 class StructureTask:
     """One structure of a potential call, as sent to a worker: the labels asked for (`label_geometry`'s gradients
     and nacs), and what the structure's trajectory brings from its previous calculation: the converged density of
-    its last geometry (guess_dm) or, at an unchanged geometry, the saved solution itself (saved)."""
+    its last geometry (guess_dm; guess_orbitals for SA-CASSCF) or, at an unchanged geometry, the saved solution
+    itself (saved)."""
 
     numbers: np.ndarray  # (n,)
     positions: np.ndarray  # (n, 3) Bohr
@@ -163,6 +168,7 @@ class StructureTask:
     nacs: bool = True
     guess_dm: np.ndarray | None = None
     saved: SavedStates | None = None
+    guess_orbitals: np.ndarray | None = None
 
 
 def run_structure_task(task: StructureTask) -> QMResult:
@@ -178,6 +184,7 @@ def run_structure_task(task: StructureTask) -> QMResult:
         nacs=task.nacs,
         saved=task.saved,
         keep_states=True,
+        guess_orbitals=task.guess_orbitals,
     )
     if result.failure is not None and task.guess_dm is not None and task.saved is None:
         retried = label_geometry(

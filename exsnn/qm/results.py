@@ -90,6 +90,7 @@ class QMResult:
     reference_overlaps: list[float] | None = None  # |<state k at the reference|state k here>|, k = 0..N-1
     root_flips: list[list[float]] | None = None  # [state here, matching reference state, |overlap|] where they differ
     density: np.ndarray | None = None  # converged ground-state AO density (nao, nao): a start for a nearby geometry
+    orbitals: np.ndarray | None = None  # converged SA-CASSCF orbitals (nao, nmo): the next step's start along a path
     saved: SavedStates | None = None  # the SCF + TD solution, when asked for (gradients/NACs at this geometry later)
     gradient_states: list[int] = field(default_factory=list)  # states whose gradients this calculation computed
     timings: dict[str, float] = field(default_factory=dict)  # "scf_and_excited" only when an SCF + TD solve ran
