@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--trajectories", type=int, default=1000)
     parser.add_argument("--decompose", action="store_true",
                         help="also run the committee's surfaces with the oracle's NACs and the oracle's surfaces with "
-                             "the committee's NACs")
+                             "the committee's NACs, and each member alone (with its own and with the oracle's surfaces)")
     args = parser.parse_args()
     config, oracle, ics, reference = oracle_reference(args.config, args.trajectories)
     committee = replace(config.committee, width=args.width, interactions=args.interactions, epochs=args.epochs,
@@ -90,8 +90,12 @@ def main() -> None:
             print(f"  {n:5d} Wigner labels  max|dP| = {value:.3f}  (training {seconds:.0f} s)", flush=True)
             if args.decompose:
                 model = ModelPotential(root / f"wigner_{n}" / "committee", oracle.numbers.numpy(), dtype=torch.float64)
-                for label, mixed in (("committee surfaces + oracle NACs", MixedPotential(model, oracle)),
-                                     ("oracle surfaces + committee NACs", MixedPotential(oracle, model))):
+                runs = [("committee surfaces + oracle NACs", MixedPotential(model, oracle)),
+                        ("oracle surfaces + committee NACs", MixedPotential(oracle, model))]
+                for k, member in enumerate(sorted((root / f"wigner_{n}" / "committee").glob("member_*/model.pt"))):
+                    alone = ModelPotential(member, oracle.numbers.numpy(), dtype=torch.float64)
+                    runs += [(f"member {k} alone", alone), (f"oracle surfaces + member {k} NACs", MixedPotential(oracle, alone))]
+                for label, mixed in runs:
                     dp = float(np.abs(populations_on(mixed, *ics, config) - reference).max())
                     print(f"         {label}: max|dP| = {dp:.3f}", flush=True)
 

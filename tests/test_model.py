@@ -148,6 +148,29 @@ def test_diabatic_head_nacs_are_the_derivative_coupling_of_its_eigenvectors() ->
     torch.testing.assert_close(out["nacs"], fd, atol=1e-7, rtol=1e-3)
 
 
+def test_diabatic_model_potential_gives_state_vectors_for_sign_tracking(tmp_path: Path) -> None:
+    """A diabatic-head model gives its eigenvectors as state_vectors (the engine then tracks state signs by their
+    overlaps), the same as the network's own eigenvectors, with the NACs those eigenvectors give."""
+    from exsnn.model.potential import ModelPotential
+    from exsnn.model.training import save_network
+
+    for head in ("adiabatic", "diabatic"):
+        net = small_network(dipoles=False, head=head)
+        net.config.elements = [1, 6, 7]
+        save_network(net, tmp_path / f"{head}.pt")
+    positions = torch.stack([GEOMETRY, GEOMETRY * 1.03])
+    numbers = np.array([6, 7, 1, 1, 1, 1])
+    assert ModelPotential(tmp_path / "adiabatic.pt", numbers).compute(positions, torch.tensor([2, 1])).state_vectors is None
+    out = ModelPotential(tmp_path / "diabatic.pt", numbers).compute(positions, torch.tensor([2, 1]))
+    vectors = out.state_vectors
+    assert vectors is not None and vectors.shape == (2, 3, 3) and vectors.dtype == torch.float64
+    torch.testing.assert_close(vectors.transpose(1, 2) @ vectors, torch.eye(3, dtype=torch.float64).expand(2, 3, 3))
+    net = small_network(dipoles=False, head="diabatic")
+    raw = net(molecule_batch(GEOMETRY), forces=None)
+    torch.testing.assert_close(raw["state_vectors"][0], vectors[0], atol=1e-12, rtol=0)
+    torch.testing.assert_close(raw["nacs"], out.nacs[0].permute(1, 0, 2), atol=1e-12, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def lvc_dataset(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """400 Wigner samples (at 3x the harmonic spread) of the SO2 LVC model with exact energies, forces, NACs."""

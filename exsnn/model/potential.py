@@ -3,7 +3,10 @@
 `model:PATH` loads PATH/model.pt, a model.pt file, or a committee folder (committee.json or member_*/model.pt).
 A committee predicts the mean over members; NAC signs of every member are first aligned to the first member's
 (the consistent state-sign vector that maximises the overlap of the NACs and transition dipoles), otherwise
-opposite signs would cancel; transition dipoles get the same signs as the NACs. The spread
+opposite signs would cancel; transition dipoles get the same signs as the NACs. Networks with the diabatic head also
+give the eigenvectors of the first member's Hamiltonian as `state_vectors`, so that dynamics tracks the states'
+signs from step to step by their overlaps (as on an LVC oracle) rather than from the NACs, which turn fast near an
+intersection. The spread
 over members of the last call is kept in `last_disagreement` (energies (B, N), forces (B, n, 3), nacs (B, P, n, 3),
 dipoles (B, Pd, 3)).
 """
@@ -224,9 +227,11 @@ class ModelPotential(Potential):
         mode = "all" if all_forces else ("selected" if states is not None else None)
         outputs = self.evaluate(self.batch(positions.to(self.device)), mode, states)  # one neighbour list for all
         members = [{k: v.detach().to(torch.float64) for k, v in out.items() if k in _OUTPUTS} for out in outputs]
+        vectors = outputs[0].get("state_vectors")  # diabatic head: member 0's eigenvectors track the states' signs
         committee = len(members) > 1
         energies = _stack([m["energies"] for m in members])
-        result = PotentialOutput(energies=_mean(energies))
+        result = PotentialOutput(energies=_mean(energies),
+                                 state_vectors=None if vectors is None else vectors.detach().to(torch.float64))
         disagreement = {"energies": energies.std(0) if committee else torch.zeros_like(result.energies)}
         if mode is not None:
             forces = _stack([m["forces"] for m in members])
