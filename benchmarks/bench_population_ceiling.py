@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--head", default="adiabatic", choices=("adiabatic", "diabatic"),
                         help="the network's output head (diabatic: a learned quasi-diabatic Hamiltonian)")
     parser.add_argument("--indexed-couplings", action="store_true", help="diabatic head: couplings weighed per atom")
+    parser.add_argument("--keep", help="folder to keep the labelled sets and committees in (default: a temporary one)")
     parser.add_argument("--trajectories", type=int, default=1000)
     parser.add_argument("--decompose", action="store_true",
                         help="also run the committee's surfaces with the oracle's NACs and the oracle's surfaces with "
@@ -76,7 +77,8 @@ def main() -> None:
     print(f"committee: {args.members} x PaiNN {args.width} x {args.interactions}, {args.epochs} epochs, {args.recipe}, "
           f"gap weight {args.gap_weight:g}, {args.head} head{' (indexed couplings)' if args.indexed_couplings else ''}")
     with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
+        root = Path(args.keep or folder)
+        root.mkdir(parents=True, exist_ok=True)
         for n in [int(x) for x in args.frames.split(",")]:
             plain = replace(config, initial=replace(config.initial, n_frames=n), committee=committee)
             data = root / f"wigner_{n}.h5"

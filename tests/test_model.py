@@ -165,6 +165,8 @@ def test_diabatic_model_potential_gives_state_vectors_for_sign_tracking(tmp_path
     vectors = out.state_vectors
     assert vectors is not None and vectors.shape == (2, 3, 3) and vectors.dtype == torch.float64
     torch.testing.assert_close(vectors.transpose(1, 2) @ vectors, torch.eye(3, dtype=torch.float64).expand(2, 3, 3))
+    broken = ModelPotential(tmp_path / "diabatic.pt", numbers).compute(positions.clone().index_fill_(0, torch.tensor([1]), torch.nan))
+    assert torch.isfinite(broken.energies[0]).all() and torch.isnan(broken.energies[1]).all()  # NaN rows, no exception
     net = small_network(dipoles=False, head="diabatic")
     raw = net(molecule_batch(GEOMETRY), forces=None)
     torch.testing.assert_close(raw["state_vectors"][0], vectors[0], atol=1e-12, rtol=0)

@@ -231,7 +231,13 @@ class MultiStateNetwork(nn.Module):
             atomic = atomic * weights.repeat(n_molecules, 1)  # atoms of a structure are contiguous, in order
         elements = spk.nn.scatter_add(atomic, idx_m, dim_size=n_molecules)  # (B, Pd)
         hamiltonian = elements[:, self.hamiltonian_columns].reshape(n_molecules, N, N)
-        energies, vectors = torch.linalg.eigh(hamiltonian.double())
+        # a structure with non-finite elements (NaN positions) gets NaN energies and vectors, as the adiabatic head
+        # would give it, instead of stopping the whole batch in LAPACK
+        finite = torch.isfinite(hamiltonian).all(-1).all(-1)[:, None, None]
+        identity = torch.eye(N, dtype=torch.float64, device=hamiltonian.device)
+        energies, vectors = torch.linalg.eigh(torch.where(finite, hamiltonian.double(), identity))
+        energies = torch.where(finite[:, :, 0], energies, torch.nan)
+        vectors = torch.where(finite, vectors, torch.nan)
         return {"energies": energies.to(dtype), "hamiltonian": hamiltonian, "hamiltonian_elements": elements,
                 "state_vectors": vectors.to(dtype)}
 
