@@ -26,9 +26,12 @@ torch.manual_seed(0)
 
 
 def small_network(dipoles: bool = True, representation: str = "painn", head: str = "adiabatic") -> MultiStateNetwork:
+    """head: adiabatic, diabatic, or diabatic-indexed (the diabatic head with indexed couplings)."""
     torch.manual_seed(1)
     config = NetworkConfig(
-        head=head,
+        head=head.removesuffix("-indexed"),
+        indexed_couplings=head.endswith("-indexed"),
+        molecule=[6, 7, 1, 1, 1, 1] if head.endswith("-indexed") else [],
         n_states=3,
         n_atom_basis=16,
         n_interactions=2,
@@ -84,7 +87,7 @@ def test_energies_invariant_and_vectors_equivariant(representation: str, head: s
         torch.testing.assert_close(permuted[key], base[key][perm], atol=1e-10, rtol=1e-8, msg=key)
 
 
-@pytest.mark.parametrize("head", ["adiabatic", "diabatic"])
+@pytest.mark.parametrize("head", ["adiabatic", "diabatic", "diabatic-indexed"])
 def test_forces_are_minus_the_finite_difference_gradient(head: str) -> None:
     net = small_network(dipoles=False, head=head)
     out = net(molecule_batch(GEOMETRY), forces="all")
@@ -102,7 +105,7 @@ def test_forces_are_minus_the_finite_difference_gradient(head: str) -> None:
     torch.testing.assert_close(out["forces"], fd, atol=1e-8, rtol=1e-6)
 
 
-@pytest.mark.parametrize("head", ["adiabatic", "diabatic"])
+@pytest.mark.parametrize("head", ["adiabatic", "diabatic", "diabatic-indexed"])
 def test_active_state_path_equals_all_states_path(head: str) -> None:
     net = small_network(dipoles=False, head=head)
     positions = torch.cat([GEOMETRY, GEOMETRY + 0.1])
@@ -146,6 +149,28 @@ def test_diabatic_head_nacs_are_the_derivative_coupling_of_its_eigenvectors() ->
             fd[a, :, c] = derivative[[0, 0, 1], [1, 2, 2]]
     assert fd.abs().max() > 1e-3  # the states do mix
     torch.testing.assert_close(out["nacs"], fd, atol=1e-7, rtol=1e-3)
+
+
+def test_indexed_couplings_can_change_sign_when_equivalent_atoms_swap() -> None:
+    """Invariant diabatic elements are equal at two geometries that differ by the exchange of equivalent atoms (so a
+    coupling linear in an antisymmetric displacement, as at a symmetry-required intersection, cannot be learned);
+    with indexed couplings the off-diagonal elements may differ there, the diagonal ones may not. Rotations and
+    translations change nothing."""
+    swap = torch.tensor([0, 1, 3, 2, 4, 5])  # the two hydrogens on carbon, positions exchanged (labels kept)
+    swapped = GEOMETRY.clone()
+    swapped[[2, 3]] = GEOMETRY[[3, 2]]
+    assert not torch.equal(swapped, GEOMETRY) and torch.equal(swapped, GEOMETRY[swap])
+    off = torch.tensor([[0, 1], [0, 2], [1, 2]])
+    for head, differs in (("diabatic", False), ("diabatic-indexed", True)):
+        net = small_network(dipoles=False, head=head)
+        base = net(molecule_batch(GEOMETRY), forces=None)["hamiltonian"][0]
+        moved = net(molecule_batch(swapped), forces=None)["hamiltonian"][0]
+        torch.testing.assert_close(moved.diagonal(), base.diagonal(), atol=1e-10, rtol=0)
+        change = (moved[off[:, 0], off[:, 1]] - base[off[:, 0], off[:, 1]]).abs().max()
+        assert (change > 1e-4) == differs, (head, change)
+        rotation = torch.tensor(Rotation.random(random_state=4).as_matrix())
+        turned = net(molecule_batch(GEOMETRY @ rotation.T + 1.5), forces=None)["hamiltonian"][0]
+        torch.testing.assert_close(turned, base, atol=1e-10, rtol=0)
 
 
 def test_diabatic_model_potential_gives_state_vectors_for_sign_tracking(tmp_path: Path) -> None:

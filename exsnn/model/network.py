@@ -56,8 +56,8 @@ class ArchitectureConfig:
     dipoles: bool = False
     nac_epsilon: float = 1e-3  # Hartree, gap regulariser of d = h / dE
     head: str = "adiabatic"  # "adiabatic": energy and coupling heads; "diabatic": a learned quasi-diabatic Hamiltonian
-    # diabatic head: each atom's share of the off-diagonal elements is weighted by a learned factor per position in
-    # the atom list, so that couplings may be odd under the exchange of equivalent atoms (one molecule, fixed order)
+    # diabatic head: each position in the atom list has its own output for the off-diagonal elements, so that
+    # couplings may be odd under the exchange of equivalent atoms (one molecule, fixed atom order)
     indexed_couplings: bool = False
 
     def __post_init__(self) -> None:
@@ -129,8 +129,9 @@ class MultiStateNetwork(nn.Module):
         if config.indexed_couplings:
             if not config.molecule:
                 raise ConfigurationError("indexed couplings need the molecule's atoms in order", where="molecule")
-            # random start: equal weights would keep every equivalent atom's share equal (the symmetric solution)
-            self.coupling_atom_weights = nn.Parameter(torch.randn(len(config.molecule), n_dipole_pairs(N)))
+            # the off-diagonal elements get one output per atom position: P * n more outputs
+            self.hamiltonian_head = spk.nn.build_mlp(n_in=F, n_out=n_dipole_pairs(N) + n_pairs(N) * len(config.molecule),
+                                                     n_layers=2)
         self.dipole_head = spk.nn.build_gated_equivariant_mlp(n_in=F, n_out=n_dipole_pairs(N), n_layers=2) if config.dipoles else None
         mean = config.energy_mean_per_atom or [0.0] * N
         self.register_buffer("energy_mean", torch.tensor(mean, dtype=torch.float64))
@@ -220,15 +221,21 @@ class MultiStateNetwork(nn.Module):
         N = self.n_states
         shift = torch.zeros(self.hamiltonian_diagonal.shape, dtype=dtype, device=scalar.device)
         shift[self.hamiltonian_diagonal] = self.energy_mean.to(dtype)
-        atomic = self.hamiltonian_head(scalar) * self.energy_std.to(dtype) + shift  # (A, Pd)
+        outputs = self.hamiltonian_head(scalar) * self.energy_std.to(dtype)  # (A, Pd) or (A, Pd + P n) indexed
+        atomic = torch.cat([outputs[:, : len(shift)] + shift, outputs[:, len(shift):]], dim=1)
         if self.config.indexed_couplings:
-            n = len(self.config.molecule)
+            n, Pd = len(self.config.molecule), len(self.hamiltonian_diagonal)
             if atomic.shape[0] != n * n_molecules:
                 raise ConfigurationError(f"the model was trained with indexed couplings on one molecule of {n} atoms; "
                                          f"this batch has {atomic.shape[0]} atoms in {n_molecules} structures",
                                          where="indexed_couplings")
-            weights = self.coupling_atom_weights.to(dtype).masked_fill(self.hamiltonian_diagonal, 1.0)  # (n, Pd)
-            atomic = atomic * weights.repeat(n_molecules, 1)  # atoms of a structure are contiguous, in order
+            # atoms of a structure are contiguous and in order: atom k of a structure takes its own slot k of the
+            # off-diagonal outputs (A, n, P); the diagonal stays one function of every atom's features
+            slots = atomic[:, Pd:].reshape(len(atomic), n, -1)
+            position = torch.arange(len(atomic), device=atomic.device) % n
+            own = slots[torch.arange(len(atomic), device=atomic.device), position]  # (A, P)
+            atomic = atomic[:, :Pd].clone()
+            atomic[:, ~self.hamiltonian_diagonal] = own
         elements = spk.nn.scatter_add(atomic, idx_m, dim_size=n_molecules)  # (B, Pd)
         hamiltonian = elements[:, self.hamiltonian_columns].reshape(n_molecules, N, N)
         # a structure with non-finite elements (NaN positions) gets NaN energies and vectors, as the adiabatic head
