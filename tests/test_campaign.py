@@ -342,3 +342,25 @@ def test_pyscf_oracle_samples_from_a_modes_file(tmp_path: Path) -> None:
     (tmp_path / "other.json").unlink()
     with pytest.raises(ConfigurationError, match=r"\[initial\] modes: .*other.json: does not exist"):
         _load_oracle(load_config(config_path))
+
+
+def test_members_of_another_architecture_do_not_warm_start(tmp_path: Path) -> None:
+    """After campaign.toml changes the architecture (e.g. to the diabatic head), the previous members cannot start
+    the new ones; the same architecture can. Model files without the newer keys read as their defaults."""
+    import torch
+
+    from exsnn.active.train import same_architecture
+    from exsnn.model.network import ArchitectureConfig, MultiStateNetwork, NetworkConfig
+    from exsnn.model.training import save_network
+
+    architecture = ArchitectureConfig(n_atom_basis=16, n_interactions=1, cutoff=8.0)
+    save_network(MultiStateNetwork(NetworkConfig(**architecture.as_dict(), n_states=3)), tmp_path / "model.pt")
+    assert same_architecture(tmp_path / "model.pt", architecture)
+    assert not same_architecture(tmp_path / "model.pt", ArchitectureConfig(n_atom_basis=16, n_interactions=1, cutoff=8.0,
+                                                                           head="diabatic"))
+    assert not same_architecture(tmp_path / "model.pt", ArchitectureConfig(n_atom_basis=32, n_interactions=1, cutoff=8.0))
+    stored = torch.load(tmp_path / "model.pt", weights_only=False)
+    for key in ("head", "indexed_couplings", "molecule"):  # a model file from before these options
+        del stored["network"][key]
+    torch.save(stored, tmp_path / "old.pt")
+    assert same_architecture(tmp_path / "old.pt", architecture)

@@ -3,7 +3,9 @@ on one split in which the test set is the held-out one of the campaign (the init
 from dynamics, so test errors measure where the dynamics goes).
 
 A member counts as trained when its model.pt exists. A member whose training was interrupted is trained again from
-the start (not from its last checkpoint), so a resumed campaign gives the same weights as an uninterrupted one.
+the start (not from its last checkpoint), so a resumed campaign gives the same weights as an uninterrupted one. When
+the architecture in campaign.toml was changed between iterations (e.g. `head = "diabatic"`), the previous members
+cannot start the new ones: those are trained from scratch, with the first iteration's epochs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from exsnn.active.config import CampaignConfig
 from exsnn.data.splits import save_split
 from exsnn.data.store import open_h5
 from exsnn.model.network import ArchitectureConfig
-from exsnn.model.training import MODEL_FILE, TrainingConfig, train
+from exsnn.model.training import MODEL_FILE, TrainingConfig, load_network, train
 
 
 def campaign_split(path: Path, seed: int, val_fraction: float = 0.1) -> dict[str, np.ndarray]:
@@ -46,6 +48,12 @@ def committee_folder(iteration_dir: Path) -> Path:
     return iteration_dir / "committee"
 
 
+def same_architecture(model_file: Path, architecture: ArchitectureConfig) -> bool:
+    """Whether a saved member has the architecture asked for (so that its weights can start a new member)."""
+    stored = load_network(model_file).config.as_dict()
+    return all(stored.get(key) == value for key, value in architecture.as_dict().items())
+
+
 def train_committee(data: Path, iteration_dir: Path, previous_dir: Path | None, config: CampaignConfig, iteration: int) -> Path:
     """Train the members that are not trained yet; return the committee folder (loadable as `model:FOLDER`)."""
     folder = committee_folder(iteration_dir)
@@ -59,11 +67,14 @@ def train_committee(data: Path, iteration_dir: Path, previous_dir: Path | None, 
             shutil.rmtree(member)  # interrupted: start this member again from the beginning
         member.mkdir(parents=True)
         save_split(split, member / "split.npz")
+        architecture = ArchitectureConfig(n_atom_basis=c.width, n_interactions=c.interactions, cutoff=c.cutoff,
+                                          dipoles=c.dipoles, head=c.head, indexed_couplings=c.indexed_couplings)
         previous = None if previous_dir is None else committee_folder(previous_dir) / f"member_{k}" / MODEL_FILE
+        if previous is not None and not same_architecture(previous, architecture):
+            previous = None  # campaign.toml changed the architecture: this member starts from scratch
         training = TrainingConfig(
             data=str(data), output=str(member), recipe=c.recipe, bootstrap=c.bootstrap,
-            network=ArchitectureConfig(n_atom_basis=c.width, n_interactions=c.interactions, cutoff=c.cutoff, dipoles=c.dipoles,
-                                         head=c.head, indexed_couplings=c.indexed_couplings),
+            network=architecture,
             batch_size=c.batch_size, learning_rate=c.learning_rate,
             max_epochs=c.epochs if previous is None else c.warm_epochs, patience=max(20, c.warm_epochs // 2),
             seed=member_seed(config, iteration, k), threads=c.threads, progress_bar=False,
