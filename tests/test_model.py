@@ -413,3 +413,29 @@ def test_committee_potential_and_ase_calculator(lvc_dataset: Path, tmp_path: Pat
     np.testing.assert_allclose(
         atoms.get_forces(), direct.forces[0].numpy() * HARTREE_IN_EV * ANGSTROM_IN_BOHR, rtol=1e-6, atol=1e-8
     )
+
+
+def test_diabatic_indexed_model_trains_drives_dynamics_and_refuses_another_atom_order(lvc_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "diabatic"
+    trained = exsnn("train", lvc_dataset, "-o", out, "--epochs", 2, "--width", 16, "--interactions", 1, "--batch-size", 32,
+                    "--threads", 1, "--no-progress", "--cutoff", 8.0, "--head", "diabatic", "--indexed-couplings")
+    assert trained.returncode == 0, trained.stderr
+    stored = torch.load(out / "model.pt", weights_only=False)["network"]
+    assert stored["head"] == "diabatic" and stored["indexed_couplings"] and stored["molecule"] == [16, 8, 8]
+    xyz = tmp_path / "so2.xyz"
+    xyz.write_text("3\nSO2\nS 0.0 0.0 0.0\nO 0.0 -1.26 0.72\nO 0.0 1.26 0.74\n")
+    point = exsnn("point", "--potential", f"model:{out}", xyz, "--json")
+    assert point.returncode == 0, point.stderr
+    assert np.shape(json.loads(point.stdout)[0]["nacs"]) == (3, 3, 3)
+    reordered = tmp_path / "os2.xyz"
+    reordered.write_text("3\nOSO\nO 0.0 -1.26 0.72\nS 0.0 0.0 0.0\nO 0.0 1.26 0.74\n")
+    refused = exsnn("point", "--potential", f"model:{out}", reordered, "--json")
+    assert refused.returncode == 2 and "atom order" in refused.stderr and "Traceback" not in refused.stderr
+    config = tmp_path / "ml.toml"
+    config.write_text(
+        f'[potential]\nspec = "model:{out}"\n[initial_conditions]\nsampling = "file"\nfile = "{lvc_dataset}"\n'
+        'n_trajectories = 4\ninitial_state = 2\n[integrator]\ndt_fs = 0.5\nduration_fs = 2.0\n[output]\nfile = "ml.h5"\n'
+    )
+    dynamics = exsnn("dynamics", config, "--json", "--no-progress")
+    assert dynamics.returncode == 0, dynamics.stderr
+    assert json.loads(dynamics.stdout)["steps"] == 4
