@@ -263,6 +263,18 @@ def exsnn(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "exsnn.cli.main", *map(str, args)], capture_output=True, text=True)
 
 
+def assert_drives_surface_hopping(model: Path, geometries: Path, tmp_path: Path) -> None:
+    """`exsnn dynamics` runs 4 trajectories for 4 steps on `model` from frames of the dataset `geometries`."""
+    config = tmp_path / "ml.toml"
+    config.write_text(
+        f'[potential]\nspec = "model:{model}"\n[initial_conditions]\nsampling = "file"\nfile = "{geometries}"\n'
+        'n_trajectories = 4\ninitial_state = 2\n[integrator]\ndt_fs = 0.5\nduration_fs = 2.0\n[output]\nfile = "ml.h5"\n'
+    )
+    dynamics = exsnn("dynamics", config, "--json", "--no-progress")
+    assert dynamics.returncode == 0, dynamics.stderr
+    assert json.loads(dynamics.stdout)["steps"] == 4
+
+
 def test_training_checkpoints_resume_and_model_potential(lvc_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     common = ("--width", 16, "--interactions", 1, "--batch-size", 32, "--threads", 1, "--no-progress", "--cutoff", 8.0)
@@ -293,14 +305,7 @@ def test_training_checkpoints_resume_and_model_potential(lvc_dataset: Path, tmp_
         and np.shape(frame["nacs"]) == (3, 3, 3)
     )
     # the trained model drives surface hopping (geometries from the dataset itself)
-    config = tmp_path / "ml.toml"
-    config.write_text(
-        f'[potential]\nspec = "model:{out}"\n[initial_conditions]\nsampling = "file"\nfile = "{lvc_dataset}"\n'
-        'n_trajectories = 4\ninitial_state = 2\n[integrator]\ndt_fs = 0.5\nduration_fs = 2.0\n[output]\nfile = "ml.h5"\n'
-    )
-    dynamics = exsnn("dynamics", config, "--json", "--no-progress")
-    assert dynamics.returncode == 0, dynamics.stderr
-    assert json.loads(dynamics.stdout)["steps"] == 4
+    assert_drives_surface_hopping(out, lvc_dataset, tmp_path)
 
 
 def test_dipole_head_trains_on_ch2nh2_dipoles(shared_data: Path, tmp_path: Path) -> None:
@@ -431,11 +436,4 @@ def test_diabatic_indexed_model_trains_drives_dynamics_and_refuses_another_atom_
     reordered.write_text("3\nOSO\nO 0.0 -1.26 0.72\nS 0.0 0.0 0.0\nO 0.0 1.26 0.74\n")
     refused = exsnn("point", "--potential", f"model:{out}", reordered, "--json")
     assert refused.returncode == 2 and "atom order" in refused.stderr and "Traceback" not in refused.stderr
-    config = tmp_path / "ml.toml"
-    config.write_text(
-        f'[potential]\nspec = "model:{out}"\n[initial_conditions]\nsampling = "file"\nfile = "{lvc_dataset}"\n'
-        'n_trajectories = 4\ninitial_state = 2\n[integrator]\ndt_fs = 0.5\nduration_fs = 2.0\n[output]\nfile = "ml.h5"\n'
-    )
-    dynamics = exsnn("dynamics", config, "--json", "--no-progress")
-    assert dynamics.returncode == 0, dynamics.stderr
-    assert json.loads(dynamics.stdout)["steps"] == 4
+    assert_drives_surface_hopping(out, lvc_dataset, tmp_path)
