@@ -70,7 +70,8 @@ def main() -> None:
         whole = populations_with_intervals(model.active[j], model_alive, N)
         p_values = [binomtest(int(ref[3][s]), ref[4], float(np.clip(whole[0][s], 1e-12, 1 - 1e-12))).pvalue
                     for s in range(N)]
-        agree = min(p_values) >= 0.05
+        p_values = [float(p) for p in p_values]
+        agree = bool(min(p_values) >= 0.05)
         cells = []
         for s in range(N):
             cells += [f"{p[0][s]:.2f} [{p[1][s]:.2f},{p[2][s]:.2f}]" for p in (ref, start, whole)]
