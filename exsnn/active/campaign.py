@@ -124,7 +124,8 @@ class Campaign:
         i = state.iteration
         previous = self.directory.iteration(i - 1) if i > 0 else None
         self.say(f"iteration {i}: training {self.config.committee.members} committee members on "
-                 f"{self._count()} labels" + (" (warm start)" if previous else ""))
+                 f"{self._count()} labels" + (" (warm start where the previous members have the same architecture)"
+                                              if previous else ""))
         train_committee(self.directory.data, self.directory.iteration(i), previous, self.config, i)
         state.phase = "simulate"
 
