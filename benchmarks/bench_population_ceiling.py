@@ -28,6 +28,7 @@ from bench_campaign import ROOT, error, oracle_reference, populations_on  # noqa
 from exsnn.active.label import label_structures, oracle_metadata  # noqa: E402
 from exsnn.active.sample import initial_geometries  # noqa: E402
 from exsnn.active.train import train_committee  # noqa: E402
+from exsnn.data.phases import pair_signs  # noqa: E402
 from exsnn.model.potential import ModelPotential  # noqa: E402
 from exsnn.potentials.base import Potential, PotentialOutput  # noqa: E402
 
@@ -49,6 +50,26 @@ class MixedPotential(Potential):
         return PotentialOutput(out.energies, out.forces, out.all_forces, other.nacs, out.dipoles, other.state_vectors)
 
 
+class OverlapTracked(Potential):
+    """The oracle without its state vectors and with random consistent state signs per call, as a network gives them:
+    dynamics must then track the states' signs from the NACs' overlaps between steps (what that alone costs)."""
+
+    def __init__(self, inner: Potential) -> None:
+        self.inner, self.n_states, self.numbers, self.masses = inner, inner.n_states, inner.numbers, inner.masses
+        self.calls = 0
+
+    def compute(self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False,
+                nacs: bool = True, trajectories: torch.Tensor | None = None) -> PotentialOutput:
+        out = self.inner.compute(positions, states, all_forces, nacs, trajectories)
+        out.state_vectors = None
+        if out.nacs is not None:
+            self.calls += 1
+            generator = torch.Generator().manual_seed(self.calls)
+            signs = torch.where(torch.rand(len(positions), self.n_states, generator=generator) < 0.5, -1.0, 1.0)
+            out.nacs = out.nacs * pair_signs(signs.to(out.nacs.dtype), self.n_states)[:, :, None, None]
+        return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "dynamics" / "campaign_so2_lvc.toml"))
@@ -63,6 +84,8 @@ def main() -> None:
                         help="the network's output head (diabatic: a learned quasi-diabatic Hamiltonian)")
     parser.add_argument("--indexed-couplings", action="store_true", help="diabatic head: couplings weighed per atom")
     parser.add_argument("--keep", help="folder to keep the labelled sets and committees in (default: a temporary one)")
+    parser.add_argument("--tracking-only", action="store_true",
+                        help="print the noise floor and the oracle tracked by NAC overlaps alone, then stop")
     parser.add_argument("--trajectories", type=int, default=1000)
     parser.add_argument("--decompose", action="store_true",
                         help="also run the committee's surfaces with the oracle's NACs and the oracle's surfaces with "
@@ -74,6 +97,11 @@ def main() -> None:
                         head=args.head, indexed_couplings=args.indexed_couplings)
     floor = max(float(np.abs(populations_on(oracle, *ics, config, seed=s) - reference).max()) for s in (1, 2, 3))
     print(f"noise floor: the oracle against itself with other hop random numbers, largest of 3: max|dP| = {floor:.3f}")
+    tracked = float(np.abs(populations_on(OverlapTracked(oracle), *ics, config) - reference).max())
+    print(f"the oracle with random state signs, tracked by NAC overlaps alone (as a network without state vectors): "
+          f"max|dP| = {tracked:.3f}")
+    if args.tracking_only:
+        return
     print(f"committee: {args.members} x PaiNN {args.width} x {args.interactions}, {args.epochs} epochs, {args.recipe}, "
           f"gap weight {args.gap_weight:g}, {args.head} head{' (indexed couplings)' if args.indexed_couplings else ''}")
     with tempfile.TemporaryDirectory() as folder:
