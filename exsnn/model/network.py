@@ -119,19 +119,16 @@ class MultiStateNetwork(nn.Module):
         self.distances = spk.atomistic.PairwiseDistances()
         self.representation = build_representation(config)
         self.diabatic = config.head == "diabatic"
-        if self.diabatic:
-            self.hamiltonian_head = spk.nn.build_mlp(n_in=F, n_out=n_dipole_pairs(N), n_layers=2)
+        if config.indexed_couplings and not config.molecule:
+            raise ConfigurationError("indexed couplings need the molecule's atoms in order", where="molecule")
+        if self.diabatic:  # indexed couplings: one off-diagonal output per atom position (P * n more outputs)
+            extra = n_pairs(N) * len(config.molecule) if config.indexed_couplings else 0
+            self.hamiltonian_head = spk.nn.build_mlp(n_in=F, n_out=n_dipole_pairs(N) + extra, n_layers=2)
             self.energy_head = self.nac_head = None
         else:
             self.hamiltonian_head = None
             self.energy_head = spk.nn.build_mlp(n_in=F, n_out=N, n_layers=2)
             self.nac_head = spk.nn.build_gated_equivariant_mlp(n_in=F, n_out=n_pairs(N), n_layers=2) if N > 1 else None
-        if config.indexed_couplings:
-            if not config.molecule:
-                raise ConfigurationError("indexed couplings need the molecule's atoms in order", where="molecule")
-            # the off-diagonal elements get one output per atom position: P * n more outputs
-            self.hamiltonian_head = spk.nn.build_mlp(n_in=F, n_out=n_dipole_pairs(N) + n_pairs(N) * len(config.molecule),
-                                                     n_layers=2)
         self.dipole_head = spk.nn.build_gated_equivariant_mlp(n_in=F, n_out=n_dipole_pairs(N), n_layers=2) if config.dipoles else None
         mean = config.energy_mean_per_atom or [0.0] * N
         self.register_buffer("energy_mean", torch.tensor(mean, dtype=torch.float64))
