@@ -90,11 +90,11 @@ def now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def write_models(folder: Path, committee: int, width: int, interactions: int) -> Path:
-    """A single model file or a committee folder of randomly initialised networks."""
+def write_models(folder: Path, committee: int, width: int, interactions: int, head: str = "adiabatic") -> Path:
+    """A single model file or a committee folder of randomly initialised networks (`head`: NetworkConfig.head)."""
     config = dict(n_states=3, n_atom_basis=width, n_interactions=interactions, cutoff=10.0,
                   energy_mean_per_atom=[-15.7, -15.65, -15.6], energy_std_per_atom=0.01, coupling_scale=0.05,
-                  elements=[1, 6, 7])
+                  elements=[1, 6, 7], head=head)
     if committee == 1:
         torch.manual_seed(0)
         save_network(MultiStateNetwork(NetworkConfig(**config)), folder / "model.pt")
@@ -126,7 +126,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--interactions", type=int, default=3)
+    parser.add_argument("--head", choices=("adiabatic", "diabatic"), default="adiabatic",
+                        help="the network's head (diabatic: a learned quasi-diabatic Hamiltonian)")
     parser.add_argument("--compile", action="store_true", help="evaluate the networks through torch.compile")
+    parser.add_argument("--compile-engine", action="store_true",
+                        help="fuse the integrator's arithmetic through torch.compile (FSSHSettings.compile)")
     parser.add_argument("--alone", type=int, default=100, help="batch size of the per-trajectory comparison (0: skip)")
     parser.add_argument("--alone-sample", type=int, default=20, help="trajectories actually timed alone")
     parser.add_argument("--training", action="store_true", help="also measure training throughput")
@@ -140,13 +144,15 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     print(hardware(device), flush=True)
     kind = f"committee of {args.committee}" if args.committee > 1 else "single model"
-    print(f"PaiNN {args.width} x {args.interactions}, 3 states, 6 atoms, {args.dtype}, {kind}, device {device}"
-          f"{', torch.compile' if args.compile else ''}; FSSH dt 0.5 fs, EDC, float64 integrator", flush=True)
+    print(f"PaiNN {args.width} x {args.interactions}, {args.head} head, 3 states, 6 atoms, {args.dtype}, {kind}, device {device}"
+          f"{', torch.compile' if args.compile else ''}; FSSH dt 0.5 fs, EDC, float64 integrator"
+          f"{' (fused through torch.compile)' if args.compile_engine else ''}", flush=True)
 
     with tempfile.TemporaryDirectory() as folder:
-        path = write_models(Path(folder), args.committee, args.width, args.interactions)
+        path = write_models(Path(folder), args.committee, args.width, args.interactions, args.head)
         potential = ModelPotential(path, NUMBERS, device=device, dtype=dtype, compile=args.compile)
-        settings = FSSHSettings(dt=0.5 * FS_IN_AU_TIME, n_steps=10**9, seed=1, max_energy_drift=1e6)
+        settings = FSSHSettings(dt=0.5 * FS_IN_AU_TIME, n_steps=10**9, seed=1, max_energy_drift=1e6,
+                                compile=args.compile_engine)
         step_seconds: dict[int, float] = {}
         print(f"{'trajectories':>12s} {'ms/step':>10s} {'traj-steps/s':>13s} {'network ms':>11s} {'potential ms':>13s} "
               f"{'engine overhead':>16s}", flush=True)
@@ -155,7 +161,8 @@ def main() -> None:
             positions, velocities = initial_conditions(n, potential.masses)
             start = time.perf_counter()
             state = engine.initial_state(positions, velocities, torch.full((n,), 2))
-            engine.step(state)  # warm-up (and compilation, with --compile)
+            for _ in range(3 if args.compile_engine else 1):  # warm-up (and compilation: more substep counts)
+                engine.step(state)
             warm_up = now(device) - start
             if args.compile and warm_up > 5:
                 print(f"{'':12s} (first calls with torch.compile took {warm_up:.0f} s)", flush=True)

@@ -235,6 +235,7 @@ BAD_VALUES = [
     ("[integrator]", "max_energy_drift_ev = nan", "[integrator] max_energy_drift_ev"),
     ("[integrator]", "forced_hop_gap_ev = -0.1", "[integrator] forced_hop_gap_ev"),
     ("[integrator]", "substeps = 0", "[integrator] substeps"),
+    ("[integrator]", "compile = 1", "[integrator] compile"),
     ("[integrator]", 'decoherence = "afssh-typo"', "[integrator] decoherence"),
     ("[initial_conditions]", "seed = -1", "[initial_conditions] seed"),
     ("[initial_conditions]", "momentum = nan", "[initial_conditions] momentum"),

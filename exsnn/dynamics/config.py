@@ -25,6 +25,7 @@ frustrated = "keep"        # "keep", "reflect", "reflect_gradv"
 # box_bohr = 50.0          # end trajectories that leave the box
 max_energy_drift_ev = 0.2  # stop and mark failed beyond this total-energy change
 # substeps = 20            # electronic substeps (default: chosen automatically per trajectory)
+# compile = true           # fuse the integrator's arithmetic with torch.compile (for GPUs)
 
 [output]
 file = "run.h5"            # relative to this file's folder
@@ -60,7 +61,7 @@ _SECTIONS = {
     "potential": {"spec", "device"},
     "initial_conditions": {"sampling", "file", "momentum", "n_trajectories", "initial_state", "seed"},
     "integrator": {"dt_fs", "duration_fs", "decoherence", "edc_c", "rescale", "couplings", "frustrated", "forced_hop_gap_ev",
-                   "box_bohr", "max_energy_drift_ev", "substeps"},
+                   "box_bohr", "max_energy_drift_ev", "substeps", "compile"},
     "output": {"file", "record_every", "geometry_every", "checkpoint_every"},
 }
 SAMPLINGS = ("wigner", "file", "scattering")
@@ -75,6 +76,7 @@ _INTEGRATOR_KEYS: dict[str, tuple[str, type, float | None]] = {
     "box_bohr": ("box", float, 1.0),
     "max_energy_drift_ev": ("max_energy_drift", float, EV_IN_HARTREE),
     "substeps": ("substeps", int, None),
+    "compile": ("compile", bool, None),
 }
 _TOML_KEY_OF_FIELD = {field: f"[integrator] {key}" for key, (field, _, _) in _INTEGRATOR_KEYS.items()}
 _TOML_KEY_OF_FIELD.update({"dt": "[integrator] dt_fs", "n_steps": "[integrator] duration_fs", "seed": "[initial_conditions] seed"})

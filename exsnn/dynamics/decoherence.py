@@ -14,11 +14,13 @@ rule) is a subclass added to that table.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+from exsnn.dynamics.fusion import Fused
 from exsnn.dynamics.state import kinetic_energy, row_sum
 
 if TYPE_CHECKING:  # settings look the schemes up here by name: no import back at run time
@@ -64,18 +66,26 @@ class NoDecoherence(Decoherence):
 
 def energy_based_decoherence(
     coefficients: torch.Tensor, active: torch.Tensor, energies: torch.Tensor, kinetic: torch.Tensor, dt: float,
-    constant: float,
+    constant: float, damp: Callable[..., torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Granucci-Persico damping of coefficients (B, N) complex128 over a step dt, given the active states (B,),
     energies (B, N) Hartree, kinetic energies (B,) Hartree and the constant C (Hartree). Real arithmetic per
-    trajectory (batch-independent); the active coefficient keeps its phase and takes the norm the others gave up."""
-    B, N = coefficients.shape
+    trajectory (batch-independent); the active coefficient keeps its phase and takes the norm the others gave up.
+    `damp`: the real arithmetic (default `damped_parts`; the engine may pass a fused one)."""
+    X = torch.view_as_real(coefficients.resolve_conj())  # (B, N, 2)
+    return torch.view_as_complex((damp or damped_parts)(X, active, energies, kinetic, dt, constant))
+
+
+def damped_parts(X: torch.Tensor, active: torch.Tensor, energies: torch.Tensor, kinetic: torch.Tensor, dt: float,
+                 constant: float) -> torch.Tensor:
+    """`energy_based_decoherence` on real and imaginary parts X (B, N, 2); returns them contiguous."""
+    B, N, _ = X.shape
     is_active = torch.arange(N, device=active.device)[None, :] == active[:, None]  # (B, N): masks, not index_put (which
     # waits for a GPU), pick and replace the active entries
     gaps = (energies - energies.gather(1, active[:, None])).abs()
     tau = (1.0 + constant / kinetic.clamp_min(1e-12))[:, None] / gaps.clamp_min(1e-300)
     damping = torch.where(is_active, 1.0, torch.exp(-dt / tau))
-    X = torch.view_as_real(coefficients.resolve_conj()) * damping[:, :, None]  # (B, N, 2)
+    X = X * damping[:, :, None]
     populations = row_sum(X.square())  # (B, N)
     others = row_sum(populations) - populations.gather(1, active[:, None])[:, 0]
     x_active = X.gather(1, active[:, None, None].expand(B, 1, 2))[:, 0]  # (B, 2)
@@ -84,7 +94,7 @@ def energy_based_decoherence(
     real_one[0] = 1.0  # a fill on the device (a tensor built from a list would be copied from the host)
     unit = torch.where((magnitude > 0)[:, None], x_active / magnitude.clamp_min(1e-300)[:, None], real_one)
     new_active = unit * torch.sqrt((1.0 - others).clamp_min(0.0))[:, None]
-    return torch.view_as_complex(torch.where(is_active[:, :, None], new_active[:, None, :], X).contiguous())
+    return torch.where(is_active[:, :, None], new_active[:, None, :], X).contiguous()
 
 
 class EnergyBasedDecoherence(Decoherence):
@@ -92,9 +102,14 @@ class EnergyBasedDecoherence(Decoherence):
 
     name = "edc"
 
+    def __init__(self, settings: FSSHSettings) -> None:
+        super().__init__(settings)
+        self._damp = Fused(damped_parts, settings.compile, "decoherence")
+
     def correct(self, step: DecoherenceInput) -> torch.Tensor:
         kinetic = kinetic_energy(step.velocities, step.masses)
-        return energy_based_decoherence(step.coefficients, step.active, step.energies, kinetic, step.dt, self.settings.edc_c)
+        return energy_based_decoherence(step.coefficients, step.active, step.energies, kinetic, step.dt, self.settings.edc_c,
+                                        self._damp)
 
 
 #: name (settings.decoherence) -> scheme

@@ -20,6 +20,8 @@ energies and couplings (on the CPU and on CUDA).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -52,6 +54,8 @@ class PairTable:
         #: order of the plane rotations of one substep: each pair with half the angle, forward then backward
         self.sweep: list[int] = list(range(P)) + list(range(P - 1, -1, -1)) if P > 1 else list(range(P))
         self.rotation_fraction = 0.5 if P > 1 else 1.0
+        #: the arithmetic of one substep for these states (eager; `fusion.Fused` compiles it)
+        self.substep: SubstepFunction = substep_function([(p, *self.pairs[p]) for p in self.sweep], self.rotation_fraction)
 
     @property
     def n_pairs(self) -> int:
@@ -66,6 +70,53 @@ class PairTable:
             return [t * sign for t in pair_values]
         index = self._row_index.index_select(0, active)
         return [t.gather(1, index) * sign for t in pair_values]
+
+
+#: (X, probabilities, inputs, active, inverse_n, k, dt) -> (X, probabilities); see `substep_function`
+SubstepFunction = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def substep_function(rotations: list[tuple[int, int, int]], rotation_fraction: float) -> SubstepFunction:
+    """The arithmetic of one substep of m trajectories, for the plane rotations (pair p, states i, j) of one sweep,
+    in order, each by `rotation_fraction` of its pair's angle.
+
+    Arguments (state-major, each contiguous and no view of another, so that a compiled version keeps one guard
+    set): X (2, N, m) real and imaginary parts of the coefficients, probabilities (N, m) summed so far, inputs (rows,
+    m) as laid out by `propagate_coefficients` (energies relative to the active state's at the step's start, their
+    change, couplings T (P), their change, the active state's row of both), active (m,) long, inverse_n (m,) 1 /
+    substeps, k the substep's number, dt the nuclear step. Returns the coefficients after substep k and the
+    probabilities with its hopping probabilities added."""
+
+    def substep(X: torch.Tensor, probabilities: torch.Tensor, inputs: torch.Tensor, active: torch.Tensor,
+                inverse_n: torch.Tensor, k: int, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+        N, m = X.shape[1], X.shape[2]
+        E0, dE, T0, dT, Ta0, dTa = inputs.split(_row_sizes(N, inputs.shape[0]), dim=0)
+        dtau = inverse_n * dt
+        f = inverse_n * (k + 0.5)  # (m,) midpoint of the substep as a fraction of the step
+        phase = (E0 + f * dE) * (-0.5 * dtau)
+        cos_phase, sin_phase = torch.cos(phase), torch.sin(phase)
+        X = _times_phase(X, cos_phase, sin_phase)
+        angles = (T0 + f * dT) * (dtau * rotation_fraction)
+        cos, sin = torch.cos(angles).unbind(0), torch.sin(angles).unbind(0)
+        x = list(X.unbind(1))  # (2, m) per state: real and imaginary part
+        for p, i, j in rotations:
+            xi, xj = x[i], x[j]
+            x[i], x[j] = cos[p] * xi - sin[p] * xj, sin[p] * xi + cos[p] * xj
+        X = _times_phase(torch.stack(x, dim=1), cos_phase, sin_phase)
+        x_active = X.gather(1, active[None, None, :].expand(2, 1, m))  # (2, 1, m)
+        a_re, a_im = x_active[0, 0], x_active[1, 0]
+        overlap = X[0] * a_re + X[1] * a_im  # Re(c_a* c_j), (N, m)
+        flux = overlap * (Ta0 + f * dTa) * (2.0 * dtau)
+        step_probabilities = (flux / (a_re * a_re + a_im * a_im).clamp_min(1e-300)).clamp_min(0.0)
+        return X, probabilities + step_probabilities
+
+    return substep
+
+
+def _row_sizes(N: int, rows: int) -> list[int]:
+    """Row counts of E0, dE, T0, dT, Ta0, dTa in the inputs block of `rows` rows for N states."""
+    P = (rows - 4 * N) // 2
+    return [N, N, P, P, N, N]
 
 
 def velocity_couplings(velocities: torch.Tensor, nacs: torch.Tensor) -> torch.Tensor:
@@ -147,11 +198,13 @@ def propagate_coefficients(
     n_substeps: torch.Tensor,
     dt: float,
     table: PairTable,
+    substep: SubstepFunction | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Propagate coefficients (B, N) complex128 over one nuclear step of length dt.
 
     active (B,) the active states, E_old/E_new (B, N) energies, T_old/T_new (B, P) couplings v . d at the step's
-    ends, n_substeps (B,) long each trajectory's substeps. Returns the new coefficients (B, N) and the summed
+    ends, n_substeps (B,) long each trajectory's substeps, substep the arithmetic of one substep (default
+    `table.substep`; the engine may pass a fused one). Returns the new coefficients (B, N) and the summed
     hopping probabilities (B, N) out of the active state (zero for the active state itself).
 
     The substeps every trajectory takes run on the whole batch; the trajectories that take more continue as a
@@ -166,14 +219,15 @@ def propagate_coefficients(
     coefficients = coefficients.resolve_conj()
     parts = (coefficients.real, coefficients.imag, E_old - E_old.gather(1, active[:, None]), E_new - E_old, T_old, dT,
              *table.active_rows((T_old, dT), active))
-    block = torch.cat([part.T for part in parts], dim=0)
-    X, inputs = block[: 2 * N].view(2, N, B), block[2 * N:]
+    X = torch.cat([part.T for part in parts[:2]], dim=0).view(2, N, B)  # two blocks: neither is a view of the other
+    inputs = torch.cat([part.T for part in parts[2:]], dim=0)
     inverse_n = n_substeps.to(torch.float64).reciprocal()
     counts = torch.bincount(n_substeps).cpu().numpy()  # how many take k substeps: all the host needs, in one transfer
     taken = np.nonzero(counts)[0]
     n_min, n_max = int(taken[0]), int(taken[-1])
-    probabilities = None  # none yet: the first substep's are the sum
-    X, probabilities = _substeps(X, probabilities, inputs, active, inverse_n, dt, table, range(n_min), [B] * n_min)
+    substep = substep or table.substep
+    X, probabilities = _substeps(X, None, inputs, active, inverse_n, dt, table, range(n_min), [B] * n_min,
+                                 substep)
     if n_max > n_min:  # the others go on, longest first, so that those still integrating are a prefix
         at_least = np.cumsum(counts[::-1])[::-1]  # [k]: trajectories with k or more substeps
         still = at_least[n_min + 1:].tolist()  # trajectories with more than k substeps, k = n_min .. n_max - 1
@@ -183,7 +237,8 @@ def propagate_coefficients(
         else:  # the same rows in the same order, without asking the device how many there are
             rows = torch.argsort(n_substeps, descending=True, stable=True)[: still[0]]
         more_X, more_probabilities = _substeps(_columns(X, rows), _columns(probabilities, rows), _columns(inputs, rows),
-                                               active[rows], inverse_n[rows], dt, table, range(n_min, n_max), still)
+                                               active[rows], inverse_n[rows], dt, table, range(n_min, n_max), still,
+                                               substep)
         X, probabilities = _put_columns(X, rows, more_X), _put_columns(probabilities, rows, more_probabilities)
     out = torch.empty((B, N), dtype=torch.complex128, device=X.device)  # (B, N) from the state-major (2, N, B)
     parts = torch.view_as_real(out)
@@ -206,50 +261,25 @@ def _put_columns(values: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
 
 def _substeps(
     X: torch.Tensor, probabilities: torch.Tensor | None, inputs: torch.Tensor, active: torch.Tensor,
-    inverse_n: torch.Tensor, dt: float, table: PairTable, substeps: range, still: list[int],
+    inverse_n: torch.Tensor, dt: float, table: PairTable, substeps: range, still: list[int], substep: SubstepFunction,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Substeps `substeps` of m trajectories: X (2, N, m) real and imaginary parts of the coefficients, probabilities
     (N, m) summed so far (None: none yet), inputs (rows, m) as laid out by `propagate_coefficients`, active (m,),
-    1 / n_substeps (m,); the first still[i] trajectories take substep substeps[i]. Returns the coefficients and the
-    summed probabilities."""
+    1 / n_substeps (m,); the first still[i] trajectories take substep substeps[i], each through `substep` (the
+    table's `substep_function`, eager or fused). Returns the coefficients and the summed probabilities."""
     N, m = X.shape[1], X.shape[2]
-    if probabilities is None and not substeps:
+    if probabilities is None:
         probabilities = torch.zeros((N, m), dtype=X.dtype, device=X.device)
-    P = table.n_pairs
-    E0, dE, T0, dT, Ta0, dTa = inputs.split([N, N, P, P, N, N], dim=0)
-    dtau = inverse_n * dt
-    phase_scale, angle_scale, flux_scale = -0.5 * dtau, dtau * table.rotation_fraction, 2.0 * dtau
-    pairs = table.pairs
     done_X: list[torch.Tensor] = []  # results of trajectories that finished early, the last ones first
     done_probabilities: list[torch.Tensor] = []
     for k, count in zip(substeps, still):
-        if count != m:  # trajectories count .. m-1 are done: keep their results, go on with the rest
+        if count != m:  # trajectories count .. m-1 are done: keep their results, go on with the rest (as copies)
             done_X.append(X[..., count:])
             done_probabilities.append(probabilities[:, count:])
             m = count
-            X, probabilities, active = X[..., :m], probabilities[:, :m], active[:m]
-            E0, dE, T0, dT, Ta0, dTa = E0[:, :m], dE[:, :m], T0[:, :m], dT[:, :m], Ta0[:, :m], dTa[:, :m]
-            inverse_n, phase_scale = inverse_n[:m], phase_scale[:m]
-            angle_scale, flux_scale = angle_scale[:m], flux_scale[:m]
-        f = inverse_n * (k + 0.5)  # (m,) midpoint of the substep as a fraction of the step
-        phase = (E0 + f * dE) * phase_scale
-        cos_phase, sin_phase = torch.cos(phase), torch.sin(phase)
-        X = _times_phase(X, cos_phase, sin_phase)
-        angles = (T0 + f * dT) * angle_scale
-        cos, sin = torch.cos(angles).unbind(0), torch.sin(angles).unbind(0)
-        x = list(X.unbind(1))  # (2, m) per state: real and imaginary part
-        for p in table.sweep:
-            i, j = pairs[p]
-            xi, xj = x[i], x[j]
-            x[i], x[j] = cos[p] * xi - sin[p] * xj, sin[p] * xi + cos[p] * xj
-        X = _times_phase(torch.stack(x, dim=1), cos_phase, sin_phase)
-        x_active = X.gather(1, active[None, None, :].expand(2, 1, m))  # (2, 1, m)
-        a_re, a_im = x_active[0, 0], x_active[1, 0]
-        overlap = X[0] * a_re + X[1] * a_im  # Re(c_a* c_j), (N, m)
-        flux = overlap * (Ta0 + f * dTa) * flux_scale
-        step_probabilities = (flux / (a_re * a_re + a_im * a_im).clamp_min(1e-300)).clamp_min(0.0)
-        probabilities = step_probabilities if probabilities is None else probabilities + step_probabilities
-    assert probabilities is not None
+            X, probabilities, inputs = X[..., :m].contiguous(), probabilities[:, :m].contiguous(), inputs[:, :m].contiguous()
+            active, inverse_n = active[:m].clone(), inverse_n[:m].clone()
+        X, probabilities = substep(X, probabilities, inputs, active, inverse_n, k, dt)
     if not done_X:
         return X, probabilities
     return torch.cat([X, *done_X[::-1]], dim=2), torch.cat([probabilities, *done_probabilities[::-1]], dim=1)

@@ -37,6 +37,7 @@ from exsnn.dynamics.electronic import (
     velocity_couplings,
 )
 from exsnn.dynamics.failures import failed_rows, keep_previous, keep_rows, non_finite_rows
+from exsnn.dynamics.fusion import Fused
 from exsnn.dynamics.hopping import attempt_hops, choose_targets, forced_hops_to_ground
 from exsnn.dynamics.settings import FSSHSettings
 from exsnn.dynamics.state import (
@@ -79,6 +80,7 @@ class FSSHEngine:
         self.pairs = PairTable(self.n_states, self.device)
         self._gap_pairs = pair_index(self.n_states, self.device)  # (P, 2), for curvature couplings
         self._decoherence: Decoherence | None = None
+        self._fused: dict[str, Fused] = {}
 
     @property
     def decoherence(self) -> Decoherence:
@@ -87,6 +89,13 @@ class FSSHEngine:
                 or self._decoherence.settings is not self.settings:
             self._decoherence = make_decoherence(self.settings)
         return self._decoherence
+
+    def _kernel(self, name: str, function: Callable[..., object]) -> Fused:
+        """`function`, fused when `settings.compile` asks (rebuilt if the setting changes)."""
+        kernel = self._fused.get(name)
+        if kernel is None or kernel.enabled != self.settings.compile:
+            kernel = self._fused[name] = Fused(function, self.settings.compile, name)
+        return kernel
 
     # ------------------------------------------------------------------ set-up
     def initial_state(
@@ -203,8 +212,9 @@ class FSSHEngine:
         if s.substeps is not None:
             n_sub = torch.full((len(active),), s.substeps, dtype=torch.long, device=self.device)
         else:
-            n_sub = auto_substeps(E_old, E_new, T_old, T_new, s.dt, s.max_substep_angle)
-        c, probabilities = propagate_coefficients(c, active, E_old, E_new, T_old, T_new, n_sub, s.dt, self.pairs)
+            n_sub = self._kernel("substep counts", auto_substeps)(E_old, E_new, T_old, T_new, s.dt, s.max_substep_angle)
+        c, probabilities = propagate_coefficients(c, active, E_old, E_new, T_old, T_new, n_sub, s.dt, self.pairs,
+                                                  self._kernel("substep", self.pairs.substep))
 
         # hops
         zeta = self._uniforms(step_number, state.n_total or state.n_trajectories)

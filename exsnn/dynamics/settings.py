@@ -45,6 +45,8 @@ class FSSHSettings:
     analytic models; their status and outcome stay as they were). couplings: what drives the electronic propagation:
     'nac' (T_ij = v . d_ij from the potential's NACs) or 'curvature' (time-derivative couplings from the curvature of
     the energy gaps, `exsnn.dynamics.curvature`; no NACs are asked of the potential; needs rescale = 'velocity').
+    compile: fuse the electronic substeps, substep counts and decoherence through `torch.compile`
+    (`exsnn.dynamics.fusion`; for GPUs, where a step is otherwise bound by kernel launches; eager where compiling fails).
     """
 
     dt: float
@@ -61,6 +63,7 @@ class FSSHSettings:
     max_substep_angle: float = 0.05
     propagate_finished: bool = False
     couplings: str = "nac"
+    compile: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
