@@ -87,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default=str(ROOT / "dynamics" / "campaign_so2_lvc.toml"))
     parser.add_argument("--trajectories", type=int, default=1000)
-    parser.add_argument("--budgets", default="30,60,120,240")
+    parser.add_argument("--budgets", default="30,60,120,240", help="Wigner baselines (empty: none)")
     parser.add_argument("--target", type=float, default=0.03)
     parser.add_argument("--couplings", choices=sorted(COUPLINGS), default="nac",
                         help="how the evaluation dynamics (oracle and committees alike) drive hops; 'curvature' takes "
@@ -112,7 +112,7 @@ def main() -> None:
         for labels, value in campaign_curve:
             print(f"  {labels:5d} labels  max|dP| = {value:.3f}")
         wigner_curve = []
-        for budget in [int(b) for b in args.budgets.split(",")]:
+        for budget in [int(b) for b in args.budgets.split(",") if b.strip()]:
             plain = replace(config, initial=replace(config.initial, n_frames=budget))
             data = root / f"wigner_{budget}.h5"
             positions = initial_geometries(plain, oracle)

@@ -349,13 +349,21 @@ def test_members_of_another_architecture_do_not_warm_start(tmp_path: Path) -> No
     the new ones; the same architecture can. Model files without the newer keys read as their defaults."""
     import torch
 
-    from exsnn.active.train import same_architecture
+    from exsnn.active.train import same_architecture, warm_start_from
     from exsnn.model.network import ArchitectureConfig, MultiStateNetwork, NetworkConfig
     from exsnn.model.training import save_network
 
     architecture = ArchitectureConfig(n_atom_basis=16, n_interactions=1, cutoff=8.0)
     save_network(MultiStateNetwork(NetworkConfig(**architecture.as_dict(), n_states=3)), tmp_path / "model.pt")
     assert same_architecture(tmp_path / "model.pt", architecture)
+    member = tmp_path / "iteration_000" / "committee" / "member_1"
+    member.mkdir(parents=True)
+    (member / "model.pt").write_bytes((tmp_path / "model.pt").read_bytes())
+    assert warm_start_from(tmp_path / "iteration_000", 1, architecture, warm_start=True) == member / "model.pt"
+    assert warm_start_from(tmp_path / "iteration_000", 1, architecture, warm_start=False) is None  # [committee] warm_start
+    assert warm_start_from(None, 1, architecture, warm_start=True) is None
+    assert warm_start_from(tmp_path / "iteration_000", 1, ArchitectureConfig(n_atom_basis=8, n_interactions=1, cutoff=8.0),
+                           warm_start=True) is None
     assert not same_architecture(tmp_path / "model.pt", ArchitectureConfig(n_atom_basis=16, n_interactions=1, cutoff=8.0,
                                                                            head="diabatic"))
     assert not same_architecture(tmp_path / "model.pt", ArchitectureConfig(n_atom_basis=32, n_interactions=1, cutoff=8.0))

@@ -125,7 +125,7 @@ class Campaign:
         previous = self.directory.iteration(i - 1) if i > 0 else None
         self.say(f"iteration {i}: training {self.config.committee.members} committee members on "
                  f"{self._count()} labels" + (" (warm start where the previous members have the same architecture)"
-                                              if previous else ""))
+                                              if previous and self.config.committee.warm_start else ""))
         train_committee(self.directory.data, self.directory.iteration(i), previous, self.config, i)
         state.phase = "simulate"
 

@@ -18,6 +18,7 @@ test_fraction = 0.1             # of the initial frames held out as the first te
 members = 4
 epochs = 150                    # first iteration (from scratch)
 warm_epochs = 60                # later iterations (warm-started from the previous members)
+warm_start = true               # false: every iteration's members train from scratch, for `epochs`
 width = 32
 interactions = 2
 cutoff = 8.0                    # Bohr
@@ -93,6 +94,7 @@ class CommitteeConfig:
     members: int = 4
     epochs: int = 150
     warm_epochs: int = 60
+    warm_start: bool = True  # later iterations start from the previous members (false: from scratch, for `epochs`)
     width: int = 32
     interactions: int = 2
     cutoff: float = 8.0

@@ -54,6 +54,15 @@ def same_architecture(model_file: Path, architecture: ArchitectureConfig) -> boo
     return all(stored.get(key) == value for key, value in architecture.as_dict().items())
 
 
+def warm_start_from(previous_dir: Path | None, member: int, architecture: ArchitectureConfig, warm_start: bool) -> Path | None:
+    """The previous iteration's model file that starts member `member`, or None (from scratch): none in the first
+    iteration, with `[committee] warm_start = false`, or when campaign.toml changed the architecture."""
+    if previous_dir is None or not warm_start:
+        return None
+    previous = committee_folder(previous_dir) / f"member_{member}" / MODEL_FILE
+    return previous if same_architecture(previous, architecture) else None
+
+
 def train_committee(data: Path, iteration_dir: Path, previous_dir: Path | None, config: CampaignConfig, iteration: int) -> Path:
     """Train the members that are not trained yet; return the committee folder (loadable as `model:FOLDER`)."""
     folder = committee_folder(iteration_dir)
@@ -69,9 +78,7 @@ def train_committee(data: Path, iteration_dir: Path, previous_dir: Path | None, 
         save_split(split, member / "split.npz")
         architecture = ArchitectureConfig(n_atom_basis=c.width, n_interactions=c.interactions, cutoff=c.cutoff,
                                           dipoles=c.dipoles, head=c.head, indexed_couplings=c.indexed_couplings)
-        previous = None if previous_dir is None else committee_folder(previous_dir) / f"member_{k}" / MODEL_FILE
-        if previous is not None and not same_architecture(previous, architecture):
-            previous = None  # campaign.toml changed the architecture: this member starts from scratch
+        previous = warm_start_from(previous_dir, k, architecture, c.warm_start)
         training = TrainingConfig(
             data=str(data), output=str(member), recipe=c.recipe, bootstrap=c.bootstrap,
             network=architecture,
