@@ -11,7 +11,11 @@ trajectory (resumable). Its run with `--substeps 1` (one electronic substep per 
 too. The probabilities of both must agree within their binomial errors (|z| < 4 printed as "agree").
 
     .venv/bin/python benchmarks/bench_fssh_numpy.py [--ntraj 20000] [--dt 20] [--momentum 20] [--model tully1]
-    [--repeats 3]
+    [--repeats 3] [--compile-engine]
+
+With --compile-engine exsnn also runs with its arithmetic fused through torch.compile (FSSHSettings.compile,
+compiled once before the timings). On the CPU that does not pay: 72 us per trajectory against 61 eager and 16 for
+NumPy (tully1, 20,000 trajectories, one repeat on a busy 2-core machine); it is meant for GPUs.
 
 Profile of exsnn's in-process run before issue #17 (tully1, k = 20, dt = 20, 20,000 trajectories, 167 steps, CPU
 time, cProfile; 114-136 us per trajectory on a loaded 2-core EPYC): electronic propagation 47 % (of it the substep

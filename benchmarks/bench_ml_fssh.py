@@ -20,6 +20,7 @@ Every part is time-boxed: --steps timed steps per batch size, stopped early afte
 
     .venv/bin/python benchmarks/bench_ml_fssh.py [--batches 1,100,1000] [--steps 5] [--committee 4] [--compile]
     .venv/bin/python benchmarks/bench_ml_fssh.py --device cuda --batches 1000,10000 --training --sync-debug
+    [--compile-engine] [--head diabatic]
 
 Profile before issue #17 (2-core EPYC shared with another job, 1 torch thread, cProfile and torch.profiler over 10
 steps at 100 trajectories; at 1000 the shares are the same): the potential call is 97 % of a step, the engine
