@@ -55,7 +55,8 @@ class PairTable:
         self.sweep: list[int] = list(range(P)) + list(range(P - 1, -1, -1)) if P > 1 else list(range(P))
         self.rotation_fraction = 0.5 if P > 1 else 1.0
         #: the arithmetic of one substep for these states (eager; `fusion.Fused` compiles it)
-        self.substep: SubstepFunction = substep_function([(p, *self.pairs[p]) for p in self.sweep], self.rotation_fraction)
+        self.substep: SubstepFunction = substep_function(n_states, [(p, *self.pairs[p]) for p in self.sweep],
+                                                         self.rotation_fraction)
 
     @property
     def n_pairs(self) -> int:
@@ -76,9 +77,9 @@ class PairTable:
 SubstepFunction = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
-def substep_function(rotations: list[tuple[int, int, int]], rotation_fraction: float) -> SubstepFunction:
-    """The arithmetic of one substep of m trajectories, for the plane rotations (pair p, states i, j) of one sweep,
-    in order, each by `rotation_fraction` of its pair's angle.
+def substep_function(n_states: int, rotations: list[tuple[int, int, int]], rotation_fraction: float) -> SubstepFunction:
+    """The arithmetic of one substep of m trajectories with N = n_states, for the plane rotations (pair p, states i,
+    j) of one sweep, in order, each by `rotation_fraction` of its pair's angle.
 
     Arguments (state-major, each contiguous and no view of another, so that a compiled version keeps one guard
     set): X (2, N, m) real and imaginary parts of the coefficients, probabilities (N, m) summed so far, inputs (rows,
@@ -87,10 +88,13 @@ def substep_function(rotations: list[tuple[int, int, int]], rotation_fraction: f
     substeps, k the substep's number, dt the nuclear step. Returns the coefficients after substep k and the
     probabilities with its hopping probabilities added."""
 
+    N, P = n_states, n_states * (n_states - 1) // 2
+    rows = [N, N, P, P, N, N]  # E0, dE, T0, dT, Ta0, dTa in the inputs block
+
     def substep(X: torch.Tensor, probabilities: torch.Tensor, inputs: torch.Tensor, active: torch.Tensor,
                 inverse_n: torch.Tensor, k: int, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
-        N, m = X.shape[1], X.shape[2]
-        E0, dE, T0, dT, Ta0, dTa = inputs.split(_row_sizes(N, inputs.shape[0]), dim=0)
+        m = X.shape[2]
+        E0, dE, T0, dT, Ta0, dTa = inputs.split(rows, dim=0)
         dtau = inverse_n * dt
         f = inverse_n * (k + 0.5)  # (m,) midpoint of the substep as a fraction of the step
         phase = (E0 + f * dE) * (-0.5 * dtau)
@@ -111,12 +115,6 @@ def substep_function(rotations: list[tuple[int, int, int]], rotation_fraction: f
         return X, probabilities + step_probabilities
 
     return substep
-
-
-def _row_sizes(N: int, rows: int) -> list[int]:
-    """Row counts of E0, dE, T0, dT, Ta0, dTa in the inputs block of `rows` rows for N states."""
-    P = (rows - 4 * N) // 2
-    return [N, N, P, P, N, N]
 
 
 def velocity_couplings(velocities: torch.Tensor, nacs: torch.Tensor) -> torch.Tensor:
