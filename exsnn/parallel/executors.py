@@ -205,7 +205,8 @@ class DaskPool(WorkPool):
         from distributed import KilledWorker, as_completed
 
         futures = {self.client.submit(function, item, pure=False): k for k, item in enumerate(items)}
-        for future in as_completed(futures):
+        # as_completed must run on this client's loop, not on the process's default client's (dask/distributed#4357)
+        for future in as_completed(futures, loop=self.client.loop):
             k = futures.pop(future)
             try:
                 result = future.result()
@@ -279,13 +280,13 @@ def open_pool(spec: str = "local", threads: int = 1, max_attempts: int = DEFAULT
                               "distributed.scheduler.worker-saturation": 1.0}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                    host="127.0.0.1", env={name: str(threads) for name in THREAD_VARIABLES})
-        return DaskPool(Client(cluster), workers, max_attempts, owned=cluster)
+        return DaskPool(Client(cluster, set_as_default=False), workers, max_attempts, owned=cluster)
     if kind == "dask":
         from distributed import Client
 
         if not argument:
             raise ConfigurationError("the dask executor needs an address: dask:tcp://HOST:PORT", source="executor")
-        client = Client(argument)  # its scheduler's own allowed-failures bound the retries
+        client = Client(argument, set_as_default=False)  # its scheduler's own allowed-failures bound the retries
         return DaskPool(client, len(client.scheduler_info()["workers"]), DEFAULT_ATTEMPTS)
     raise ConfigurationError(f"unknown executor {spec!r}; expected serial, local[:N], dask-local[:N] or dask:ADDRESS",
                              source="executor")
