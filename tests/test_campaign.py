@@ -87,12 +87,23 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
     assert diabatic.committee.head == "diabatic" and parse_config(good, tmp_path / "c.toml").committee.head == "adiabatic"
     with pytest.raises(ConfigurationError, match=r"\[committee\] head"):
         parse_config(good.replace("members = 2", "members = 2\nhead = 'magic'"), tmp_path / "c.toml")
+    symmetric = "members = 2\nhead = 'diabatic'\nindexed_couplings = true\nexchange = [[1, 2]]\nodd_couplings = [[1, 2]]"
+    assert parse_config(good.replace("members = 2", symmetric), tmp_path / "c.toml").committee.exchange == [[1, 2]]
+    with pytest.raises(ConfigurationError, match=r"\[committee\] exchange"):  # a symmetry needs indexed couplings
+        parse_config(good.replace("members = 2", "members = 2\nexchange = [[1, 2]]"), tmp_path / "c.toml")
+    with pytest.raises(ConfigurationError, match=r"\[committee\] odd_couplings"):
+        parse_config(good.replace("members = 2", symmetric.replace("odd_couplings = [[1, 2]]", "odd_couplings = [[2, 1]]")),
+                     tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[dynamics\] speed"):
         parse_config(good.replace("initial_state = 2", "initial_state = 2\nspeed = 3"), tmp_path / "c.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text(good.replace("initial_state = 2", "initial_state = 7"))
     result = exsnn("campaign", "run", bad, "-o", tmp_path / "out")
     assert result.returncode == 2 and "initial_state" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+    bad.write_text(good.replace("members = 2", symmetric.replace("exchange = [[1, 2]]", "exchange = [[0, 1]]")))
+    result = exsnn("campaign", "run", bad, "-o", tmp_path / "out")  # S and O are not equivalent atoms
+    assert result.returncode == 2 and "[committee] exchange" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
 
 

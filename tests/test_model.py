@@ -26,12 +26,17 @@ torch.manual_seed(0)
 
 
 def small_network(dipoles: bool = True, representation: str = "painn", head: str = "adiabatic") -> MultiStateNetwork:
-    """head: adiabatic, diabatic, or diabatic-indexed (the diabatic head with indexed couplings)."""
+    """head: adiabatic, diabatic, diabatic-indexed (the diabatic head with indexed couplings) or diabatic-symmetric
+    (indexed, with the exchange of the hydrogens on C and of those on N declared and the 1-2 coupling odd under it)."""
     torch.manual_seed(1)
+    indexed = head.endswith(("-indexed", "-symmetric"))
+    symmetric = head.endswith("-symmetric")
     config = NetworkConfig(
-        head=head.removesuffix("-indexed"),
-        indexed_couplings=head.endswith("-indexed"),
-        molecule=[6, 7, 1, 1, 1, 1] if head.endswith("-indexed") else [],
+        head=head.split("-")[0],
+        indexed_couplings=indexed,
+        molecule=[6, 7, 1, 1, 1, 1] if indexed else [],
+        exchange=[[2, 3], [4, 5]] if symmetric else [],
+        odd_couplings=[[1, 2]] if symmetric else [],
         n_states=3,
         n_atom_basis=16,
         n_interactions=2,
@@ -87,7 +92,7 @@ def test_energies_invariant_and_vectors_equivariant(representation: str, head: s
         torch.testing.assert_close(permuted[key], base[key][perm], atol=1e-10, rtol=1e-8, msg=key)
 
 
-@pytest.mark.parametrize("head", ["adiabatic", "diabatic", "diabatic-indexed"])
+@pytest.mark.parametrize("head", ["adiabatic", "diabatic", "diabatic-indexed", "diabatic-symmetric"])
 def test_forces_are_minus_the_finite_difference_gradient(head: str) -> None:
     net = small_network(dipoles=False, head=head)
     out = net(molecule_batch(GEOMETRY), forces="all")
@@ -126,10 +131,11 @@ def test_active_state_path_equals_all_states_path(head: str) -> None:
     torch.testing.assert_close(selected, everything[torch.arange(12), states.repeat_interleave(6)], atol=1e-12, rtol=0)
 
 
-def test_diabatic_head_nacs_are_the_derivative_coupling_of_its_eigenvectors() -> None:
+@pytest.mark.parametrize("head", ["diabatic", "diabatic-symmetric"])
+def test_diabatic_head_nacs_are_the_derivative_coupling_of_its_eigenvectors(head: str) -> None:
     """d_ij = <U_i | dU_j/dR> by central differences of the eigenvectors of the learned H (signs aligned), and the
     energies are the eigenvalues of the symmetric H it reports."""
-    net = small_network(dipoles=False, head="diabatic")
+    net = small_network(dipoles=False, head=head)
     out = net(molecule_batch(GEOMETRY), forces="all")
     hamiltonian = out["hamiltonian"][0]
     torch.testing.assert_close(hamiltonian, hamiltonian.T)
@@ -171,6 +177,42 @@ def test_indexed_couplings_can_change_sign_when_equivalent_atoms_swap() -> None:
         rotation = torch.tensor(Rotation.random(random_state=4).as_matrix())
         turned = net(molecule_batch(GEOMETRY @ rotation.T + 1.5), forces=None)["hamiltonian"][0]
         torch.testing.assert_close(turned, base, atol=1e-10, rtol=0)
+
+
+def test_declared_exchange_makes_couplings_exactly_odd_or_even() -> None:
+    """With the exchange of the two hydrogen pairs declared and the 1-2 coupling odd under it: at a geometry and at its
+    exchanged copy the 1-2 coupling changes sign and every other element is equal; at a geometry the exchange maps
+    onto itself (planar C2v CH2NH2+ up to a rotation) the odd coupling is zero, although the network is untrained."""
+    net = small_network(dipoles=False, head="diabatic-symmetric")
+    swapped = GEOMETRY[torch.tensor([0, 1, 3, 2, 5, 4])]
+    base = net(molecule_batch(GEOMETRY), forces=None)["hamiltonian"][0]
+    moved = net(molecule_batch(swapped), forces=None)["hamiltonian"][0]
+    parity = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, -1.0], [1.0, -1.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(moved, parity * base, atol=1e-12, rtol=0)
+    assert base[1, 2].abs() > 1e-4 and base[0, 2].abs() > 1e-4  # not zero by accident
+    planar = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 2.5], [0.0, 1.8, -1.0], [0.0, -1.8, -1.0], [0.0, 1.7, 3.4],
+                           [0.0, -1.7, 3.4]], dtype=torch.float64)  # the exchange is the mirror y -> -y here
+    rotation = torch.tensor(Rotation.random(random_state=7).as_matrix())
+    symmetric = net(molecule_batch(planar @ rotation.T + 0.7), forces=None)["hamiltonian"][0]
+    assert symmetric[1, 2].abs() < 1e-12 and symmetric[0, 1].abs() > 1e-4
+
+
+def test_declared_exchange_is_checked_against_the_molecule_and_states() -> None:
+    """Swapping atoms of different elements, an atom outside the molecule, a state pair that does not exist, or a
+    symmetry without indexed couplings: each a ConfigurationError naming the field."""
+    from exsnn.errors import ConfigurationError
+
+    cases = [(dict(exchange=[[0, 1]]), "exchange"), (dict(exchange=[[2, 9]]), "exchange"),
+             (dict(exchange=[[2, 3]], odd_couplings=[[1, 3]]), "odd_couplings"),
+             (dict(exchange=[[2, 3]], odd_couplings=[[2, 1]]), "odd_couplings"),
+             (dict(exchange=[[2, 3]], indexed_couplings=False, molecule=[]), "exchange"),
+             (dict(odd_couplings=[[1, 2]]), "exchange")]
+    for change, where in cases:
+        values = dict(head="diabatic", indexed_couplings=True, molecule=[6, 7, 1, 1, 1, 1], n_states=3)
+        values.update(change)
+        with pytest.raises(ConfigurationError) as caught:
+            MultiStateNetwork(NetworkConfig(**values))
+        assert caught.value.where == where, (change, str(caught.value))
 
 
 def test_diabatic_model_potential_gives_state_vectors_for_sign_tracking(tmp_path: Path) -> None:

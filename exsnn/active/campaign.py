@@ -34,6 +34,7 @@ from exsnn.active.train import campaign_split, train_committee
 from exsnn.data import read_frames
 from exsnn.data.geometries import read_structures
 from exsnn.errors import ConfigurationError, DataError
+from exsnn.model.network import check_coupling_symmetry
 from exsnn.model.potential import ModelPotential
 from exsnn.potentials.base import Potential
 from exsnn.potentials.spec import load_potential
@@ -54,6 +55,11 @@ def _load_oracle(config: CampaignConfig) -> Potential:
     if config.dynamics.initial_state >= oracle.n_states:
         raise ConfigurationError(f"S{config.dynamics.initial_state} does not exist: the oracle has {oracle.n_states} states",
                                  source=config.path, where="[dynamics] initial_state")
+    c = config.committee
+    try:
+        check_coupling_symmetry(c.exchange, c.odd_couplings, oracle.numbers.tolist(), oracle.n_states)
+    except ConfigurationError as exc:
+        raise ConfigurationError(exc.problem, source=config.path, where=f"[committee] {exc.where}") from None
     return oracle
 
 

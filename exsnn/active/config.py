@@ -27,6 +27,8 @@ learning_rate = 1e-3
 threads = 1
 # head = "diabatic"             # members learn a quasi-diabatic Hamiltonian: NACs right around conical intersections
 # indexed_couplings = true      # its couplings weighed per atom position: may change sign when equivalent atoms swap
+# exchange = [[1, 2]]           # with indexed couplings: atom positions (0-based) one symmetry operation swaps...
+# odd_couplings = [[1, 2]]      # ...and the state pairs whose coupling changes sign under it (zero where symmetric)
 
 [dynamics]
 n_trajectories = 100
@@ -71,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from exsnn.errors import ConfigurationError
-from exsnn.model.network import HEADS
+from exsnn.model.network import HEADS, ArchitectureConfig
 
 
 @dataclass
@@ -107,6 +109,15 @@ class CommitteeConfig:
     gap_weight: float = 0.0  # loss term on the gaps between neighbouring states (exsnn train --gap-weight); 0: off
     head: str = "adiabatic"  # or "diabatic": members learn a quasi-diabatic Hamiltonian (exsnn train --head)
     indexed_couplings: bool = False  # diabatic head: couplings weighed per atom position (exsnn train --indexed-couplings)
+    exchange: list = field(default_factory=list)  # [[a, b], ...] atom positions swapped by a symmetry (exsnn train --exchange)
+    odd_couplings: list = field(default_factory=list)  # [[i, j], ...] state pairs odd under it (exsnn train --odd-couplings)
+
+
+def committee_architecture(c: CommitteeConfig) -> ArchitectureConfig:
+    """The members' network architecture (its own checks raise ConfigurationError naming the field)."""
+    return ArchitectureConfig(n_atom_basis=c.width, n_interactions=c.interactions, cutoff=c.cutoff, dipoles=c.dipoles,
+                              head=c.head, indexed_couplings=c.indexed_couplings, exchange=c.exchange,
+                              odd_couplings=c.odd_couplings)
 
 
 @dataclass
@@ -229,6 +240,10 @@ def _check(config: CampaignConfig) -> None:
     need(config.committee.head in HEADS, "[committee] head", f"must be one of {HEADS}, got {config.committee.head!r}")
     need(not config.committee.indexed_couplings or config.committee.head == "diabatic", "[committee] indexed_couplings",
          "needs head = 'diabatic'")
+    try:
+        committee_architecture(config.committee)
+    except ConfigurationError as exc:
+        raise ConfigurationError(exc.problem, source=path, where=f"[committee] {exc.where}") from None
     need(config.committee.cutoff > 0 and config.committee.learning_rate > 0, "[committee] cutoff/learning_rate",
          "must be positive")
     need(config.dynamics.n_trajectories >= 2, "[dynamics] n_trajectories", "must be at least 2")

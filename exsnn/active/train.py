@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exsnn.active.config import CampaignConfig
+from exsnn.active.config import CampaignConfig, committee_architecture
 from exsnn.data.splits import save_split
 from exsnn.data.store import open_h5
 from exsnn.model.network import ArchitectureConfig
@@ -76,8 +76,7 @@ def train_committee(data: Path, iteration_dir: Path, previous_dir: Path | None, 
             shutil.rmtree(member)  # interrupted: start this member again from the beginning
         member.mkdir(parents=True)
         save_split(split, member / "split.npz")
-        architecture = ArchitectureConfig(n_atom_basis=c.width, n_interactions=c.interactions, cutoff=c.cutoff,
-                                          dipoles=c.dipoles, head=c.head, indexed_couplings=c.indexed_couplings)
+        architecture = committee_architecture(c)
         previous = warm_start_from(previous_dir, k, architecture, c.warm_start)
         training = TrainingConfig(
             data=str(data), output=str(member), recipe=c.recipe, bootstrap=c.bootstrap,

@@ -39,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--indexed-couplings", action="store_true", default=None,
                    help="diabatic head: weigh each atom's share of the couplings by its position in the atom list, so "
                         "couplings can change sign when equivalent atoms swap (one molecule, fixed atom order)")
+    p.add_argument("--exchange", type=index_pairs, metavar="A-B[,C-D]",
+                   help="indexed couplings: atom positions (0-based) that one symmetry operation of the molecule swaps")
+    p.add_argument("--odd-couplings", type=index_pairs, metavar="I-J[,K-L]",
+                   help="with --exchange: state pairs whose diabatic coupling changes sign under it (exactly zero at "
+                        "geometries the operation leaves unchanged); every other element is made even under it")
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: no early stopping)")
@@ -57,6 +62,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_evaluate)
 
 
+def index_pairs(text: str) -> list[list[int]]:
+    """'1-2,3-4' -> [[1, 2], [3, 4]] (the values' own checks are ArchitectureConfig's)."""
+    try:
+        pairs = [[int(k) for k in item.split("-")] for item in text.split(",")]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(pair) != 2 for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected pairs of indices like 1-2 or 1-2,3-4, got {text!r}")
+    return pairs
+
+
 def int_or_auto(text: str) -> int | str:
     """A positive-integer option that also takes 'auto' (range checks are TrainingConfig's, with their messages)."""
     if text == "auto":
@@ -69,7 +85,7 @@ def int_or_auto(text: str) -> int | str:
 
 FIELDS = ("recipe", "max_steps", "schedule", "warmup", "loss", "max_epochs", "batch_size", "learning_rate", "n_atom_basis",
           "n_interactions", "cutoff", "representation", "dipoles", "head", "indexed_couplings",
-          "split", "seed", "patience", "double_precision", "threads",
+          "exchange", "odd_couplings", "split", "seed", "patience", "double_precision", "threads",
           "accelerator", "devices", "progress_bar", "bootstrap")
 
 
@@ -79,6 +95,7 @@ FLAGS = {"recipe": "--recipe", "max_steps": "--steps", "schedule": "--schedule",
          "weights.energies": "--energy-weight", "weights.gaps": "--gap-weight", "max_epochs": "--epochs",
          "batch_size": "--batch-size", "learning_rate": "--lr", "n_atom_basis": "--width",
          "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "head": "--head",
+         "indexed_couplings": "--indexed-couplings", "exchange": "--exchange", "odd_couplings": "--odd-couplings",
          "split": "--split",
          "seed": "--seed", "patience": "--patience", "threads": "--threads", "devices": "--devices"}
 

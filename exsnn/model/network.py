@@ -59,6 +59,12 @@ class ArchitectureConfig:
     # diabatic head: each position in the atom list has its own output for the off-diagonal elements, so that
     # couplings may be odd under the exchange of equivalent atoms (one molecule, fixed atom order)
     indexed_couplings: bool = False
+    # indexed couplings with a declared symmetry: `exchange` lists pairs of atom positions (0-based) that one symmetry
+    # operation of the molecule swaps, `odd_couplings` the state pairs (i < j) whose diabatic coupling changes sign
+    # under it; every other element is made even under it. An odd coupling is then exactly zero at every geometry the
+    # operation leaves unchanged, so the intersection seam there is a true one (see `symmetrise_couplings`).
+    exchange: list[list[int]] = field(default_factory=list)
+    odd_couplings: list[list[int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.representation not in ("painn", "so3net"):
@@ -69,6 +75,20 @@ class ArchitectureConfig:
         if self.indexed_couplings and self.head != "diabatic":
             raise ConfigurationError("indexed couplings belong to the diabatic head (head = 'diabatic')",
                                      where="indexed_couplings")
+        self.exchange = [list(pair) for pair in self.exchange]
+        self.odd_couplings = [list(pair) for pair in self.odd_couplings]
+        if (self.exchange or self.odd_couplings) and not self.indexed_couplings:
+            raise ConfigurationError("a coupling symmetry (exchange, odd_couplings) needs indexed couplings",
+                                     where="exchange")
+        if self.odd_couplings and not self.exchange:
+            raise ConfigurationError("odd couplings need the exchange of atoms they are odd under", where="exchange")
+        swapped = [k for pair in self.exchange for k in pair]
+        if not all(_index_pair(pair) for pair in self.exchange) or len(set(swapped)) != len(swapped):
+            raise ConfigurationError(f"must be pairs of different atom positions (0-based), each position at most once, "
+                                     f"got {self.exchange!r}", where="exchange")
+        if not all(_index_pair(pair) and pair[0] < pair[1] for pair in self.odd_couplings):
+            raise ConfigurationError(f"must be state pairs [i, j] with 0 <= i < j, got {self.odd_couplings!r}",
+                                     where="odd_couplings")
         for name in ("n_atom_basis", "n_interactions", "n_rbf"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigurationError(f"must be a positive integer, got {getattr(self, name)!r}", where=name)
@@ -77,6 +97,25 @@ class ArchitectureConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _index_pair(pair: Any) -> bool:
+    return (isinstance(pair, list) and len(pair) == 2 and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0
+                                                              for k in pair) and pair[0] != pair[1])
+
+
+def check_coupling_symmetry(exchange: list[list[int]], odd_couplings: list[list[int]], molecule: list[int],
+                            n_states: int) -> None:
+    """A declared exchange must swap atoms of one element inside the molecule (atomic numbers in atom order), and odd
+    couplings must be pairs of existing states; ConfigurationError naming the field otherwise."""
+    n = len(molecule)
+    for a, b in exchange:
+        if max(a, b) >= n or molecule[a] != molecule[b]:
+            raise ConfigurationError(f"atoms {a} and {b} cannot be exchanged in a molecule with atomic numbers "
+                                     f"{molecule} (positions 0..{n - 1}, same element needed)", where="exchange")
+    for i, j in odd_couplings:
+        if j >= n_states:
+            raise ConfigurationError(f"state pair [{i}, {j}] does not exist with {n_states} states", where="odd_couplings")
 
 
 @dataclass(kw_only=True)
@@ -121,6 +160,7 @@ class MultiStateNetwork(nn.Module):
         self.diabatic = config.head == "diabatic"
         if config.indexed_couplings and not config.molecule:
             raise ConfigurationError("indexed couplings need the molecule's atoms in order", where="molecule")
+        check_coupling_symmetry(config.exchange, config.odd_couplings, config.molecule, config.n_states)
         if self.diabatic:  # indexed couplings: one off-diagonal output per atom position (P * n more outputs)
             extra = n_pairs(N) * len(config.molecule) if config.indexed_couplings else 0
             self.hamiltonian_head = spk.nn.build_mlp(n_in=F, n_out=n_dipole_pairs(N) + extra, n_layers=2)
@@ -138,6 +178,12 @@ class MultiStateNetwork(nn.Module):
         self.register_buffer("pair_i", pairs[:, 0])
         self.register_buffer("pair_j", pairs[:, 1])
         self.register_buffer("dipole_pairs", torch.tensor(dipole_pairs(N), dtype=torch.long).reshape(-1, 2))
+        image = list(range(len(config.molecule)))  # the atom position each position is swapped with
+        for a, b in config.exchange:
+            image[a], image[b] = b, a
+        parity = [-1.0 if [i, j] in config.odd_couplings else 1.0 for i, j in state_pairs(N)]
+        self.register_buffer("exchange_image", torch.tensor(image, dtype=torch.long), persistent=False)
+        self.register_buffer("coupling_parity", torch.tensor(parity, dtype=torch.float64), persistent=False)
         # diabatic head: column of the upper-triangle element behind each entry of H (N*N,), and which are diagonal
         triangle = {pair: k for k, pair in enumerate(dipole_pairs(N))}
         self.register_buffer("hamiltonian_columns", torch.tensor(
@@ -230,7 +276,10 @@ class MultiStateNetwork(nn.Module):
             # off-diagonal outputs (A, n, P); the diagonal stays one function of every atom's features
             slots = atomic[:, Pd:].reshape(len(atomic), n, -1)
             position = torch.arange(len(atomic), device=atomic.device) % n
-            own = slots[torch.arange(len(atomic), device=atomic.device), position]  # (A, P)
+            rows = torch.arange(len(atomic), device=atomic.device)
+            own = slots[rows, position]  # (A, P)
+            if self.config.exchange:
+                own = self.symmetrise_couplings(own, slots[rows, self.exchange_image[position]])
             atomic = atomic[:, :Pd].clone()
             atomic[:, ~self.hamiltonian_diagonal] = own
         elements = spk.nn.scatter_add(atomic, idx_m, dim_size=n_molecules)  # (B, Pd)
@@ -244,6 +293,17 @@ class MultiStateNetwork(nn.Module):
         vectors = torch.where(finite, vectors, torch.nan)
         return {"energies": energies.to(dtype), "hamiltonian": hamiltonian, "hamiltonian_elements": elements,
                 "state_vectors": vectors.to(dtype)}
+
+    def symmetrise_couplings(self, own: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Per-atom coupling shares (A, P) made even or odd under the declared exchange of atoms.
+
+        Exchanging the atoms moves each atom into its partner's position without changing any atom's invariant
+        features, so the exchanged geometry's share of atom k is its output for the partner's slot (`image`, (A, P)).
+        (own + parity * image) / 2 is then exactly even (parity +1) or odd (-1) under the exchange: an odd coupling
+        vanishes wherever the exchange leaves the geometry unchanged up to a rotation (the vibronic-coupling selection
+        rule: an inter-state coupling is linear only in modes of the symmetry of the two states' product; Koeppel,
+        Domcke, Cederbaum, Adv. Chem. Phys. 57, 59 (1984))."""
+        return 0.5 * (own + self.coupling_parity.to(own.dtype) * image)
 
     def nacs_from_smooth(self, smooth: torch.Tensor, energies: torch.Tensor, idx_m: torch.Tensor) -> torch.Tensor:
         """d = h / (sign(dE) sqrt(dE^2 + eps^2)) per atom and pair (see module docstring)."""

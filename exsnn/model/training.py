@@ -18,7 +18,7 @@ from exsnn.data.store import read_frames
 from exsnn.data.torch_data import ExcitedStateDataModule
 from exsnn.errors import ConfigurationError, DataError, ExsnnWarning
 from exsnn.model.loss import LabelScales, LossWeights, format_error_table, loss_scales
-from exsnn.model.network import ArchitectureConfig, MultiStateNetwork, NetworkConfig
+from exsnn.model.network import ArchitectureConfig, MultiStateNetwork, NetworkConfig, check_coupling_symmetry
 from exsnn.model.task import MultiStateTask
 
 MODEL_FILE = "model.pt"
@@ -403,6 +403,12 @@ def check_training_inputs(config: TrainingConfig, resume: bool) -> None:
         raise ConfigurationError(f"{arrays.n_frames} frames split {config.split} give train/val/test = "
                                  f"{sizes['train']}/{sizes['val']}/{sizes['test']}; each needs at least one frame "
                                  "(add frames or change --split)", source=config.data, where="split")
+    if config.network.indexed_couplings:
+        try:
+            check_coupling_symmetry(config.network.exchange, config.network.odd_couplings, training_molecule(config.data),
+                                    arrays.n_states)
+        except ConfigurationError as exc:
+            raise ConfigurationError(exc.problem, source=config.data, where=exc.where) from None
     problems = [p for p in check_frames(arrays, CheckSettings()) if p.frame not in failed]
     if problems:
         kinds = sorted({p.kind for p in problems})
