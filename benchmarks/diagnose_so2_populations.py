@@ -7,7 +7,10 @@ For each committee folder (a campaign iteration's `committee/` or any exsnn comm
   oracle's surfaces with its NACs; the oracle's surfaces and state vectors with its NACs signed to match the oracle's
   (no sign tracking left in the comparison: only the NACs' size and direction);
 * along the oracle's own trajectories every 4 fs: energy MAE per state (meV), S2-S1 gap error (meV) and the
-  phase-free NAC12 error (1/Bohr, mean over components) of each member.
+  phase-free NAC12 error (1/Bohr, mean over components) of each member;
+* the coupling that drives S2 -> S1 where it happens: over every step of the oracle's trajectories in the first 10 fs
+  with an S2-S1 gap below 0.2 eV, sum |v . d12(model)| / sum |v . d12(oracle)| (1 when the learned NACs carry the
+  oracle's nonadiabatic coupling along the real paths; below 1: too few hops).
 
     .venv/bin/python benchmarks/diagnose_so2_populations.py COMMITTEE [COMMITTEE ...] [--trajectories 400]
 """
@@ -55,16 +58,25 @@ class OracleSignedNacs(Potential):
 
 
 def run(potential: Potential, positions: torch.Tensor, velocities: torch.Tensor, snapshots: bool = False):
-    """Active states (T + 1, B) of FSSH from S2 and, with `snapshots`, the positions every 4 fs."""
+    """Active states (T + 1, B) of FSSH from S2 and, with `snapshots`, the positions every 4 fs and the positions and
+    velocities of every step of the first 10 fs (concatenated)."""
     engine = FSSHEngine(potential, FSSHSettings(dt=0.5 * FS_IN_AU_TIME, n_steps=STEPS, seed=12345))
     state = engine.initial_state(positions, velocities, torch.full((len(positions),), 2))
-    active, frames = [state.active.numpy().copy()], []
+    active, frames, early = [state.active.numpy().copy()], [], []
     while state.step < STEPS:
         engine.step(state)
         active.append(state.active.numpy().copy())
         if snapshots and state.step % 8 == 0:
             frames.append((state.step * 0.5, state.positions.clone()))
-    return np.array(active), frames
+        if snapshots and state.step <= STEPS // 2:
+            early.append((state.positions.clone(), state.velocities.clone()))
+    moving = (torch.cat([p for p, _ in early]).double(), torch.cat([v for _, v in early]).double()) if early else None
+    return np.array(active), frames, moving
+
+
+def coupling_rate(potential: Potential, positions: torch.Tensor, velocities: torch.Tensor) -> np.ndarray:
+    """|v . d12| (B,) at the given positions and velocities."""
+    return np.abs((potential.compute(positions, nacs=True).nacs[:, 2].detach() * velocities).sum((-1, -2)).numpy())
 
 
 def main() -> None:
@@ -76,7 +88,10 @@ def main() -> None:
     torch.set_num_threads(1)
     oracle = load_potential(f"lvc:{args.oracle}")
     positions, velocities = wigner_harmonic(*oracle.harmonic_modes(), args.trajectories, seed=987654)  # type: ignore[attr-defined]
-    active, frames = run(oracle, positions, velocities, snapshots=True)
+    active, frames, (early_positions, early_velocities) = run(oracle, positions, velocities, snapshots=True)
+    early_gap = np.diff(oracle.compute(early_positions).energies[:, 1:].numpy(), axis=1)[:, 0] * HARTREE_IN_MEV
+    small = early_gap < 200.0
+    oracle_rate = coupling_rate(oracle, early_positions, early_velocities)[small].sum()
     reference = (active == 1).mean(1)
     print(f"oracle, {args.trajectories} trajectories: S1 at 4 / 8 / 20 fs {reference[8]:.2f} / {reference[16]:.2f} / "
           f"{reference[40]:.2f}")
@@ -89,6 +104,9 @@ def main() -> None:
         for label, potential in variants:
             s1 = (run(potential, positions, velocities)[0] == 1).mean(1)
             print(f"{folder}: {label}: max|dP_S1| = {np.abs(s1 - reference).max():.3f}", flush=True)
+        rate = coupling_rate(committee, early_positions, early_velocities)[small].sum() / oracle_rate
+        print(f"{folder}: sum |v . d12| at oracle S2-S1 gaps < 0.2 eV in the first 10 fs, committee / oracle = {rate:.2f} "
+              f"({small.sum()} steps)", flush=True)
         for member in json.loads((folder / "committee.json").read_text())["members"]:
             model = ModelPotential((folder / member).parent, oracle.numbers.numpy(), dtype=torch.float64)
             row = []

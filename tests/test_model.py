@@ -301,6 +301,29 @@ def test_gap_loss_sees_state_spacing_not_common_shifts(lvc_dataset: Path) -> Non
     assert "gaps" not in compute_loss(out, batch, LossWeights(), scales)[1]  # off unless weighted
 
 
+def test_small_gap_loss_weighs_gap_errors_by_the_gap() -> None:
+    """The relative gap term: zero for a common shift of all states, the same gap error costs more where the reference
+    gap is small (0.1 eV) than where it is large (3 eV), and it is (error / (|gap| + 0.05 eV))^2 averaged."""
+    from exsnn.model.loss import SMALL_GAP_FLOOR
+
+    ev = 1 / 27.211386
+    reference = torch.tensor([[0.0, 0.1 * ev, 3.1 * ev]], dtype=torch.float64)  # gaps 0.1 and 3 eV
+    no = torch.tensor([False])
+    batch = {"energies": reference, "energies_mask": torch.tensor([True]), "nacs_mask": no, "dipoles_mask": no,
+             structure.idx_m: torch.zeros(1, dtype=torch.long)}
+    weights, scales = LossWeights(small_gaps=1.0), LabelScales()
+
+    def part(predicted: torch.Tensor) -> torch.Tensor:
+        return compute_loss({"energies": predicted}, batch, weights, scales)[1]["small_gaps"]
+
+    assert part(reference + 0.2).abs() < 1e-20
+    low = part(reference + torch.tensor([[0.0, 0.03 * ev, 0.03 * ev]], dtype=torch.float64))  # the 0.1 eV gap off by 30 meV
+    high = part(reference + torch.tensor([[0.0, 0.0, 0.03 * ev]], dtype=torch.float64))  # the 3 eV gap off by 30 meV
+    assert low > 100 * high
+    torch.testing.assert_close(low, torch.tensor((0.03 * ev / (0.1 * ev + SMALL_GAP_FLOOR)) ** 2 / 2, dtype=torch.float64))
+    assert "small_gaps" not in compute_loss({"energies": reference}, batch, LossWeights(), scales)[1]
+
+
 def exsnn(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "exsnn.cli.main", *map(str, args)], capture_output=True, text=True)
 

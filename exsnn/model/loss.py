@@ -24,6 +24,11 @@ class LossWeights:
     nacs: float = 1.0
     dipoles: float = 1.0
     gaps: float = 0.0  # adjacent-state gaps E_(i+1) - E_i: where they are small, FSSH hops; energies alone weigh them little
+    small_gaps: float = 0.0  # relative errors of the adjacent gaps, error / (|gap| + SMALL_GAP_FLOOR): small gaps weigh most
+
+
+#: Hartree (0.05 eV): the floor of the relative gap error, so that degenerate reference gaps keep a finite weight
+SMALL_GAP_FLOOR = 0.05 / HARTREE_IN_EV
 
 
 @dataclass
@@ -82,6 +87,12 @@ def compute_loss(
     if weights.gaps > 0 and N > 1 and mask_e.any():
         error = (out["energies"] - batch[ENERGIES])[mask_e]
         parts["gaps"] = ((error[:, 1:] - error[:, :-1]) ** 2).mean() / scales.gaps**2
+    if weights.small_gaps > 0 and N > 1 and mask_e.any():
+        # the gap sets the hopping region and the NACs' size there (d = h / gap): a 30 meV error matters at a 0.15 eV gap
+        # and not at a 4 eV one, which an energy or absolute-gap loss cannot tell apart
+        reference = torch.diff(batch[ENERGIES][mask_e], dim=1)
+        error = torch.diff(out["energies"][mask_e], dim=1) - reference
+        parts["small_gaps"] = (error / (reference.abs() + SMALL_GAP_FLOOR)).pow(2).mean()
     if "forces" in out:
         mask_f = batch[f"{FORCES}_mask"][idx_m]
         parts["forces"] = ((out["forces"] - batch[FORCES])[mask_f] ** 2).mean() / scales.forces**2 if mask_f.any() else zero
@@ -120,6 +131,7 @@ def compute_loss(
         + weights.nacs * parts.get("couplings", zero)
         + weights.dipoles * parts.get("permanent_dipoles", zero)
         + weights.gaps * parts.get("gaps", zero)
+        + weights.small_gaps * parts.get("small_gaps", zero)
     )
     return total, parts
 
