@@ -94,6 +94,10 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
     with pytest.raises(ConfigurationError, match=r"\[committee\] odd_couplings"):
         parse_config(good.replace("members = 2", symmetric.replace("odd_couplings = [[1, 2]]", "odd_couplings = [[2, 1]]")),
                      tmp_path / "c.toml")
+    with pytest.raises(ConfigurationError, match=r"\[selection\] gap_share"):
+        parse_config(good.replace("[selection]", "[selection]\ngap_share = 1.5"), tmp_path / "c.toml")
+    with pytest.raises(ConfigurationError, match=r"\[committee\] small_gap_weight"):
+        parse_config(good.replace("members = 2", "members = 2\nsmall_gap_weight = -1"), tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[dynamics\] speed"):
         parse_config(good.replace("initial_state = 2", "initial_state = 2\nspeed = 3"), tmp_path / "c.toml")
     bad = tmp_path / "bad.toml"
@@ -105,6 +109,38 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
     result = exsnn("campaign", "run", bad, "-o", tmp_path / "out")  # S and O are not equivalent atoms
     assert result.returncode == 2 and "[committee] exchange" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_gap_share_spends_part_of_the_budget_in_the_hopping_region() -> None:
+    """Six trajectories whose disagreement peaks far from any small gap and whose S2-S1 gap is small (0.05 eV) at other
+    steps, where the members agree: without `gap_share` no near-gap frame survives the per-trajectory disagreement
+    maxima; with gap_share = 0.5 half of the budget goes to near-gap frames, spread over different trajectories, and the
+    rest is still the disagreement selection."""
+    from dataclasses import replace
+
+    from exsnn.active.config import SelectionConfig
+    from exsnn.active.measure import MEASURES, Thresholds
+    from exsnn.active.select import select
+
+    rng = np.random.default_rng(3)
+    T, B = 12, 6
+    ev = 1 / 27.211386
+    positions = np.array([[0.0, 0.0, 0.0], [0.0, -2.4, 1.4], [0.0, 2.4, 1.4]]) + 0.2 * rng.normal(size=(T, B, 3, 3))
+    energies = np.tile([0.0, 4.0 * ev, 5.0 * ev], (T, B, 1))
+    energies[3:5, :, 2] = 4.05 * ev  # S2 close to S1 at steps 3 and 4 (the active state is S2)
+    disagreement = np.full((T, B, 3), 1e-4)
+    disagreement[8, :, :] = 1.0  # the members disagree at step 8 only
+    record = {"positions": positions, "active": np.full((T, B), 2), "energies": energies, "disagreement": disagreement}
+    thresholds = Thresholds(lower={m: 0.01 for m in MEASURES}, upper={m: 10.0 for m in MEASURES}, source="test")
+    config = SelectionConfig(budget=4, per_trajectory=1, min_distance=0.0, gap_ev=0.2)
+    plain = select(record, np.array([16, 8, 8]), thresholds, config, 4)
+    assert sorted(plain["step"].tolist()) == [8, 8, 8, 8]
+    shared = select(record, np.array([16, 8, 8]), thresholds, replace(config, gap_share=0.5), 4)
+    steps = shared["step"].tolist()
+    assert sorted(steps) == [3, 3, 8, 8] or sorted(steps) in ([3, 4, 8, 8], [4, 4, 8, 8])
+    near = [b for b, t in zip(shared["trajectory"].tolist(), steps) if t in (3, 4)]
+    assert len(set(near)) == 2  # two different trajectories' hopping regions
+    np.testing.assert_array_equal(shared["positions"], positions[shared["step"], shared["trajectory"]])
 
 
 def test_convergence_needs_narrow_population_bands() -> None:

@@ -43,6 +43,7 @@ budget = 20                     # labels per iteration
 per_trajectory = 2              # most uncertain local maxima kept per trajectory before the diversity filter
 min_distance = 0.05             # Bohr (descriptor distance): closer candidates count as the same geometry
 gap_ev = 0.2                    # frames whose active state is closer than this to another state are candidates
+gap_share = 0.0                 # share of the budget spent first on near-gap frames (the hopping region), 0..1
 test_every = 5                  # every k-th selected label joins the held-out test set
 
 [thresholds]
@@ -137,6 +138,7 @@ class SelectionConfig:
     per_trajectory: int = 2
     min_distance: float = 0.05
     gap_ev: float = 0.2
+    gap_share: float = 0.0  # share of the budget for near-gap frames of the whole ensemble first (see exsnn.active.select)
     test_every: int = 5
 
 
@@ -239,6 +241,7 @@ def _check(config: CampaignConfig) -> None:
         need(getattr(config.committee, key) >= 1, f"[committee] {key}", "must be at least 1")
     need(config.committee.gap_weight >= 0, "[committee] gap_weight", "must be >= 0")
     need(config.committee.small_gap_weight >= 0, "[committee] small_gap_weight", "must be >= 0")
+    need(0 <= config.selection.gap_share <= 1, "[selection] gap_share", "must lie in [0, 1]")
     need(config.committee.head in HEADS, "[committee] head", f"must be one of {HEADS}, got {config.committee.head!r}")
     need(not config.committee.indexed_couplings or config.committee.head == "diabatic", "[committee] indexed_couplings",
          "needs head = 'diabatic'")

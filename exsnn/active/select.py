@@ -8,6 +8,12 @@
    each pair of elements: invariant to rotation, translation and permutation of like atoms), starting from the most
    uncertain candidate and skipping candidates closer than `min_distance` to one already chosen, until the budget:
    trajectories that cross the same region cost one label, not one each.
+
+With `gap_share` > 0 that share of the budget goes first to the hopping region: farthest-point sampling over every
+near-gap frame of the ensemble (not only the per-trajectory disagreement maxima, which near a seam the members often
+agree on), then the rest as above, at a distance from those already chosen. Farthest-point sampling over disagreement
+maxima alone favours the most distorted structures; on the SO2 LVC test the populations are decided where S2 and S1
+come close in the first femtoseconds, and labels there are what brings them to the oracle's.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ def descriptor(positions: np.ndarray, numbers: np.ndarray) -> np.ndarray:
     return np.concatenate([np.sort(distances[:, columns], axis=1) for _, columns in sorted(classes.items())], axis=1)
 
 
-def candidate_scores(record: dict[str, np.ndarray], thresholds: Thresholds, gap_ev: float) -> tuple[np.ndarray, np.ndarray]:
-    """(T, B) score (disagreement / lower threshold, largest measure; -inf where a trajectory was not running) and
-    (T, B) candidate mask."""
+def candidate_scores(record: dict[str, np.ndarray], thresholds: Thresholds,
+                     gap_ev: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(T, B) score (disagreement / lower threshold, largest measure; -inf where a trajectory was not running),
+    (T, B) candidate mask and (T, B) near-gap mask (running, active state within `gap_ev` of another state)."""
     valid = record["active"] >= 0
     ratio, _ = thresholds.ratios(np.nan_to_num(record["disagreement"], nan=0.0))
     ratio = np.where(valid, ratio, -np.inf)
@@ -43,7 +50,7 @@ def candidate_scores(record: dict[str, np.ndarray], thresholds: Thresholds, gap_
     gaps = np.abs(energies - own)
     np.put_along_axis(gaps, active[..., None], np.inf, axis=-1)
     near = np.nan_to_num(gaps.min(axis=-1), nan=np.inf) < gap_ev * EV_IN_HARTREE
-    return ratio, valid & ((ratio >= 1.0) | near)
+    return ratio, valid & ((ratio >= 1.0) | near), valid & near
 
 
 def local_maxima(score: np.ndarray, candidates: np.ndarray, keep: int) -> list[int]:
@@ -54,15 +61,21 @@ def local_maxima(score: np.ndarray, candidates: np.ndarray, keep: int) -> list[i
     return sorted(steps[np.argsort(-score[steps], kind="stable")][:keep].tolist())
 
 
-def farthest_points(features: np.ndarray, order: np.ndarray, budget: int, min_distance: float) -> list[int]:
-    """Farthest-point sampling over rows of `features`, starting from order[0]; rows closer than `min_distance` to a
-    chosen one are never chosen. `order` breaks ties (most uncertain first)."""
+def farthest_points(features: np.ndarray, order: np.ndarray, budget: int, min_distance: float,
+                    taken: np.ndarray | None = None) -> list[int]:
+    """Farthest-point sampling over rows of `features`, starting from order[0] (or, given `taken` (K, D) features
+    of structures already chosen, from the row farthest from them); rows closer than `min_distance` to a chosen one
+    are never chosen. `order` breaks ties (most uncertain first)."""
     if len(features) == 0 or budget < 1:
         return []
-    chosen = [int(order[0])]
-    nearest = np.linalg.norm(features - features[chosen[0]], axis=1)
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
+    chosen: list[int] = []
+    if taken is not None and len(taken):
+        nearest = np.min(np.linalg.norm(features[:, None] - taken[None], axis=-1), axis=1)
+    else:
+        chosen = [int(order[0])]
+        nearest = np.linalg.norm(features - features[chosen[0]], axis=1)
     while len(chosen) < budget:
         far = nearest.max()
         if far < max(min_distance, 1e-12):
@@ -77,18 +90,29 @@ def farthest_points(features: np.ndarray, order: np.ndarray, budget: int, min_di
 def select(record: dict[str, np.ndarray], numbers: np.ndarray, thresholds: Thresholds, config: SelectionConfig,
            budget: int) -> dict[str, np.ndarray]:
     """The selection of one iteration: positions (K, n, 3), trajectory, step, score, near_gap flag (K,) each."""
-    score, candidates = candidate_scores(record, thresholds, config.gap_ev)
+    score, candidates, near = candidate_scores(record, thresholds, config.gap_ev)
     frames = []  # (trajectory, step)
     for b in range(score.shape[1]):
         frames += [(b, t) for t in local_maxima(score[:, b], candidates[:, b], config.per_trajectory)]
-    if not frames:
+    quota = min(budget, int(round(config.gap_share * budget)))
+    gap_frames = [(int(b), int(t)) for t, b in zip(*np.nonzero(near))] if quota else []
+    if not frames and not gap_frames:
         return {"positions": np.zeros((0, len(numbers), 3)), "trajectory": np.zeros(0, np.int64), "step": np.zeros(0, np.int64),
                 "score": np.zeros(0), "candidates": np.array(0)}
-    trajectory = np.array([b for b, _ in frames])
-    step = np.array([t for _, t in frames])
-    positions = record["positions"][step, trajectory]
-    values = score[step, trajectory]
-    order = np.argsort(-values, kind="stable")
-    chosen = farthest_points(descriptor(positions, numbers), order, budget, config.min_distance)
-    return {"positions": positions[chosen], "trajectory": trajectory[chosen], "step": step[chosen], "score": values[chosen],
-            "candidates": np.array(len(frames))}
+    picked: list[tuple[int, int]] = []
+    for pool, limit in ((gap_frames, quota), (frames, budget)):  # the hopping region's share first, then the rest
+        pool = [frame for frame in pool if frame not in picked]
+        room = limit - len(picked)
+        if not pool or room < 1:
+            continue
+        trajectory = np.array([b for b, _ in pool])
+        step = np.array([t for _, t in pool])
+        taken = descriptor(np.array([record["positions"][t, b] for b, t in picked]), numbers) if picked else None
+        order = np.argsort(-score[step, trajectory], kind="stable")
+        chosen = farthest_points(descriptor(record["positions"][step, trajectory], numbers), order, room,
+                                 config.min_distance, taken)
+        picked += [pool[k] for k in chosen]
+    trajectory = np.array([b for b, _ in picked], dtype=np.int64)
+    step = np.array([t for _, t in picked], dtype=np.int64)
+    return {"positions": record["positions"][step, trajectory], "trajectory": trajectory, "step": step,
+            "score": score[step, trajectory], "candidates": np.array(len(set(frames) | set(gap_frames)))}
