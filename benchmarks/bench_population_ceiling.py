@@ -7,7 +7,7 @@ evaluated exactly as `bench_campaign.py` does (same initial conditions and rando
 the error stays well above the target at thousands of labels, the limit is not the number of labels.
 
     .venv/bin/python benchmarks/bench_population_ceiling.py [--frames 250,1000,2000] [--width 64 --interactions 3
-        --epochs 200 --members 2] [--head diabatic] [--trajectories 1000]
+        --epochs 200 --members 2] [--head diabatic] [--small-gap-weight 1] [--trajectories 1000]
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=2)
     parser.add_argument("--recipe", default="exsnn-v1")
     parser.add_argument("--gap-weight", type=float, default=0.0, help="loss term on neighbouring-state gaps")
+    parser.add_argument("--small-gap-weight", type=float, default=0.0,
+                        help="loss term on the relative errors of those gaps (exsnn train --small-gap-weight)")
     parser.add_argument("--head", default="adiabatic", choices=("adiabatic", "diabatic"),
                         help="the network's output head (diabatic: a learned quasi-diabatic Hamiltonian)")
     parser.add_argument("--indexed-couplings", action="store_true", help="diabatic head: couplings weighed per atom")
@@ -94,6 +96,7 @@ def main() -> None:
     config, oracle, ics, reference = oracle_reference(args.config, args.trajectories)
     committee = replace(config.committee, width=args.width, interactions=args.interactions, epochs=args.epochs,
                         members=args.members, recipe=args.recipe, gap_weight=args.gap_weight,
+                        small_gap_weight=args.small_gap_weight,
                         head=args.head, indexed_couplings=args.indexed_couplings)
     floor = max(float(np.abs(populations_on(oracle, *ics, config, seed=s) - reference).max()) for s in (1, 2, 3))
     print(f"noise floor: the oracle against itself with other hop random numbers, largest of 3: max|dP| = {floor:.3f}")
@@ -103,7 +106,7 @@ def main() -> None:
     if args.tracking_only:
         return
     print(f"committee: {args.members} x PaiNN {args.width} x {args.interactions}, {args.epochs} epochs, {args.recipe}, "
-          f"gap weight {args.gap_weight:g}, {args.head} head{' (indexed couplings)' if args.indexed_couplings else ''}")
+          f"gap weight {args.gap_weight:g}, small-gap weight {args.small_gap_weight:g}, {args.head} head{' (indexed couplings)' if args.indexed_couplings else ''}")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(args.keep or folder)
         root.mkdir(parents=True, exist_ok=True)
