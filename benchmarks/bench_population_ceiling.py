@@ -106,7 +106,8 @@ def main() -> None:
     if args.tracking_only:
         return
     print(f"committee: {args.members} x PaiNN {args.width} x {args.interactions}, {args.epochs} epochs, {args.recipe}, "
-          f"gap weight {args.gap_weight:g}, small-gap weight {args.small_gap_weight:g}, {args.head} head{' (indexed couplings)' if args.indexed_couplings else ''}")
+          f"gap weight {args.gap_weight:g}, small-gap weight {args.small_gap_weight:g}, "
+          f"{args.head} head{' (indexed couplings)' if args.indexed_couplings else ''}")
     with tempfile.TemporaryDirectory() as folder:
         root = Path(args.keep or folder)
         root.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,8 @@ FIELDS = ("recipe", "max_steps", "schedule", "warmup", "loss", "max_epochs", "ba
 #: TrainingConfig / ArchitectureConfig field -> the flag that sets it (for error messages)
 FLAGS = {"recipe": "--recipe", "max_steps": "--steps", "schedule": "--schedule", "warmup": "--warmup", "loss": "--loss",
          "weights.forces": "--force-weight", "weights.nacs": "--nac-weight",
-         "weights.energies": "--energy-weight", "weights.gaps": "--gap-weight", "weights.small_gaps": "--small-gap-weight", "max_epochs": "--epochs",
+         "weights.energies": "--energy-weight", "weights.gaps": "--gap-weight", "weights.small_gaps": "--small-gap-weight",
+         "max_epochs": "--epochs",
          "batch_size": "--batch-size", "learning_rate": "--lr", "n_atom_basis": "--width",
          "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "head": "--head",
          "indexed_couplings": "--indexed-couplings", "exchange": "--exchange", "odd_couplings": "--odd-couplings",
