@@ -101,7 +101,8 @@ def select(record: dict[str, np.ndarray], numbers: np.ndarray, thresholds: Thres
                 "score": np.zeros(0), "candidates": np.array(0)}
     picked: list[tuple[int, int]] = []
     for pool, limit in ((gap_frames, quota), (frames, budget)):  # the hopping region's share first, then the rest
-        pool = [frame for frame in pool if frame not in picked]
+        done = set(picked)
+        pool = [frame for frame in pool if frame not in done]
         room = limit - len(picked)
         if not pool or room < 1:
             continue
