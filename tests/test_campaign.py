@@ -141,6 +141,12 @@ def test_gap_share_spends_part_of_the_budget_in_the_hopping_region() -> None:
     near = [b for b, t in zip(shared["trajectory"].tolist(), steps) if t in (3, 4)]
     assert len(set(near)) == 2  # two different trajectories' hopping regions
     np.testing.assert_array_equal(shared["positions"], positions[shared["step"], shared["trajectory"]])
+    # frames already labelled seed the near-gap share: trajectories 0-3's hopping regions are known, so it goes to 4 and 5
+    labelled = positions[3:5, :4].reshape(-1, 3, 3)
+    seeded = select(record, np.array([16, 8, 8]), thresholds, replace(config, gap_share=0.5), 4, labelled)
+    near = [b for b, t in zip(seeded["trajectory"].tolist(), seeded["step"].tolist()) if t in (3, 4)]
+    assert len(near) == 2 and set(near) <= {4, 5}
+    assert sorted(select(record, np.array([16, 8, 8]), thresholds, config, 4, labelled)["step"].tolist()) == [8, 8, 8, 8]
 
 
 def test_convergence_needs_narrow_population_bands() -> None:

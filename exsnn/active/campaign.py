@@ -166,7 +166,9 @@ class Campaign:
         record = _load_record(folder / "dynamics.npz")
         assert record is not None
         budget = min(self.config.selection.budget, self.config.stopping.label_budget - self._count())
-        chosen = select(record, self.numbers, _load_thresholds(folder / "thresholds.json"), self.config.selection, budget)
+        labelled = read_frames(self.directory.data).positions.reshape(-1, len(self.numbers), 3)
+        chosen = select(record, self.numbers, _load_thresholds(folder / "thresholds.json"), self.config.selection, budget,
+                        labelled)
         save_npz_atomic(folder / "selection.npz", **chosen)
         self.say(f"iteration {i}: selected {len(chosen['positions'])} of {int(chosen['candidates'])} candidate frames")
         state.phase = "label"

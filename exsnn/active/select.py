@@ -11,7 +11,9 @@
 
 With `gap_share` > 0 that share of the budget goes first to the hopping region: farthest-point sampling over every
 near-gap frame of the ensemble (not only the per-trajectory disagreement maxima, which near a seam the members often
-agree on), then the rest as above, at a distance from those already chosen. Farthest-point sampling over disagreement
+agree on), seeded by the frames already labelled, so that it picks the near-gap frames farthest from anything the
+committee was trained on (near a seam the disagreement says little about novelty, distance does); then the rest as
+above, at a distance from those already chosen. Farthest-point sampling over disagreement
 maxima alone favours the most distorted structures; on the SO2 LVC test the populations are decided where S2 and S1
 come close in the first femtoseconds, and labels there are what brings them to the oracle's.
 """
@@ -88,8 +90,9 @@ def farthest_points(features: np.ndarray, order: np.ndarray, budget: int, min_di
 
 
 def select(record: dict[str, np.ndarray], numbers: np.ndarray, thresholds: Thresholds, config: SelectionConfig,
-           budget: int) -> dict[str, np.ndarray]:
-    """The selection of one iteration: positions (K, n, 3), trajectory, step, score, near_gap flag (K,) each."""
+           budget: int, labelled: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The selection of one iteration: positions (K, n, 3), trajectory, step, score (K,) each, and the number of
+    candidates. `labelled` (L, n, 3), Bohr: structures already in the dataset, which seed the near-gap share."""
     score, candidates, near = candidate_scores(record, thresholds, config.gap_ev)
     frames = []  # (trajectory, step)
     for b in range(score.shape[1]):
@@ -100,7 +103,9 @@ def select(record: dict[str, np.ndarray], numbers: np.ndarray, thresholds: Thres
         return {"positions": np.zeros((0, len(numbers), 3)), "trajectory": np.zeros(0, np.int64), "step": np.zeros(0, np.int64),
                 "score": np.zeros(0), "candidates": np.array(0)}
     picked: list[tuple[int, int]] = []
-    for pool, limit in ((gap_frames, quota), (frames, budget)):  # the hopping region's share first, then the rest
+    seeds = list(labelled) if labelled is not None else []
+    # the hopping region's share first (seeded by the labelled structures), then the rest
+    for pool, limit, seeded in ((gap_frames, quota, seeds), (frames, budget, [])):
         done = set(picked)
         pool = [frame for frame in pool if frame not in done]
         room = limit - len(picked)
@@ -108,7 +113,8 @@ def select(record: dict[str, np.ndarray], numbers: np.ndarray, thresholds: Thres
             continue
         trajectory = np.array([b for b, _ in pool])
         step = np.array([t for _, t in pool])
-        taken = descriptor(np.array([record["positions"][t, b] for b, t in picked]), numbers) if picked else None
+        known = [record["positions"][t, b] for b, t in picked] + seeded
+        taken = descriptor(np.array(known), numbers) if known else None
         order = np.argsort(-score[step, trajectory], kind="stable")
         chosen = farthest_points(descriptor(record["positions"][step, trajectory], numbers), order, room,
                                  config.min_distance, taken)
