@@ -12,7 +12,10 @@ the same random numbers. Compared at equal labels:
 It prints both curves, the labels each needs to reach the target error (default 0.03), their ratio (goal: the
 campaign needs at most a third), and the campaign's wall time per phase.
 
-    .venv/bin/python benchmarks/bench_campaign.py [--trajectories 1000] [--budgets 30,60,120,240]
+    .venv/bin/python benchmarks/bench_campaign.py [--trajectories 1000] [--budgets 30,60,120,240] [--no-campaign]
+
+--no-campaign runs the Wigner baselines alone (for larger budgets, in a run of their own: the oracle reference and
+its initial conditions depend on the config alone, so the curves of separate runs compare).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 
 from exsnn.active.campaign import Campaign, start
-from exsnn.active.config import load_config
+from exsnn.active.config import CampaignConfig, load_config
 from exsnn.active.decide import classical_populations
 from exsnn.active.label import label_structures, oracle_metadata
 from exsnn.active.sample import initial_geometries
@@ -83,6 +86,26 @@ def oracle_reference(config_path: str, trajectories: int, couplings: str = "nac"
     return config, oracle, ics, reference
 
 
+def run_campaign(args: argparse.Namespace, root: Path, config: CampaignConfig, oracle: Potential, reference: np.ndarray,
+                 ics: tuple[torch.Tensor, torch.Tensor]) -> list[tuple[int, float]]:
+    """Run the campaign in `root`/campaign; (labels a committee was trained with, its max|dP|) per iteration."""
+    started = time.perf_counter()
+    start(args.config, root / "campaign")
+    state = Campaign(root / "campaign").run()
+    campaign_seconds = time.perf_counter() - started
+    curve = []
+    for entry in state.history:
+        committee = root / "campaign" / f"iteration_{entry['iteration']:03d}" / "committee"
+        split = load_split(committee / "member_0" / "split.npz")
+        labels_used = int(sum(len(v) for v in split.values()))  # the labels this committee was trained with
+        curve.append((labels_used, error(committee, oracle, reference, ics, config, args.couplings)))
+    print(f"campaign ({state.stopped}, {campaign_seconds:.0f} s; seconds per phase "
+          + ", ".join(f"{k} {v:.0f}" for k, v in state.phase_seconds.items()) + ")")
+    for labels, value in curve:
+        print(f"  {labels:5d} labels  max|dP| = {value:.3f}")
+    return curve
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default=str(ROOT / "dynamics" / "campaign_so2_lvc.toml"))
@@ -92,25 +115,12 @@ def main() -> None:
     parser.add_argument("--couplings", choices=sorted(COUPLINGS), default="nac",
                         help="how the evaluation dynamics (oracle and committees alike) drive hops; 'curvature' takes "
                              "the learned NACs out of the comparison (a diagnostic: it is not the same physics)")
+    parser.add_argument("--no-campaign", action="store_true", help="the Wigner baselines alone")
     args = parser.parse_args()
     config, oracle, ics, reference = oracle_reference(args.config, args.trajectories, args.couplings)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        started = time.perf_counter()
-        start(args.config, root / "campaign")
-        state = Campaign(root / "campaign").run()
-        campaign_seconds = time.perf_counter() - started
-        campaign_curve = []
-        for entry in state.history:
-            i = entry["iteration"]
-            committee = root / "campaign" / f"iteration_{i:03d}" / "committee"
-            split = load_split(committee / "member_0" / "split.npz")
-            labels_used = int(sum(len(v) for v in split.values()))  # the labels this committee was trained with
-            campaign_curve.append((labels_used, error(committee, oracle, reference, ics, config, args.couplings)))
-        print(f"campaign ({state.stopped}, {campaign_seconds:.0f} s; seconds per phase "
-              + ", ".join(f"{k} {v:.0f}" for k, v in state.phase_seconds.items()) + ")")
-        for labels, value in campaign_curve:
-            print(f"  {labels:5d} labels  max|dP| = {value:.3f}")
+        campaign_curve = [] if args.no_campaign else run_campaign(args, root, config, oracle, reference, ics)
         wigner_curve = []
         for budget in [int(b) for b in args.budgets.split(",") if b.strip()]:
             plain = replace(config, initial=replace(config.initial, n_frames=budget))
