@@ -24,6 +24,7 @@ import argparse
 import platform
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -99,6 +100,9 @@ def run_campaign(args: argparse.Namespace, root: Path, config: CampaignConfig, o
         split = load_split(committee / "member_0" / "split.npz")
         labels_used = int(sum(len(v) for v in split.values()))  # the labels this committee was trained with
         curve.append((labels_used, error(committee, oracle, reference, ics, config, args.couplings)))
+        if args.members:
+            alone = [error(m, oracle, reference, ics, config, args.couplings) for m in sorted(committee.glob("member_*"))]
+            print(f"  iteration {entry['iteration']}: members alone max|dP| " + " ".join(f"{v:.3f}" for v in alone))
     print(f"campaign ({state.stopped}, {campaign_seconds:.0f} s; seconds per phase "
           + ", ".join(f"{k} {v:.0f}" for k, v in state.phase_seconds.items()) + ")")
     for labels, value in curve:
@@ -116,9 +120,13 @@ def main() -> None:
                         help="how the evaluation dynamics (oracle and committees alike) drive hops; 'curvature' takes "
                              "the learned NACs out of the comparison (a diagnostic: it is not the same physics)")
     parser.add_argument("--no-campaign", action="store_true", help="the Wigner baselines alone")
+    parser.add_argument("--members", action="store_true", help="also the error of each campaign member alone")
+    parser.add_argument("--keep", help="run in this new folder and keep it (campaign, Wigner sets and committees)")
     args = parser.parse_args()
     config, oracle, ics, reference = oracle_reference(args.config, args.trajectories, args.couplings)
-    with tempfile.TemporaryDirectory() as folder:
+    if args.keep and Path(args.keep).exists():
+        parser.error(f"--keep {args.keep}: exists already")
+    with (nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory()) as folder:
         root = Path(folder)
         campaign_curve = [] if args.no_campaign else run_campaign(args, root, config, oracle, reference, ics)
         wigner_curve = []
