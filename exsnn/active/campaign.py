@@ -166,7 +166,9 @@ class Campaign:
         record = _load_record(folder / "dynamics.npz")
         assert record is not None
         budget = min(self.config.selection.budget, self.config.stopping.label_budget - self._count())
-        labelled = read_frames(self.directory.data).positions.reshape(-1, len(self.numbers), 3)
+        labelled = None  # the structures already labelled seed the near-gap share (when there is one)
+        if self.config.selection.gap_share > 0:
+            labelled = read_frames(self.directory.data).positions.reshape(-1, len(self.numbers), 3)
         chosen = select(record, self.numbers, _load_thresholds(folder / "thresholds.json"), self.config.selection, budget,
                         labelled)
         save_npz_atomic(folder / "selection.npz", **chosen)
