@@ -123,9 +123,9 @@ def main() -> None:
     parser.add_argument("--members", action="store_true", help="also the error of each campaign member alone")
     parser.add_argument("--keep", help="run in this new folder and keep it (campaign, Wigner sets and committees)")
     args = parser.parse_args()
-    config, oracle, ics, reference = oracle_reference(args.config, args.trajectories, args.couplings)
     if args.keep and Path(args.keep).exists():
         parser.error(f"--keep {args.keep}: exists already")
+    config, oracle, ics, reference = oracle_reference(args.config, args.trajectories, args.couplings)
     with (nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory()) as folder:
         root = Path(folder)
         campaign_curve = [] if args.no_campaign else run_campaign(args, root, config, oracle, reference, ics)
