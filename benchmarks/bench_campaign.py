@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -41,6 +42,7 @@ from exsnn.data.splits import load_split
 from exsnn.dynamics.fssh import FSSHEngine
 from exsnn.dynamics.initial_conditions import wigner_harmonic
 from exsnn.dynamics.settings import FSSHSettings
+from exsnn.errors import ExsnnError
 from exsnn.model.potential import ModelPotential
 from exsnn.potentials.base import Potential
 from exsnn.potentials.spec import load_potential
@@ -154,4 +156,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ExsnnError as exc:  # a bad config or oracle: the message names the file and field
+        print(f"bench_campaign: {exc}", file=sys.stderr)
+        sys.exit(2)
