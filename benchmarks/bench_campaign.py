@@ -71,9 +71,26 @@ def populations_on(potential: Potential, positions: torch.Tensor, velocities: to
     return classical_populations(np.array(active), potential.n_states, n_bootstrap=2)[0]
 
 
+def model_populations(model_folder: Path, oracle: Potential, ics, config, couplings: str = "nac") -> np.ndarray:
+    """Classical populations (T, N) of FSSH driven by a model or committee folder from the initial conditions `ics`
+    (a committee as the campaign's `[dynamics] driver` says)."""
+    model = ModelPotential(model_folder, oracle.numbers.numpy(), dtype=torch.float64, driver=config.dynamics.driver)
+    return populations_on(model, *ics, config, couplings)
+
+
 def error(model_folder: Path, oracle: Potential, reference: np.ndarray, ics, config, couplings: str = "nac") -> float:
-    model = ModelPotential(model_folder, oracle.numbers.numpy(), dtype=torch.float64)
-    return float(np.abs(populations_on(model, *ics, config, couplings) - reference).max())
+    """max over states and times of |P_model - P_oracle|."""
+    return float(np.abs(model_populations(model_folder, oracle, ics, config, couplings) - reference).max())
+
+
+def member_errors(committee: Path, oracle: Potential, reference: np.ndarray, ics, config, couplings: str) -> str:
+    """Each member driving alone, and two committee estimates made from the members' own population curves: their
+    mean (the populations of an ensemble whose trajectories are shared out among the members) and their pointwise
+    median."""
+    curves = [model_populations(m, oracle, ics, config, couplings) for m in sorted(committee.glob("member_*"))]
+    alone = " ".join(f"{np.abs(c - reference).max():.3f}" for c in curves)
+    mixture, median = np.abs(np.mean(curves, 0) - reference).max(), np.abs(np.median(curves, 0) - reference).max()
+    return f"members alone max|dP| {alone}; mean of their populations {mixture:.3f}, median {median:.3f}"
 
 
 def oracle_reference(config_path: str, trajectories: int, couplings: str = "nac"):
@@ -103,8 +120,7 @@ def run_campaign(args: argparse.Namespace, root: Path, config: CampaignConfig, o
         labels_used = int(sum(len(v) for v in split.values()))  # the labels this committee was trained with
         curve.append((labels_used, error(committee, oracle, reference, ics, config, args.couplings)))
         if args.members:
-            alone = [error(m, oracle, reference, ics, config, args.couplings) for m in sorted(committee.glob("member_*"))]
-            print(f"  iteration {entry['iteration']}: members alone max|dP| " + " ".join(f"{v:.3f}" for v in alone))
+            print(f"  iteration {entry['iteration']}: " + member_errors(committee, oracle, reference, ics, config, args.couplings))
     print(f"campaign ({state.stopped}, {campaign_seconds:.0f} s; seconds per phase "
           + ", ".join(f"{k} {v:.0f}" for k, v in state.phase_seconds.items()) + ")")
     for labels, value in curve:

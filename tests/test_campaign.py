@@ -98,6 +98,10 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
         parse_config(good.replace("[selection]", "[selection]\ngap_share = 1.5"), tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[committee\] small_gap_weight"):
         parse_config(good.replace("members = 2", "members = 2\nsmall_gap_weight = -1"), tmp_path / "c.toml")
+    assert parse_config(good.replace("initial_state = 2", "initial_state = 2\ndriver = 'members'"),
+                        tmp_path / "c.toml").dynamics.driver == "members"
+    with pytest.raises(ConfigurationError, match=r"\[dynamics\] driver"):
+        parse_config(good.replace("initial_state = 2", "initial_state = 2\ndriver = 'median'"), tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[dynamics\] speed"):
         parse_config(good.replace("initial_state = 2", "initial_state = 2\nspeed = 3"), tmp_path / "c.toml")
     bad = tmp_path / "bad.toml"

@@ -14,6 +14,7 @@ import schnetpack.properties as structure
 import torch
 from test_model import GEOMETRY, molecule_batch, small_network
 
+from exsnn.errors import ConfigurationError
 from exsnn.model.loss import LabelScales, LossWeights, compute_loss
 from exsnn.model.potential import ModelPotential, model_files
 from exsnn.model.training import save_network
@@ -193,3 +194,36 @@ def test_point_refuses_bad_models_and_structures(tmp_path: Path) -> None:
         assert result.returncode == 2 and "Traceback" not in result.stderr, (name, result.stderr)
         for fragment in fragments:
             assert fragment in result.stderr, (name, result.stderr)
+
+
+def test_members_driver_gives_each_trajectory_one_members_own_surface(tmp_path: Path) -> None:
+    """driver="members": trajectory t gets member t mod K's own energies, forces, NACs and state vectors (no
+    averaging, no sign alignment), while the disagreement is still the committee's."""
+    first = small_network(head="diabatic-indexed")
+    second = small_network(head="diabatic-indexed")
+    with torch.no_grad():
+        for parameter in second.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(7), dtype=parameter.dtype))
+    both = committee_folder(tmp_path / "both", [first, second])
+    alone = [ModelPotential(committee_folder(tmp_path / f"alone_{k}", [m]), NUMBERS, dtype=torch.float64)
+             for k, m in enumerate((first, second))]
+    driven = ModelPotential(both, NUMBERS, dtype=torch.float64, driver="members")
+    averaged = ModelPotential(both, NUMBERS, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    positions = GEOMETRY[None] + 0.1 * torch.randn((4, 6, 3), generator=g, dtype=torch.float64)
+    states = torch.tensor([2, 1, 0, 2])
+    ids = torch.tensor([4, 7, 1, 2])  # members 0, 1, 1, 0
+    out = driven.compute(positions, states=states, trajectories=ids)
+    mean = averaged.compute(positions, states=states, trajectories=ids)
+    for b, k in enumerate((0, 1, 1, 0)):
+        own = alone[k].compute(positions[b:b + 1], states=states[b:b + 1])
+        for key in ("energies", "forces", "nacs", "dipoles", "state_vectors"):
+            torch.testing.assert_close(getattr(out, key)[b], getattr(own, key)[0], atol=1e-12, rtol=0)
+    assert float((out.energies - mean.energies).abs().max()) > 1e-4  # the members differ: the mean is no member
+    for key, value in averaged.last_disagreement.items():
+        torch.testing.assert_close(driven.last_disagreement[key], value)
+    all_forces = driven.compute(positions, all_forces=True, trajectories=ids).all_forces
+    torch.testing.assert_close(all_forces[1], alone[1].compute(positions[1:2], all_forces=True).all_forces[0], atol=1e-12, rtol=0)
+    assert "one member" in driven.describe()
+    with pytest.raises(ConfigurationError, match="driver"):
+        ModelPotential(both, NUMBERS, driver="median")

@@ -104,6 +104,7 @@ def test_float32_networks_flush_denormals_only_while_they_run(model_file: Path) 
 def test_model_spec_options() -> None:
     assert parse_model_spec("models/run") == ("models/run", {})
     assert parse_model_spec("models/a,b,compile=1,neighbours=cutoff") == ("models/a,b", {"compile": True, "neighbours": "cutoff"})
+    assert parse_model_spec("c,driver=members") == ("c", {"driver": "members"})
     assert parse_model_spec("x,compile=false") == ("x", {"compile": False})
     with pytest.raises(ConfigurationError, match="compile"):
         parse_model_spec("x,compile=maybe")

@@ -1,8 +1,9 @@
-"""Surface hopping on the committee mean with the committee's disagreement recorded per step and trajectory.
+"""Surface hopping on the committee (its mean, or each trajectory on one member: `[dynamics] driver`) with the
+committee's disagreement recorded per step and trajectory.
 
 The committee is wrapped in a potential that keeps, for every structure of the engine's main call of a step (the one
 asking for NACs), the three disagreement measures of `exsnn.active.measure`, keyed by trajectory id. After each step
-the driver stores positions, active states, populations, gaps and disagreement; a running trajectory whose
+the loop stores positions, active states, populations, gaps and disagreement; a running trajectory whose
 disagreement exceeds an upper threshold stops there with status UNCERTAIN (what would follow is not trusted).
 
 With `[dynamics] member_runs` (default on) every member also drives the same initial conditions alone, to the end:
@@ -55,7 +56,7 @@ class RecordingCommittee(Potential):
 def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iteration: int, thresholds: Thresholds,
              output: Path) -> dict[str, np.ndarray]:
     """Run the iteration's ensemble on the committee; write and return the per-step record (see `save` keys)."""
-    potential = ModelPotential(committee, oracle.numbers.cpu().numpy(), dtype=torch.float64)
+    potential = ModelPotential(committee, oracle.numbers.cpu().numpy(), dtype=torch.float64, driver=config.dynamics.driver)
     recorder = RecordingCommittee(potential)
     d = config.dynamics
     n_steps = int(round(d.duration_fs / d.dt_fs))

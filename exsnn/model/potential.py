@@ -1,9 +1,17 @@
 """A trained network (or a committee of them) as a batched potential for dynamics and `exsnn point`.
 
 `model:PATH` loads PATH/model.pt, a model.pt file, or a committee folder (committee.json or member_*/model.pt).
-A committee predicts the mean over members; NAC signs of every member are first aligned to the first member's
-(the consistent state-sign vector that maximises the overlap of the NACs and transition dipoles), otherwise
-opposite signs would cancel; transition dipoles get the same signs as the NACs. Networks with the diabatic head also
+A committee drives dynamics in one of two ways (`driver`):
+
+* "mean": every structure gets the mean over members; NAC signs of every member are first aligned to the first
+  member's (the consistent state-sign vector that maximises the overlap of the NACs and transition dipoles),
+  otherwise opposite signs would cancel; transition dipoles get the same signs as the NACs.
+* "members": trajectory t is driven by member t mod K alone (its own energies, forces, NACs, dipoles and state
+  vectors). The ensemble's populations then average over the committee's models, so the model uncertainty enters
+  them, and no trajectory feels an average of surfaces that the members place differently: near an intersection
+  the mean of adiabatic energies and couplings is no member's surface and smears the seam. On the SO2 LVC test
+  (issue #14) four members with population errors 0.166 / 0.036 / 0.055 / 0.043 gave 0.242 as a mean-driven
+  committee and 0.065 as the mean of the members' own populations. Networks with the diabatic head also
 give the eigenvectors of the first member's Hamiltonian as `state_vectors`, so that dynamics tracks the states'
 signs from step to step by their overlaps (as on an LVC oracle) rather than from the NACs, which turn fast near an
 intersection. The spread
@@ -83,6 +91,7 @@ ALL_PAIRS_MAX_ATOMS = 32
 NEIGHBOUR_CHOICES = ("auto", "all-pairs", "cutoff")
 _CACHED_BATCH_SIZES = 8  # batch layouts kept (the engine calls with the running trajectories, hop refreshes, ...)
 _OUTPUTS = ("energies", "forces", "nacs", "dipoles")  # what `compute` uses of a network's predictions
+DRIVERS = ("mean", "members")
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -94,6 +103,11 @@ def _mean(stack: torch.Tensor) -> torch.Tensor:
     return stack[0].contiguous() if stack.shape[0] == 1 else stack.mean(0)
 
 
+def _pick(stack: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+    """Structure b's values from member members[b]: (K, B, ...) -> (B, ...)."""
+    return stack[members, torch.arange(stack.shape[1], device=stack.device)]
+
+
 class ModelPotential(Potential):
     """Network potential for one molecule (atomic numbers fixed at construction).
 
@@ -102,18 +116,22 @@ class ModelPotential(Potential):
     part through `torch.compile` (forces by autograd through the compiled graph); where compiling fails (no C++
     compiler, an unsupported operation) the potential warns once and evaluates eagerly. flush_denormal: on the CPU,
     flush denormal floats to zero during network evaluation (the Gaussian radial basis underflows into them, and
-    arithmetic on denormals is slow; the values change by less than 1e-37).
+    arithmetic on denormals is slow; the values change by less than 1e-37). driver: how a committee drives
+    ("mean" or "members", see the module docstring; a single model ignores it).
     """
 
     def __init__(
         self, path: str | Path, numbers: np.ndarray, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-        neighbours: str = "auto", compile: bool = False, flush_denormal: bool = True,
+        neighbours: str = "auto", compile: bool = False, flush_denormal: bool = True, driver: str = "mean",
     ) -> None:
         """`dtype` (torch.float32 or torch.float64) casts the networks; default: as trained."""
         from ase.data import atomic_masses, chemical_symbols
 
         if neighbours not in NEIGHBOUR_CHOICES:
             raise ConfigurationError(f"must be one of {NEIGHBOUR_CHOICES}, got {neighbours!r}", where="neighbours")
+        if driver not in DRIVERS:
+            raise ConfigurationError(f"must be one of {DRIVERS}, got {driver!r}", where="driver")
+        self.driver = driver
         self.device = torch.device(device)
         self.networks = [load_network(p, self.device) for p in model_files(path)]
         if dtype is not None:
@@ -227,22 +245,32 @@ class ModelPotential(Potential):
         mode = "all" if all_forces else ("selected" if states is not None else None)
         outputs = self.evaluate(self.batch(positions.to(self.device)), mode, states)  # one neighbour list for all
         members = [{k: v.detach().to(torch.float64) for k, v in out.items() if k in _OUTPUTS} for out in outputs]
-        vectors = outputs[0].get("state_vectors")  # diabatic head: member 0's eigenvectors track the states' signs
         committee = len(members) > 1
+        driving = None  # driver "members": the member that drives each structure's trajectory
+        if committee and self.driver == "members":
+            ids = torch.arange(B, device=self.device) if trajectories is None else trajectories.to(self.device)
+            driving = ids % len(members)
+
+        def combine(stack: torch.Tensor) -> torch.Tensor:
+            return _mean(stack) if driving is None else _pick(stack, driving)
+
         energies = _stack([m["energies"] for m in members])
-        result = PotentialOutput(energies=_mean(energies),
-                                 state_vectors=None if vectors is None else vectors.detach().to(torch.float64))
+        vectors = None  # diabatic head: the eigenvectors track the states' signs (member 0's for the mean)
+        if "state_vectors" in outputs[0]:
+            vectors = _stack([out["state_vectors"].detach().to(torch.float64) for out in outputs])
+            vectors = vectors[0] if driving is None else _pick(vectors, driving)
+        result = PotentialOutput(energies=combine(energies), state_vectors=vectors)
         disagreement = {"energies": energies.std(0) if committee else torch.zeros_like(result.energies)}
         if mode is not None:
             forces = _stack([m["forces"] for m in members])
             if mode == "all":
                 forces = forces.reshape(len(members), B, n, self.n_states, 3).permute(0, 1, 3, 2, 4)
-                result.all_forces = _mean(forces)
+                result.all_forces = combine(forces)
                 if states is not None:
                     result.forces = result.all_forces[torch.arange(B, device=self.device), states]
             else:
                 forces = forces.reshape(len(members), B, n, 3)
-                result.forces = _mean(forces)
+                result.forces = combine(forces)
             if committee:
                 disagreement["forces"] = forces.std(0)
         nac_stack = dipole_stack = None
@@ -250,13 +278,18 @@ class ModelPotential(Potential):
             nac_stack = _stack([m["nacs"].reshape(B, n, -1, 3).permute(0, 2, 1, 3) for m in members])  # (K, B, P, n, 3)
         if "dipoles" in members[0]:
             dipole_stack = _stack([m["dipoles"] for m in members])  # (K, B, Pd, 3)
+        if driving is not None:  # each member's own signs, consistent with its own state vectors
+            result.nacs = None if nac_stack is None else _pick(nac_stack, driving)
+            result.dipoles = None if dipole_stack is None else _pick(dipole_stack, driving)
         align_committee_signs(nac_stack, dipole_stack, self.n_states)
         if nac_stack is not None:
-            result.nacs = _mean(nac_stack)
+            if driving is None:
+                result.nacs = _mean(nac_stack)
             if committee:
                 disagreement["nacs"] = nac_stack.std(0)
         if dipole_stack is not None:
-            result.dipoles = _mean(dipole_stack)
+            if driving is None:
+                result.dipoles = _mean(dipole_stack)
             if committee:
                 disagreement["dipoles"] = dipole_stack.std(0)
         self.last_disagreement = disagreement
@@ -264,15 +297,17 @@ class ModelPotential(Potential):
 
     def describe(self) -> str:
         kind = f"committee of {len(self.networks)}" if len(self.networks) > 1 else "model"
+        if len(self.networks) > 1 and self.driver == "members":
+            kind += " (each trajectory driven by one member)"
         return f"exsnn {kind} {self.path} ({self.n_states} states)"
 
 
-_SPEC_OPTIONS = ("compile", "neighbours")
+_SPEC_OPTIONS = ("compile", "neighbours", "driver")
 
 
 def parse_model_spec(argument: str) -> tuple[str, dict[str, object]]:
-    """`DIR[,compile=1][,neighbours=all-pairs|cutoff|auto]` -> (DIR, ModelPotential options). Only trailing
-    `key=value` parts with these keys are options, so a path holding commas still works."""
+    """`DIR[,compile=1][,neighbours=all-pairs|cutoff|auto][,driver=mean|members]` -> (DIR, ModelPotential options).
+    Only trailing `key=value` parts with these keys are options, so a path holding commas still works."""
     options: dict[str, object] = {}
     parts = argument.split(",")
     while len(parts) > 1 and parts[-1].partition("=")[0].strip() in _SPEC_OPTIONS and "=" in parts[-1]:
@@ -288,7 +323,8 @@ def parse_model_spec(argument: str) -> tuple[str, dict[str, object]]:
 
 
 def load(prefix: str, argument: str, base_dir: Path, device: str, numbers: np.ndarray | None = None) -> ModelPotential:
-    """Registry loader (exsnn.potentials.spec): `model:DIR[,compile=1][,neighbours=all-pairs|cutoff|auto]`."""
+    """Registry loader (exsnn.potentials.spec): `model:DIR[,compile=1][,neighbours=all-pairs|cutoff|auto]
+    [,driver=mean|members]`."""
     if numbers is None:
         raise ConfigurationError("model potentials need the molecule's atoms (give a geometry file)", source="potential")
     path, options = parse_model_spec(argument)
