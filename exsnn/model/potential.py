@@ -257,8 +257,8 @@ class ModelPotential(Potential):
         energies = _stack([m["energies"] for m in members])
         vectors = None  # diabatic head: the eigenvectors track the states' signs (member 0's for the mean)
         if "state_vectors" in outputs[0]:
-            vectors = _stack([out["state_vectors"].detach().to(torch.float64) for out in outputs])
-            vectors = vectors[0] if driving is None else _pick(vectors, driving)
+            vectors = outputs[0]["state_vectors"].detach().to(torch.float64) if driving is None else _pick(
+                _stack([out["state_vectors"].detach().to(torch.float64) for out in outputs]), driving)
         result = PotentialOutput(energies=combine(energies), state_vectors=vectors)
         disagreement = {"energies": energies.std(0) if committee else torch.zeros_like(result.energies)}
         if mode is not None:
