@@ -187,6 +187,9 @@ def test_point_refuses_bad_models_and_structures(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(3)}, foreign)
     cases["garbage"] = (good.read_text(), f"model:{garbage.parent}", [str(garbage), "not a readable exsnn model file"])
     cases["foreign"] = (good.read_text(), f"model:{foreign.parent}", [str(foreign), "not an exsnn model file"])
+    cases["driver"] = (good.read_text(), f"model:{model},driver=median", [f"model:{model},driver=median", "driver",
+                                                                       "must be one of"])
+    cases["hamiltonian"] = (good.read_text(), f"model:{model.parent},driver=hamiltonian", ["driver", "diabatic head"])
     for name, (text, spec, fragments) in cases.items():
         geometry = tmp_path / f"{name}.xyz"
         geometry.write_text(text)
@@ -227,3 +230,68 @@ def test_members_driver_gives_each_trajectory_one_members_own_surface(tmp_path: 
     assert "one member" in driven.describe()
     with pytest.raises(ConfigurationError, match="driver"):
         ModelPotential(both, NUMBERS, driver="median")
+
+
+class DiabaticSignFlipped(torch.nn.Module):
+    """A diabatic-head member whose diabatic state `state` has the opposite sign: H_ij and dH_ij/dR of every pair
+    with that state change sign (the same physics in another diabatic gauge)."""
+
+    def __init__(self, network: torch.nn.Module, state: int) -> None:
+        super().__init__()
+        self.network, self.config, self.diabatic = network, network.config, True
+        signs = torch.ones(network.n_states, dtype=torch.float64)
+        signs[state] = -1.0
+        self.flip = signs[:, None] * signs[None, :]
+
+    @property
+    def n_states(self) -> int:
+        return self.network.n_states
+
+    def forward(self, batch: dict[str, torch.Tensor], **options: object) -> dict[str, torch.Tensor]:
+        out = dict(self.network(batch, **options))
+        out["hamiltonian"] = out["hamiltonian"] * self.flip
+        out["hamiltonian_derivative"] = out["hamiltonian_derivative"] * self.flip[None, :, :, None]
+        return out
+
+
+def test_hamiltonian_driver_averages_aligned_diabatic_hamiltonians_into_one_consistent_surface(tmp_path: Path) -> None:
+    """driver="hamiltonian": energies are the eigenvalues of the members' mean diabatic H (aligned in sign), and its
+    forces are minus their gradient (finite differences), so the averaged surface conserves energy; a member in
+    another diabatic sign gauge changes nothing."""
+    first = small_network(head="diabatic-indexed")
+    second = small_network(head="diabatic-indexed")
+    with torch.no_grad():
+        for parameter in second.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(7), dtype=parameter.dtype))
+    folder = committee_folder(tmp_path / "both", [first, second])
+    driven = ModelPotential(folder, NUMBERS, dtype=torch.float64, driver="hamiltonian")
+    g = torch.Generator().manual_seed(5)
+    positions = GEOMETRY[None] + 0.1 * torch.randn((3, 6, 3), generator=g, dtype=torch.float64)
+    states = torch.tensor([2, 1, 0])
+    out = driven.compute(positions, states=states, all_forces=True)
+    batch = driven.batch(positions)
+    members = [network(batch, forces=None) for network in driven.networks]
+    expected = torch.linalg.eigvalsh(0.5 * (members[0]["hamiltonian"] + members[1]["hamiltonian"]))
+    torch.testing.assert_close(out.energies, expected, atol=1e-12, rtol=0)
+    mean = ModelPotential(folder, NUMBERS, dtype=torch.float64).compute(positions, states=states)
+    assert float((out.energies - mean.energies).abs().max()) > 1e-6  # not the mean of the adiabatic energies
+    # forces = -dE/dR of the averaged surface, every state (central differences, 1e-4 Bohr)
+    step = 1e-4
+    for atom, axis in ((0, 2), (3, 1), (5, 0)):
+        shifted = positions.clone()
+        shifted[:, atom, axis] += step
+        up = driven.compute(shifted, nacs=False).energies
+        shifted[:, atom, axis] -= 2 * step
+        down = driven.compute(shifted, nacs=False).energies
+        torch.testing.assert_close(out.all_forces[:, :, atom, axis], -(up - down) / (2 * step), atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(out.forces, out.all_forces[torch.arange(3), states])
+    assert out.nacs is not None and out.state_vectors is not None
+    # a member in another diabatic sign gauge: aligned before averaging, so the result is unchanged
+    flipped = ModelPotential(folder, NUMBERS, dtype=torch.float64, driver="hamiltonian")
+    flipped.networks[1] = DiabaticSignFlipped(flipped.networks[1], state=1)
+    again = flipped.compute(positions, states=states, all_forces=True)
+    for key in ("energies", "all_forces", "forces", "nacs"):
+        torch.testing.assert_close(getattr(again, key), getattr(out, key), atol=1e-12, rtol=0)
+    with pytest.raises(ConfigurationError, match="diabatic head"):
+        ModelPotential(committee_folder(tmp_path / "adiabatic", [small_network(), small_network()]), NUMBERS,
+                       driver="hamiltonian")

@@ -36,7 +36,7 @@ initial_state = 2
 dt_fs = 0.5
 duration_fs = 30.0
 # file = "initial_conditions.xyz" # frames (and velocities, if the file has them) instead of Wigner sampling
-driver = "mean"                 # or "members": trajectory t runs on member t mod K alone, not on the committee mean
+driver = "mean"                 # "members": trajectory t on member t mod K alone; "hamiltonian": mean diabatic H (diabatic head)
 member_runs = true              # each member also drives the ensemble alone: model uncertainty of the populations
 
 [selection]
@@ -131,7 +131,7 @@ class DynamicsSection:
     dt_fs: float = 0.5
     duration_fs: float = 30.0
     file: str | None = None  # initial conditions from this file's frames instead of Wigner sampling of the oracle
-    driver: str = "mean"  # "members": trajectory t on member t mod K alone (exsnn.model.potential, `driver`)
+    driver: str = "mean"  # "members" / "hamiltonian": how the committee drives (exsnn.model.potential, `driver`)
     member_runs: bool = True  # every member drives the ensemble alone too (the committee spread of the populations)
 
 
@@ -257,6 +257,8 @@ def _check(config: CampaignConfig) -> None:
     need(config.dynamics.n_trajectories >= 2, "[dynamics] n_trajectories", "must be at least 2")
     need(config.dynamics.initial_state >= 0, "[dynamics] initial_state", "must be a state index (0 = S0)")
     need(config.dynamics.driver in DRIVERS, "[dynamics] driver", f"must be one of {DRIVERS}, got {config.dynamics.driver!r}")
+    need(config.dynamics.driver != "hamiltonian" or config.committee.head == "diabatic", "[dynamics] driver",
+         "'hamiltonian' averages the members' diabatic Hamiltonians: it needs [committee] head = 'diabatic'")
     need(config.dynamics.dt_fs > 0 and config.dynamics.duration_fs >= config.dynamics.dt_fs, "[dynamics] dt_fs/duration_fs",
          "need 0 < dt_fs <= duration_fs")
     need(config.selection.budget >= 1 and config.selection.per_trajectory >= 1 and config.selection.test_every >= 2,

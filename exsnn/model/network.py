@@ -316,8 +316,9 @@ class MultiStateNetwork(nn.Module):
 def add_diabatic_derivatives(out: dict[str, torch.Tensor], positions: torch.Tensor, idx_m: torch.Tensor,
                              forces: str | None, states: torch.Tensor | None, create_graph: bool,
                              network: MultiStateNetwork) -> None:
-    """Forces (as `MultiStateNetwork.forward` asks) and smooth_nacs / nacs (A, P, 3) of a diabatic-head prediction:
-    dH/dR by one backward pass per upper-triangle element, G = U^T dH U per atom, F_k = -G_kk, h_ij = G_ij."""
+    """Forces (as `MultiStateNetwork.forward` asks) and smooth_nacs / nacs (A, P, 3) of a diabatic-head prediction,
+    from dH/dR by one backward pass per upper-triangle element (kept as hamiltonian_derivative (A, N, N, 3),
+    Hartree/Bohr, for committees that average Hamiltonians)."""
     N = network.n_states
     if forces is None and N < 2:
         return
@@ -329,8 +330,19 @@ def add_diabatic_derivatives(out: dict[str, torch.Tensor], positions: torch.Tens
         for k in range(n_elements)
     ]
     derivative = torch.stack(gradients, 1)[:, network.hamiltonian_columns].reshape(-1, N, N, 3)  # (A, N, N, 3)
-    vectors = out["state_vectors"][idx_m]  # (A, N, N)
-    coupling = torch.einsum("aki,aklx,alj->aijx", vectors, derivative, vectors)  # (A, N, N, 3)
+    out["hamiltonian_derivative"] = derivative
+    project_diabatic_derivatives(out, derivative, out["state_vectors"], idx_m, forces, states, network)
+
+
+def project_diabatic_derivatives(out: dict[str, torch.Tensor], derivative: torch.Tensor, vectors: torch.Tensor,
+                                 idx_m: torch.Tensor, forces: str | None, states: torch.Tensor | None,
+                                 network: MultiStateNetwork) -> None:
+    """Hellmann-Feynman: G = U^T dH U per atom from dH/dR (A, N, N, 3) and the eigenvectors U (B, N, N) of H; writes
+    forces F_k = -G_kk (as `MultiStateNetwork.forward` asks) and smooth_nacs h_ij = G_ij / nacs (A, P, 3) into `out`,
+    whose "energies" (B, N) are the eigenvalues belonging to U."""
+    N = network.n_states
+    per_atom = vectors[idx_m]  # (A, N, N)
+    coupling = torch.einsum("aki,aklx,alj->aijx", per_atom, derivative, per_atom)  # (A, N, N, 3)
     if forces == "all":
         out["forces"] = -torch.diagonal(coupling, dim1=1, dim2=2).permute(0, 2, 1)  # (A, N, 3)
     elif forces == "selected":

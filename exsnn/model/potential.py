@@ -11,11 +11,19 @@ A committee drives dynamics in one of two ways (`driver`):
   them, and no trajectory feels an average of surfaces that the members place differently: near an intersection
   the mean of adiabatic energies and couplings is no member's surface and smears the seam. On the SO2 LVC test
   (issue #14) four members with population errors 0.166 / 0.036 / 0.055 / 0.043 gave 0.242 as a mean-driven
-  committee and 0.065 as the mean of the members' own populations. Networks with the diabatic head also
-give the eigenvectors of the first member's Hamiltonian as `state_vectors`, so that dynamics tracks the states'
-signs from step to step by their overlaps (as on an LVC oracle) rather than from the NACs, which turn fast near an
-intersection. The spread
-over members of the last call is kept in `last_disagreement` (energies (B, N), forces (B, n, 3), nacs (B, P, n, 3),
+  committee and 0.065 as the mean of the members' own populations.
+* "hamiltonian" (members with the diabatic head): every structure gets the eigen-decomposition of the mean of the
+  members' quasi-diabatic Hamiltonians H_k and of their derivatives dH_k/dR (each member's diabatic state signs first
+  aligned to member 0's by the overlap of the off-diagonal elements and their derivatives); energies, forces and
+  NACs then follow from the averaged H by Hellmann-Feynman, so they are one consistent surface whose intersection
+  seam lies where the averaged H puts it, instead of the mean of adiabatic quantities that smears a seam the members
+  place differently into an avoided crossing. The diabatic states of the members must correspond one to one (they
+  do when all start from the same per-state energy shifts, as exsnn trains them); a permutation is not detected.
+
+Networks with the diabatic head also give state vectors (the eigenvectors of member 0's Hamiltonian for "mean", of
+the averaged one for "hamiltonian"), so that dynamics tracks the states' signs from step to step by their overlaps
+(as on an LVC oracle) rather than from the NACs, which turn fast near an intersection. The spread over members of
+the last call is kept in `last_disagreement` (energies (B, N), forces (B, n, 3), nacs (B, P, n, 3),
 dipoles (B, Pd, 3)).
 """
 
@@ -33,7 +41,7 @@ import torch
 from exsnn.data.phases import best_state_signs, pair_signs
 from exsnn.data.properties import dipole_pairs, state_pairs
 from exsnn.errors import ConfigurationError, DataError
-from exsnn.model.network import MultiStateNetwork, add_forces
+from exsnn.model.network import MultiStateNetwork, add_forces, project_diabatic_derivatives
 from exsnn.model.training import MODEL_FILE, load_network
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.potentials.spec import resolve_path
@@ -91,7 +99,7 @@ ALL_PAIRS_MAX_ATOMS = 32
 NEIGHBOUR_CHOICES = ("auto", "all-pairs", "cutoff")
 _CACHED_BATCH_SIZES = 8  # batch layouts kept (the engine calls with the running trajectories, hop refreshes, ...)
 _OUTPUTS = ("energies", "forces", "nacs", "dipoles")  # what `compute` uses of a network's predictions
-DRIVERS = ("mean", "members")
+DRIVERS = ("mean", "members", "hamiltonian")
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -101,6 +109,27 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
 def _mean(stack: torch.Tensor) -> torch.Tensor:
     """Mean over committee members (a single member's values as they are)."""
     return stack[0].contiguous() if stack.shape[0] == 1 else stack.mean(0)
+
+
+def mean_hamiltonian(outputs: list[dict[str, torch.Tensor]], idx_m: torch.Tensor, n_states: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The committee mean of the diabatic-head members' Hamiltonians H (B, N, N) and derivatives dH/dR (A, N, N, 3),
+    float64, after giving each member the diabatic state signs (B, N) of member 0 that maximise the overlap of the
+    off-diagonal elements of H and dH/dR (elements in Hartree, derivatives in Hartree/Bohr summed over atoms)."""
+    hamiltonians = [out["hamiltonian"].detach().double() for out in outputs]
+    derivatives = [out["hamiltonian_derivative"].detach().double() for out in outputs]
+    pairs = state_pairs(n_states)
+    rows, cols = [i for i, _ in pairs], [j for _, j in pairs]
+    total_h, total_d = hamiltonians[0].clone(), derivatives[0].clone()
+    for h, d in zip(hamiltonians[1:], derivatives[1:]):
+        overlap = h[:, rows, cols] * hamiltonians[0][:, rows, cols]  # (B, P)
+        atomwise = (d[:, rows, cols] * derivatives[0][:, rows, cols]).sum(-1)  # (A, P)
+        overlap = overlap + torch.zeros_like(overlap).index_add_(0, idx_m, atomwise)
+        signs = best_state_signs(overlap, n_states)  # (B, N)
+        flip = signs[:, :, None] * signs[:, None, :]  # (B, N, N)
+        total_h += flip * h
+        total_d += flip[idx_m][..., None] * d
+    return total_h / len(outputs), total_d / len(outputs)
 
 
 def _pick(stack: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
@@ -134,6 +163,9 @@ class ModelPotential(Potential):
         self.driver = driver
         self.device = torch.device(device)
         self.networks = [load_network(p, self.device) for p in model_files(path)]
+        if driver == "hamiltonian" and not all(getattr(network, "diabatic", False) for network in self.networks):
+            raise ConfigurationError("needs committee members with the diabatic head (exsnn train --head diabatic)",
+                                     source=str(path), where="driver")
         if dtype is not None:
             self.networks = [network.to(dtype) for network in self.networks]
         self.n_states = self.networks[0].n_states
@@ -243,7 +275,8 @@ class ModelPotential(Potential):
     ) -> PotentialOutput:
         B, n, _ = positions.shape
         mode = "all" if all_forces else ("selected" if states is not None else None)
-        outputs = self.evaluate(self.batch(positions.to(self.device)), mode, states)  # one neighbour list for all
+        batch = self.batch(positions.to(self.device))
+        outputs = self.evaluate(batch, mode, states)  # one neighbour list for all
         members = [{k: v.detach().to(torch.float64) for k, v in out.items() if k in _OUTPUTS} for out in outputs]
         committee = len(members) > 1
         driving = None  # driver "members": the member that drives each structure's trajectory
@@ -292,8 +325,31 @@ class ModelPotential(Potential):
                 result.dipoles = _mean(dipole_stack)
             if committee:
                 disagreement["dipoles"] = dipole_stack.std(0)
+        if committee and self.driver == "hamiltonian":
+            self._drive_by_mean_hamiltonian(result, outputs, batch[structure.idx_m], mode, states, nacs)
         self.last_disagreement = disagreement
         return result
+
+    def _drive_by_mean_hamiltonian(self, result: PotentialOutput, outputs: list[dict[str, torch.Tensor]],
+                                   idx_m: torch.Tensor, mode: str | None, states: torch.Tensor | None, nacs: bool) -> None:
+        """Energies, state vectors, forces and NACs of `result` from the committee's mean diabatic Hamiltonian."""
+        hamiltonian, derivative = mean_hamiltonian(outputs, idx_m, self.n_states)
+        finite = torch.isfinite(hamiltonian).all(-1).all(-1)[:, None, None]  # NaN positions: NaN out, as the members
+        identity = torch.eye(self.n_states, dtype=hamiltonian.dtype, device=hamiltonian.device)
+        energies, vectors = torch.linalg.eigh(torch.where(finite, hamiltonian, identity))
+        energies, vectors = torch.where(finite[:, :, 0], energies, torch.nan), torch.where(finite, vectors, torch.nan)
+        out = {"energies": energies}
+        project_diabatic_derivatives(out, derivative, vectors, idx_m, mode, states, self.networks[0])
+        B, n = energies.shape[0], self.n_atoms
+        result.energies, result.state_vectors = energies, vectors
+        if mode == "all":
+            result.all_forces = out["forces"].reshape(B, n, self.n_states, 3).permute(0, 2, 1, 3)
+            if states is not None:
+                result.forces = result.all_forces[torch.arange(B, device=self.device), states]
+        elif mode == "selected":
+            result.forces = out["forces"].reshape(B, n, 3)
+        if nacs and "nacs" in out:
+            result.nacs = out["nacs"].reshape(B, n, -1, 3).permute(0, 2, 1, 3)
 
     def describe(self) -> str:
         kind = f"committee of {len(self.networks)}" if len(self.networks) > 1 else "model"
@@ -306,7 +362,7 @@ _SPEC_OPTIONS = ("compile", "neighbours", "driver")
 
 
 def parse_model_spec(argument: str) -> tuple[str, dict[str, object]]:
-    """`DIR[,compile=1][,neighbours=all-pairs|cutoff|auto][,driver=mean|members]` -> (DIR, ModelPotential options).
+    """`DIR[,compile=1][,neighbours=all-pairs|cutoff|auto][,driver=mean|members|hamiltonian]` -> (DIR, ModelPotential options).
     Only trailing `key=value` parts with these keys are options, so a path holding commas still works."""
     options: dict[str, object] = {}
     parts = argument.split(",")
@@ -324,8 +380,13 @@ def parse_model_spec(argument: str) -> tuple[str, dict[str, object]]:
 
 def load(prefix: str, argument: str, base_dir: Path, device: str, numbers: np.ndarray | None = None) -> ModelPotential:
     """Registry loader (exsnn.potentials.spec): `model:DIR[,compile=1][,neighbours=all-pairs|cutoff|auto]
-    [,driver=mean|members]`."""
+    [,driver=mean|members|hamiltonian]`."""
     if numbers is None:
         raise ConfigurationError("model potentials need the molecule's atoms (give a geometry file)", source="potential")
     path, options = parse_model_spec(argument)
-    return ModelPotential(resolve_path(path, base_dir), numbers, device, **options)  # type: ignore[arg-type]
+    try:
+        return ModelPotential(resolve_path(path, base_dir), numbers, device, **options)  # type: ignore[arg-type]
+    except ConfigurationError as exc:
+        if exc.source is not None:
+            raise
+        raise ConfigurationError(exc.problem, source=f"{prefix}:{argument}", where=exc.where) from None  # name the spec

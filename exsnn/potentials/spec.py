@@ -35,7 +35,7 @@ POTENTIALS: dict[str, PotentialEntry] = {
     "tully3": PotentialEntry("exsnn.potentials.tully:load", "tully3 (extended coupling with reflection)"),
     "lvc": PotentialEntry("exsnn.potentials.lvc:load", "lvc:PATH/TO/LVC.template (SHARC-format singlet LVC model)"),
     "model": PotentialEntry("exsnn.model.potential:load",
-                            "model:DIR[,compile=1,neighbours=auto|all-pairs|cutoff,driver=mean|members] "
+                            "model:DIR[,compile=1,neighbours=auto|all-pairs|cutoff,driver=mean|members|hamiltonian] "
                             "(a trained exsnn model or committee)"),
     "pyscf": PotentialEntry("exsnn.qm.potential:load",
                             "pyscf:METHOD/BASIS[,states=N,charge=Q,nacs=analytic|overlap|none,etf=0,stability=0,"
