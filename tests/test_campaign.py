@@ -102,6 +102,12 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
                         tmp_path / "c.toml").dynamics.driver == "members"
     with pytest.raises(ConfigurationError, match=r"\[dynamics\] driver"):
         parse_config(good.replace("initial_state = 2", "initial_state = 2\ndriver = 'median'"), tmp_path / "c.toml")
+    with pytest.raises(ConfigurationError, match=r"\[dynamics\] driver.*diabatic"):  # it averages diabatic Hamiltonians
+        parse_config(good.replace("initial_state = 2", "initial_state = 2\ndriver = 'hamiltonian'"), tmp_path / "c.toml")
+    assert parse_config(good.replace("members = 2", "members = 2\nhead = 'diabatic'\ndiabatic_coupling_weight = 0.01"),
+                        tmp_path / "c.toml").committee.diabatic_coupling_weight == 0.01
+    with pytest.raises(ConfigurationError, match=r"\[committee\] diabatic_coupling_weight.*diabatic"):
+        parse_config(good.replace("members = 2", "members = 2\ndiabatic_coupling_weight = 0.01"), tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[dynamics\] speed"):
         parse_config(good.replace("initial_state = 2", "initial_state = 2\nspeed = 3"), tmp_path / "c.toml")
     bad = tmp_path / "bad.toml"

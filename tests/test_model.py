@@ -324,6 +324,26 @@ def test_small_gap_loss_weighs_gap_errors_by_the_gap() -> None:
     assert "small_gaps" not in compute_loss({"energies": reference}, batch, LossWeights(), scales)[1]
 
 
+def test_diabatic_coupling_loss_penalises_off_diagonal_hamiltonian_elements() -> None:
+    """The diabatic-coupling term is the mean squared off-diagonal element of H over the energy scale squared (the
+    diagonal does not enter), off unless weighted, and its gradient reaches the network's Hamiltonian head."""
+    network = small_network(head="diabatic")
+    batch = molecule_batch(GEOMETRY)
+    out = network(batch, forces=None, create_graph=True)  # as in training
+    no = torch.tensor([False])
+    labels = {"energies": out["energies"].detach(), "energies_mask": torch.tensor([True]), "nacs_mask": no,
+              "dipoles_mask": no, structure.idx_m: batch[structure.idx_m]}
+    scales = LabelScales(energies=0.5)
+    total, parts = compute_loss(out, labels, LossWeights(energies=0.0, diabatic_couplings=2.0), scales)
+    h = out["hamiltonian"][0]
+    expected = torch.stack([h[0, 1], h[0, 2], h[1, 2]]).pow(2).mean() / 0.5**2
+    torch.testing.assert_close(parts["diabatic_couplings"], expected)
+    torch.testing.assert_close(total, 2.0 * expected)
+    total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in network.hamiltonian_head.parameters())
+    assert "diabatic_couplings" not in compute_loss(out, labels, LossWeights(), scales)[1]
+
+
 def exsnn(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "exsnn.cli.main", *map(str, args)], capture_output=True, text=True)
 

@@ -106,7 +106,8 @@ def test_legacy_and_default_recipes(lvc12: Path, tmp_path: Path) -> None:
 def test_explicit_values_win_and_one_budget_replaces_the_other() -> None:
     config = TrainingConfig(data="-", output="-", recipe="spainn", learning_rate=3e-4, weights={"forces": 5.0})
     assert config.learning_rate == 3e-4 and config.batch_size == 2
-    assert config.weights == {"energies": 1.0, "forces": 5.0, "nacs": 1.0, "dipoles": 1.0, "gaps": 0.0, "small_gaps": 0.0}
+    assert config.weights == {"energies": 1.0, "forces": 5.0, "nacs": 1.0, "dipoles": 1.0, "gaps": 0.0, "small_gaps": 0.0,
+                              "diabatic_couplings": 0.0}
     steps = TrainingConfig(data="-", output="-", recipe="spainn", max_steps=300)
     assert steps.max_steps == 300 and steps.max_epochs is None
     epochs = TrainingConfig(data="-", output="-", max_epochs=3)  # the default recipe's step budget is dropped

@@ -111,6 +111,7 @@ class CommitteeConfig:
     bootstrap: bool = False  # members on bootstrap resamples of the training frames: more diverse committees
     gap_weight: float = 0.0  # loss term on the gaps between neighbouring states (exsnn train --gap-weight); 0: off
     small_gap_weight: float = 0.0  # loss term on their relative errors (exsnn train --small-gap-weight); 0: off
+    diabatic_coupling_weight: float = 0.0  # diabatic head: loss term on H's off-diagonal (--diabatic-coupling-weight)
     head: str = "adiabatic"  # or "diabatic": members learn a quasi-diabatic Hamiltonian (exsnn train --head)
     indexed_couplings: bool = False  # diabatic head: couplings weighed per atom position (exsnn train --indexed-couplings)
     exchange: list = field(default_factory=list)  # [[a, b], ...] atom positions swapped by a symmetry (exsnn train --exchange)
@@ -244,6 +245,9 @@ def _check(config: CampaignConfig) -> None:
         need(getattr(config.committee, key) >= 1, f"[committee] {key}", "must be at least 1")
     need(config.committee.gap_weight >= 0, "[committee] gap_weight", "must be >= 0")
     need(config.committee.small_gap_weight >= 0, "[committee] small_gap_weight", "must be >= 0")
+    need(config.committee.diabatic_coupling_weight >= 0, "[committee] diabatic_coupling_weight", "must be >= 0")
+    need(config.committee.diabatic_coupling_weight == 0 or config.committee.head == "diabatic",
+         "[committee] diabatic_coupling_weight", "needs head = 'diabatic'")
     need(0 <= config.selection.gap_share <= 1, "[selection] gap_share", "must lie in [0, 1]")
     need(config.committee.head in HEADS, "[committee] head", f"must be one of {HEADS}, got {config.committee.head!r}")
     need(not config.committee.indexed_couplings or config.committee.head == "diabatic", "[committee] indexed_couplings",

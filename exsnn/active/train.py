@@ -85,7 +85,8 @@ def train_committee(data: Path, iteration_dir: Path, previous_dir: Path | None, 
             max_epochs=c.epochs if previous is None else c.warm_epochs, patience=max(20, c.warm_epochs // 2),
             seed=member_seed(config, iteration, k), threads=c.threads, progress_bar=False,
             init_from=None if previous is None else str(previous), accelerator="cpu",
-            weights={name: value for name, value in (("gaps", c.gap_weight), ("small_gaps", c.small_gap_weight))
+            weights={name: value for name, value in (("gaps", c.gap_weight), ("small_gaps", c.small_gap_weight),
+                                                     ("diabatic_couplings", c.diabatic_coupling_weight))
                      if value > 0} or None,
         )
         # model.pt is written last: a member killed before it is retrained from the start on resume

@@ -31,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--small-gap-weight", type=float,
                    help="weight of a term on the relative errors of the gaps between neighbouring states, error / (|gap| "
                         "+ 0.05 eV): fits the near-degenerate frames where FSSH hops (0 in the recipes: off)")
+    p.add_argument("--diabatic-coupling-weight", type=float,
+                   help="diabatic head: weight of a term on the squared off-diagonal elements of H, so that the "
+                        "quasi-diabatic states stay as adiabatic as the labels allow (0 in the recipes: off)")
     p.add_argument("--width", dest="n_atom_basis", type=int)
     p.add_argument("--interactions", dest="n_interactions", type=int)
     p.add_argument("--cutoff", type=float, help="Bohr")
@@ -96,6 +99,7 @@ FIELDS = ("recipe", "max_steps", "schedule", "warmup", "loss", "max_epochs", "ba
 FLAGS = {"recipe": "--recipe", "max_steps": "--steps", "schedule": "--schedule", "warmup": "--warmup", "loss": "--loss",
          "weights.forces": "--force-weight", "weights.nacs": "--nac-weight",
          "weights.energies": "--energy-weight", "weights.gaps": "--gap-weight", "weights.small_gaps": "--small-gap-weight",
+         "weights.diabatic_couplings": "--diabatic-coupling-weight",
          "max_epochs": "--epochs",
          "batch_size": "--batch-size", "learning_rate": "--lr", "n_atom_basis": "--width",
          "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "head": "--head",
@@ -110,7 +114,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
     flags = (("forces", args.force_weight), ("nacs", args.nac_weight), ("energies", args.energy_weight),
-             ("gaps", args.gap_weight), ("small_gaps", args.small_gap_weight))
+             ("gaps", args.gap_weight), ("small_gaps", args.small_gap_weight),
+             ("diabatic_couplings", args.diabatic_coupling_weight))
     weights = {name: value for name, value in flags if value is not None}
     if weights:
         overrides["weights"] = weights

@@ -25,6 +25,9 @@ class LossWeights:
     dipoles: float = 1.0
     gaps: float = 0.0  # adjacent-state gaps E_(i+1) - E_i: where they are small, FSSH hops; energies alone weigh them little
     small_gaps: float = 0.0  # relative errors of the adjacent gaps, error / (|gap| + SMALL_GAP_FLOOR): small gaps weigh most
+    # diabatic head: the off-diagonal elements of H, squared (over the energy scale), so that the quasi-diabatic states
+    # are as adiabatic as the labels allow: the one gauge of H that independent trainings agree on
+    diabatic_couplings: float = 0.0
 
 
 #: Hartree (0.05 eV): the floor of the relative gap error, so that degenerate reference gaps keep a finite weight
@@ -93,6 +96,9 @@ def compute_loss(
         reference = torch.diff(batch[ENERGIES][mask_e], dim=1)
         error = torch.diff(out["energies"][mask_e], dim=1) - reference
         parts["small_gaps"] = (error / (reference.abs() + SMALL_GAP_FLOOR)).pow(2).mean()
+    if weights.diabatic_couplings > 0 and N > 1 and "hamiltonian" in out:
+        rows, cols = zip(*state_pairs(N))
+        parts["diabatic_couplings"] = (out["hamiltonian"][:, list(rows), list(cols)] ** 2).mean() / scales.energies**2
     if "forces" in out:
         mask_f = batch[f"{FORCES}_mask"][idx_m]
         parts["forces"] = ((out["forces"] - batch[FORCES])[mask_f] ** 2).mean() / scales.forces**2 if mask_f.any() else zero
@@ -132,6 +138,7 @@ def compute_loss(
         + weights.dipoles * parts.get("permanent_dipoles", zero)
         + weights.gaps * parts.get("gaps", zero)
         + weights.small_gaps * parts.get("small_gaps", zero)
+        + weights.diabatic_couplings * parts.get("diabatic_couplings", zero)
     )
     return total, parts
 

@@ -62,7 +62,8 @@ RECIPES: dict[str, Recipe] = {
         "2% linear warm-up and cosine decay to 1% per step, variance-normalised MSEs weighted energies 1, forces 4, "
         "couplings 1, dipoles 1, early stopping after 200 epochs without improvement",
         batch_size="auto", learning_rate=5e-4, schedule="cosine", max_epochs=None, max_steps="auto", patience=200,
-        weights={"energies": 1.0, "forces": 4.0, "nacs": 1.0, "dipoles": 1.0, "gaps": 0.0, "small_gaps": 0.0},
+        weights={"energies": 1.0, "forces": 4.0, "nacs": 1.0, "dipoles": 1.0, "gaps": 0.0, "small_gaps": 0.0,
+                 "diabatic_couplings": 0.0},
         warmup=0.02),
 }
 DEFAULT_RECIPE = "exsnn-v2"
