@@ -233,15 +233,17 @@ def test_members_driver_gives_each_trajectory_one_members_own_surface(tmp_path: 
 
 
 class DiabaticSignFlipped(torch.nn.Module):
-    """A diabatic-head member whose diabatic state `state` has the opposite sign: H_ij and dH_ij/dR of every pair
-    with that state change sign (the same physics in another diabatic gauge)."""
+    """A diabatic-head member whose diabatic state `state` has the opposite sign (H_ij and dH_ij/dR of every pair
+    with that state change sign) and whose diabatic states come in another `order`: the same physics in another
+    diabatic gauge."""
 
-    def __init__(self, network: torch.nn.Module, state: int) -> None:
+    def __init__(self, network: torch.nn.Module, state: int, order: list[int] | None = None) -> None:
         super().__init__()
         self.network, self.config, self.diabatic = network, network.config, True
         signs = torch.ones(network.n_states, dtype=torch.float64)
         signs[state] = -1.0
         self.flip = signs[:, None] * signs[None, :]
+        self.order = order or list(range(network.n_states))  # and the diabatic states in another order
 
     @property
     def n_states(self) -> int:
@@ -249,15 +251,16 @@ class DiabaticSignFlipped(torch.nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], **options: object) -> dict[str, torch.Tensor]:
         out = dict(self.network(batch, **options))
-        out["hamiltonian"] = out["hamiltonian"] * self.flip
-        out["hamiltonian_derivative"] = out["hamiltonian_derivative"] * self.flip[None, :, :, None]
+        o = self.order
+        out["hamiltonian"] = (out["hamiltonian"] * self.flip)[:, o][:, :, o]
+        out["hamiltonian_derivative"] = (out["hamiltonian_derivative"] * self.flip[None, :, :, None])[:, o][:, :, o]
         return out
 
 
 def test_hamiltonian_driver_averages_aligned_diabatic_hamiltonians_into_one_consistent_surface(tmp_path: Path) -> None:
     """driver="hamiltonian": energies are the eigenvalues of the members' mean diabatic H (aligned in sign), and its
     forces are minus their gradient (finite differences), so the averaged surface conserves energy; a member in
-    another diabatic sign gauge changes nothing."""
+    another diabatic gauge (state signs and order) changes nothing."""
     first = small_network(head="diabatic-indexed")
     second = small_network(head="diabatic-indexed")
     with torch.no_grad():
@@ -286,12 +289,13 @@ def test_hamiltonian_driver_averages_aligned_diabatic_hamiltonians_into_one_cons
         torch.testing.assert_close(out.all_forces[:, :, atom, axis], -(up - down) / (2 * step), atol=1e-7, rtol=1e-5)
     torch.testing.assert_close(out.forces, out.all_forces[torch.arange(3), states])
     assert out.nacs is not None and out.state_vectors is not None
-    # a member in another diabatic sign gauge: aligned before averaging, so the result is unchanged
+    # a member in another diabatic gauge (signs, order): aligned before averaging, so the result is unchanged
     flipped = ModelPotential(folder, NUMBERS, dtype=torch.float64, driver="hamiltonian")
-    flipped.networks[1] = DiabaticSignFlipped(flipped.networks[1], state=1)
-    again = flipped.compute(positions, states=states, all_forces=True)
-    for key in ("energies", "all_forces", "forces", "nacs"):
-        torch.testing.assert_close(getattr(again, key), getattr(out, key), atol=1e-12, rtol=0)
+    for order in (None, [2, 0, 1]):
+        flipped.networks[1] = DiabaticSignFlipped(driven.networks[1], state=1, order=order)
+        again = flipped.compute(positions, states=states, all_forces=True)
+        for key in ("energies", "all_forces", "forces", "nacs"):
+            torch.testing.assert_close(getattr(again, key), getattr(out, key), atol=1e-12, rtol=0)
     with pytest.raises(ConfigurationError, match="diabatic head"):
         ModelPotential(committee_folder(tmp_path / "adiabatic", [small_network(), small_network()]), NUMBERS,
                        driver="hamiltonian")

@@ -13,12 +13,11 @@ A committee drives dynamics in one of two ways (`driver`):
   (issue #14) four members with population errors 0.166 / 0.036 / 0.055 / 0.043 gave 0.242 as a mean-driven
   committee and 0.065 as the mean of the members' own populations.
 * "hamiltonian" (members with the diabatic head): every structure gets the eigen-decomposition of the mean of the
-  members' quasi-diabatic Hamiltonians H_k and of their derivatives dH_k/dR (each member's diabatic state signs first
-  aligned to member 0's by the overlap of the off-diagonal elements and their derivatives); energies, forces and
-  NACs then follow from the averaged H by Hellmann-Feynman, so they are one consistent surface whose intersection
-  seam lies where the averaged H puts it, instead of the mean of adiabatic quantities that smears a seam the members
-  place differently into an avoided crossing. The diabatic states of the members must correspond one to one (they
-  do when all start from the same per-state energy shifts, as exsnn trains them); a permutation is not detected.
+  members' quasi-diabatic Hamiltonians H_k and of their derivatives dH_k/dR (each member's diabatic states first
+  ordered and signed as member 0's, see `mean_hamiltonian`); energies, forces and NACs then follow from the averaged
+  H by Hellmann-Feynman, so they are one consistent surface whose intersection seam lies where the averaged H puts
+  it, instead of the mean of adiabatic quantities that smears a seam the members place differently into an avoided
+  crossing.
 
 Networks with the diabatic head also give state vectors (the eigenvectors of member 0's Hamiltonian for "mean", of
 the averaged one for "hamiltonian"), so that dynamics tracks the states' signs from step to step by their overlaps
@@ -29,6 +28,7 @@ dipoles (B, Pd, 3)).
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 from collections.abc import Callable
@@ -114,21 +114,39 @@ def _mean(stack: torch.Tensor) -> torch.Tensor:
 def mean_hamiltonian(outputs: list[dict[str, torch.Tensor]], idx_m: torch.Tensor, n_states: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The committee mean of the diabatic-head members' Hamiltonians H (B, N, N) and derivatives dH/dR (A, N, N, 3),
-    float64, after giving each member the diabatic state signs (B, N) of member 0 that maximise the overlap of the
-    off-diagonal elements of H and dH/dR (elements in Hartree, derivatives in Hartree/Bohr summed over atoms)."""
+    float64, each member first put into member 0's diabatic gauge: per structure, the order of its diabatic states
+    (a permutation) and their signs that bring its H closest to member 0's (Frobenius norm), the signs for each order
+    chosen by the overlap of the off-diagonal elements of H and dH/dR (Hartree, and Hartree/Bohr summed over atoms).
+    Only the adiabatic labels are fitted, so independently trained members may order and sign their diabatic states
+    differently; a continuous rotation between their gauges is not undone (`diabatic_coupling_weight` in training
+    keeps the gauges close to the adiabatic one)."""
     hamiltonians = [out["hamiltonian"].detach().double() for out in outputs]
     derivatives = [out["hamiltonian_derivative"].detach().double() for out in outputs]
+    reference_h, reference_d = hamiltonians[0], derivatives[0]
     pairs = state_pairs(n_states)
     rows, cols = [i for i, _ in pairs], [j for _, j in pairs]
-    total_h, total_d = hamiltonians[0].clone(), derivatives[0].clone()
+    total_h, total_d = reference_h.clone(), reference_d.clone()
     for h, d in zip(hamiltonians[1:], derivatives[1:]):
-        overlap = h[:, rows, cols] * hamiltonians[0][:, rows, cols]  # (B, P)
-        atomwise = (d[:, rows, cols] * derivatives[0][:, rows, cols]).sum(-1)  # (A, P)
-        overlap = overlap + torch.zeros_like(overlap).index_add_(0, idx_m, atomwise)
-        signs = best_state_signs(overlap, n_states)  # (B, N)
-        flip = signs[:, :, None] * signs[:, None, :]  # (B, N, N)
-        total_h += flip * h
-        total_d += flip[idx_m][..., None] * d
+        best_h, best_d, best_distance = h, d, None
+        for order in itertools.permutations(range(n_states)):
+            index = list(order)
+            hp, dp = h[:, index][:, :, index], d[:, index][:, :, index]
+            overlap = hp[:, rows, cols] * reference_h[:, rows, cols]  # (B, P)
+            atomwise = (dp[:, rows, cols] * reference_d[:, rows, cols]).sum(-1)  # (A, P)
+            overlap = overlap + torch.zeros_like(overlap).index_add_(0, idx_m, atomwise)
+            signs = best_state_signs(overlap, n_states)  # (B, N)
+            flip = signs[:, :, None] * signs[:, None, :]  # (B, N, N)
+            hp, dp = flip * hp, flip[idx_m][..., None] * dp
+            distance = (hp - reference_h).pow(2).sum((1, 2))  # (B,)
+            if best_distance is None:
+                best_h, best_d, best_distance = hp, dp, distance
+                continue
+            closer = distance < best_distance
+            best_h = torch.where(closer[:, None, None], hp, best_h)
+            best_d = torch.where(closer[idx_m][:, None, None, None], dp, best_d)
+            best_distance = torch.minimum(distance, best_distance)
+        total_h += best_h
+        total_d += best_d
     return total_h / len(outputs), total_d / len(outputs)
 
 
