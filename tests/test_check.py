@@ -63,3 +63,35 @@ def test_ch2nh2_short_distances_are_exactly_rows_1_to_10(shared_data) -> None:
     short = sorted({p.frame for p in problems if p.kind == "short_distance"})
     assert [imported.frames[k].provenance["row_id"] for k in short] == list(range(1, 11))
     assert any(p.kind == "nac_translation" for p in problems)  # computed without electron-translation factors
+
+
+def test_implausible_forces_and_couplings_are_flagged_and_left_out_of_campaign_training(tmp_path) -> None:
+    """A force or a coupling numerator (E_j - E_i) d_ij above 3 Hartree/Bohr is a failed calculation (flagged, and a
+    campaign does not train on it); a large NAC at a small gap is not."""
+    from exsnn.active.train import campaign_split
+    from exsnn.data import DatasetMetadata, append_frames
+    from exsnn.data.check import implausible_labels
+
+    rng = np.random.default_rng(3)
+    nacs = translation_free_nacs(rng) * 0.1
+    near = water(nacs=nacs.copy(), forces=np.zeros((3, 3, 3)))
+    near.energies = np.array([-75.0, -74.6, -74.5999])  # pair 12 within 0.1 mHartree: a NAC of 500 1/Bohr is fine
+    near.nacs[:, 2] = [[0.0, 0.0, 500.0], [0.0, 0.0, -250.0], [0.0, 0.0, -250.0]]
+    big_force = water(nacs=nacs.copy(), forces=np.zeros((3, 3, 3)))
+    big_force.forces[1, 2] = [0.0, 9.0, 0.0]  # 9 Hartree/Bohr on atom 1 in S2
+    big_coupling = water(nacs=nacs.copy(), forces=np.zeros((3, 3, 3)))
+    big_coupling.nacs[:, 0] = [[0.0, 0.0, 20.0], [0.0, 0.0, -10.0], [0.0, 0.0, -10.0]]  # x 0.4 Hartree gap = 8
+    frames = [water(nacs=nacs.copy(), forces=np.zeros((3, 3, 3))), near, big_force, big_coupling]
+    problems = check_frames(FrameArrays.from_frames(frames, 3))
+    assert [(p.frame, p.kind) for p in problems if p.kind == "implausible_label"] == [(2, "implausible_label"),
+                                                                                     (3, "implausible_label")]
+    assert "atom 1 in S2" in implausible_labels(big_force.forces, big_force.energies, big_force.nacs)
+    assert "pair 01" in implausible_labels(None, big_coupling.energies, big_coupling.nacs)
+    path = tmp_path / "data.h5"
+    copies = [Frame(numbers=f.numbers, positions=f.positions, energies=f.energies, forces=f.forces, nacs=f.nacs,
+                    provenance={"campaign": {"iteration": 0, "index": k, "split": "train"}})
+              for k, f in enumerate(frames * 3)]
+    append_frames(path, copies, DatasetMetadata(n_states=3))
+    split = campaign_split(path, seed=0)
+    used = sorted(np.concatenate(list(split.values())).tolist())
+    assert used == [0, 1, 4, 5, 8, 9]

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from exsnn.active.config import CampaignConfig, committee_architecture
+from exsnn.data import read_frames
+from exsnn.data.check import check_frames
 from exsnn.data.splits import save_split
 from exsnn.data.store import open_h5
 from exsnn.model.network import ArchitectureConfig
@@ -25,10 +27,12 @@ from exsnn.model.training import MODEL_FILE, TrainingConfig, load_network, train
 
 def campaign_split(path: Path, seed: int, val_fraction: float = 0.1) -> dict[str, np.ndarray]:
     """train/val/test indices: test = frames tagged "test", the other labelled frames shuffled with `seed` into
-    validation (a tenth, at least one) and training. Frames whose labelling failed are left out."""
+    validation (a tenth, at least one) and training. Frames whose labelling failed are left out, and so are frames
+    whose labels the data check finds implausible (`exsnn.data.check`, e.g. forces of a failed orbital response)."""
     with open_h5(path) as h5:
         records = [json.loads(r) for r in h5["frames/provenance"].asstr()[:]]
-    usable = [k for k, r in enumerate(records) if not r.get("failure")]
+    implausible = {p.frame for p in check_frames(read_frames(path)) if p.kind == "implausible_label"}
+    usable = [k for k, r in enumerate(records) if not r.get("failure") and k not in implausible]
     test = np.array([k for k in usable if r_split(records[k]) == "test"], dtype=np.int64)
     rest = np.array([k for k in usable if r_split(records[k]) != "test"], dtype=np.int64)
     rest = rest[np.random.default_rng(seed).permutation(len(rest))]

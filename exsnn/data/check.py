@@ -7,7 +7,11 @@ Checks (each problem names its frame and says why):
 * ``non_finite``: NaN or infinite positions or present labels;
 * ``nac_translation``: a NAC vector whose sum over atoms is more than `nac_translation_ratio` of its norm
   (|sum_a d_a| / ||d||; coupling computed without electron-translation factors);
-* ``energy_order``: adiabatic energies not in ascending order (by more than `energy_order_tolerance` Hartree).
+* ``energy_order``: adiabatic energies not in ascending order (by more than `energy_order_tolerance` Hartree);
+* ``implausible_label``: a force, or a coupling numerator h_ij = (E_j - E_i) d_ij, above `max_force` (default 3
+  Hartree/Bohr, about 150 eV/Angstrom, far beyond any geometry dynamics or Wigner sampling reaches): what an
+  ill-conditioned SA-CASSCF orbital response gives (seen once in 80 SA-4-CASSCF(6,4) labels of CH2NH2+: forces of
+  7-9 Hartree/Bohr and NACs of 472 1/Bohr at gaps of 1-2 eV).
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from exsnn.data.properties import DIPOLES, ENERGIES, FORCES, NACS, state_pairs
 from exsnn.units import ANGSTROM_IN_BOHR
 
 #: the problem kinds the check reports (`exsnn data filter --drop` takes these)
-PROBLEM_KINDS = ("short_distance", "non_finite", "nac_translation", "energy_order")
+PROBLEM_KINDS = ("short_distance", "non_finite", "nac_translation", "energy_order", "implausible_label")
+
+#: Hartree/Bohr: larger forces or coupling numerators are taken for failed calculations (see the module docstring)
+MAX_FORCE = 3.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,43 @@ class CheckSettings:
     distance_factor: float = 0.5
     nac_translation_ratio: float = 0.1
     energy_order_tolerance: float = 1e-6
+    max_force: float = MAX_FORCE
+
+
+def implausible_labels(forces: np.ndarray | None, energies: np.ndarray | None, nacs: np.ndarray | None,
+                       limit: float = MAX_FORCE) -> str | None:
+    """Why one structure's labels cannot be right, or None: forces (n, N, 3) and coupling numerators
+    (E_j - E_i) d_ij from energies (N,) and NACs (n, P, 3), Hartree/Bohr, checked against `limit`."""
+    reasons = []
+    if forces is not None and np.all(np.isfinite(forces)):
+        size = np.linalg.norm(forces, axis=-1)  # (n, N)
+        if size.max() > limit:
+            atom, state = np.unravel_index(np.argmax(size), size.shape)
+            reasons.append(f"|force| {size.max():.2f} Hartree/Bohr on atom {atom} in S{state}")
+    if nacs is not None and energies is not None and np.all(np.isfinite(nacs)) and np.all(np.isfinite(energies)):
+        pairs = state_pairs(len(energies))
+        gaps = np.array([energies[j] - energies[i] for i, j in pairs])
+        size = np.linalg.norm(nacs, axis=-1) * np.abs(gaps)[None, :]  # (n, P)
+        if size.max() > limit:
+            atom, p = np.unravel_index(np.argmax(size), size.shape)
+            i, j = pairs[p]
+            reasons.append(f"|(E_j - E_i) d_ij| {size.max():.2f} Hartree/Bohr on atom {atom} for pair {i}{j}")
+    if not reasons:
+        return None
+    return "; ".join(reasons) + f" (above {limit:g} Hartree/Bohr: a failed calculation)"
+
+
+def _implausible(arrays: FrameArrays, limit: float) -> list[Problem]:
+    problems = []
+    for k in range(arrays.n_frames):
+        a, b = arrays.atom_offsets[k], arrays.atom_offsets[k + 1]
+        forces = arrays.forces[a:b] if arrays.masks[FORCES][k] else None
+        has_nacs = arrays.masks[NACS][k] and arrays.masks[ENERGIES][k]
+        reason = implausible_labels(forces, arrays.energies[k] if has_nacs else None, arrays.nacs[a:b] if has_nacs else None,
+                                    limit)
+        if reason:
+            problems.append(Problem(k, "implausible_label", reason))
+    return problems
 
 
 def _short_distances(arrays: FrameArrays, factor: float) -> list[Problem]:
@@ -132,5 +176,6 @@ def check_frames(arrays: FrameArrays, settings: CheckSettings = CheckSettings())
         *_non_finite(arrays),
         *_nac_translation(arrays, settings.nac_translation_ratio),
         *_energy_order(arrays, settings.energy_order_tolerance),
+        *_implausible(arrays, settings.max_force),
     ]
     return sorted(problems, key=lambda p: (p.frame, p.kind))

@@ -411,7 +411,8 @@ def check_training_inputs(config: TrainingConfig, resume: bool) -> None:
                                     arrays.n_states)
         except ConfigurationError as exc:
             raise ConfigurationError(exc.problem, source=config.data, where=exc.where) from None
-    problems = [p for p in check_frames(arrays, CheckSettings()) if p.frame not in failed]
+    used = set(np.concatenate([np.asarray(index) for index in split.values()]).tolist())  # a caller's split may leave some out
+    problems = [p for p in check_frames(arrays, CheckSettings()) if p.frame not in failed and p.frame in used]
     if problems:
         kinds = sorted({p.kind for p in problems})
         warnings.warn(f"{config.data}: the data check flags {len({p.frame for p in problems})} frames "

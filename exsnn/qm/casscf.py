@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from exsnn.data.check import implausible_labels
 from exsnn.data.properties import dipole_pairs, state_pairs
 from exsnn.errors import ConfigurationError
 from exsnn.qm.results import QMFailure, QMResult
@@ -295,6 +296,7 @@ def label_casscf(numbers: np.ndarray, positions: np.ndarray, settings: QMSetting
     if not np.all(np.isfinite(gradients)):
         raise QMFailure("non-finite SA-CASSCF gradients")
     result.timings["gradients"] = time.perf_counter() - t
+    nacs = numerators = None
     if settings.nacs == "analytic" and N > 1:
         t = time.perf_counter()
         coupling = mc.nac_method()
@@ -313,9 +315,12 @@ def label_casscf(numbers: np.ndarray, positions: np.ndarray, settings: QMSetting
             nacs = numerators / gaps[None, :, None]
         if not np.all(np.isfinite(nacs)):
             raise QMFailure("non-finite NACs (degenerate states)")
-        result.nacs, result.nac_numerators = nacs, numerators
         result.timings["nacs"] = time.perf_counter() - t
+    implausible = implausible_labels(-gradients, energies, nacs)
+    if implausible:
+        raise QMFailure(f"implausible SA-CASSCF labels: {implausible}")
     # only a complete calculation leaves labels in result
+    result.nacs, result.nac_numerators = nacs, numerators
     result.energies, result.forces = energies, -gradients
     result.transition_dipoles, result.oscillator_strengths = dipoles, strengths
     result.dipoles = dipole_matrix(mc, settings)
