@@ -17,7 +17,8 @@ A committee drives dynamics in one of two ways (`driver`):
   ordered and signed as member 0's, see `mean_hamiltonian`); energies, forces and NACs then follow from the averaged
   H by Hellmann-Feynman, so they are one consistent surface whose intersection seam lies where the averaged H puts
   it, instead of the mean of adiabatic quantities that smears a seam the members place differently into an avoided
-  crossing.
+  crossing. SO2 LVC test, four members on 60 Wigner labels (members alone 0.039-0.091): population error 0.056
+  against 0.096 for "mean" and 0.055 for "members" (issue #14).
 
 Networks with the diabatic head also give state vectors (the eigenvectors of member 0's Hamiltonian for "mean", of
 the averaged one for "hamiltonian"), so that dynamics tracks the states' signs from step to step by their overlaps
