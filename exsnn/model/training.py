@@ -180,6 +180,9 @@ class TrainingConfig:
                 raise ConfigurationError(f"must be a non-negative number, got {value!r}", where=f"weights.{name}")
         if not any(self.weights.values()):  # type: ignore[union-attr]
             raise ConfigurationError("at least one loss weight must be positive", where="weights")
+        if self.weights.get("diabatic_couplings", 0) and self.network.head != "diabatic":  # type: ignore[union-attr]
+            raise ConfigurationError("the term acts on the diabatic head's Hamiltonian: it needs head = 'diabatic'",
+                                     where="weights.diabatic_couplings")
 
     def plan(self, n_train: int) -> TrainingPlan:
         """Resolve the "auto" values for `n_train` training frames."""
