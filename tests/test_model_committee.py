@@ -199,14 +199,20 @@ def test_point_refuses_bad_models_and_structures(tmp_path: Path) -> None:
             assert fragment in result.stderr, (name, result.stderr)
 
 
-def test_members_driver_gives_each_trajectory_one_members_own_surface(tmp_path: Path) -> None:
-    """driver="members": trajectory t gets member t mod K's own energies, forces, NACs and state vectors (no
-    averaging, no sign alignment), while the disagreement is still the committee's."""
+def two_diabatic_members() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Two diabatic-head networks with indexed couplings whose weights differ by a seeded perturbation."""
     first = small_network(head="diabatic-indexed")
     second = small_network(head="diabatic-indexed")
     with torch.no_grad():
         for parameter in second.parameters():
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(7), dtype=parameter.dtype))
+    return first, second
+
+
+def test_members_driver_gives_each_trajectory_one_members_own_surface(tmp_path: Path) -> None:
+    """driver="members": trajectory t gets member t mod K's own energies, forces, NACs and state vectors (no
+    averaging, no sign alignment), while the disagreement is still the committee's."""
+    first, second = two_diabatic_members()
     both = committee_folder(tmp_path / "both", [first, second])
     alone = [ModelPotential(committee_folder(tmp_path / f"alone_{k}", [m]), NUMBERS, dtype=torch.float64)
              for k, m in enumerate((first, second))]
@@ -258,14 +264,10 @@ class DiabaticSignFlipped(torch.nn.Module):
 
 
 def test_hamiltonian_driver_averages_aligned_diabatic_hamiltonians_into_one_consistent_surface(tmp_path: Path) -> None:
-    """driver="hamiltonian": energies are the eigenvalues of the members' mean diabatic H (aligned in sign), and its
+    """driver="hamiltonian": energies are the eigenvalues of the members' mean diabatic H (aligned), and its
     forces are minus their gradient (finite differences), so the averaged surface conserves energy; a member in
     another diabatic gauge (state signs and order) changes nothing."""
-    first = small_network(head="diabatic-indexed")
-    second = small_network(head="diabatic-indexed")
-    with torch.no_grad():
-        for parameter in second.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(7), dtype=parameter.dtype))
+    first, second = two_diabatic_members()
     folder = committee_folder(tmp_path / "both", [first, second])
     driven = ModelPotential(folder, NUMBERS, dtype=torch.float64, driver="hamiltonian")
     g = torch.Generator().manual_seed(5)
