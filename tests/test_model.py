@@ -393,6 +393,39 @@ def test_training_checkpoints_resume_and_model_potential(lvc_dataset: Path, tmp_
     assert_drives_surface_hopping(out, lvc_dataset, tmp_path)
 
 
+def test_warm_start_continues_the_saved_model_on_data_with_other_statistics(shared_data: Path, lvc_dataset: Path,
+                                                                            tmp_path: Path) -> None:
+    """A warm-started network computes the saved model's function before its first step and keeps its loss scales,
+    even when the new data (here five times farther out) would give other label statistics."""
+    from exsnn.data import read_frames
+    from exsnn.model.network import ArchitectureConfig
+    from exsnn.model.potential import ModelPotential
+    from exsnn.model.training import MODEL_FILE, TrainingConfig, label_scales, train
+
+    potential = LVCPotential(shared_data / "schnarc" / "lvc_so2_3s" / "LVC.template")
+    reference, masses, frequencies, modes = potential.harmonic_modes()
+    positions, _ = wigner_harmonic(reference, masses, frequencies / 225.0, modes, 40, seed=6)
+    far = tmp_path / "far.h5"
+    append_frames(far, label_frames(potential, positions, {"source": "wigner"}), DatasetMetadata(n_states=3, method="LVC"))
+    common = dict(network=ArchitectureConfig(n_atom_basis=8, n_interactions=1, cutoff=8.0), batch_size=32,
+                  progress_bar=False, threads=1)
+    train(TrainingConfig(data=str(lvc_dataset), output=str(tmp_path / "first"), max_epochs=1, **common))
+    first = torch.load(tmp_path / "first" / MODEL_FILE, weights_only=False)
+    far_scales = label_scales(str(far), np.arange(40))[0]
+    assert far_scales.energies > 3 * first["scales"]["energies"]  # the far data would rescale the loss
+    # a learning rate of 1e-12: the continued model is the start model to within round-off
+    train(TrainingConfig(data=str(far), output=str(tmp_path / "second"), max_epochs=1, learning_rate=1e-12,
+                         init_from=str(tmp_path / "first" / MODEL_FILE), **common))
+    second = torch.load(tmp_path / "second" / MODEL_FILE, weights_only=False)
+    assert second["scales"] == first["scales"]
+    numbers = read_frames(far).frame(0).numbers
+    geometries = torch.as_tensor(positions[:8])
+    before = ModelPotential(tmp_path / "first", numbers, dtype=torch.float64).compute(geometries)
+    after = ModelPotential(tmp_path / "second", numbers, dtype=torch.float64).compute(geometries)
+    torch.testing.assert_close(after.energies, before.energies, atol=1e-7, rtol=0)
+    torch.testing.assert_close(after.forces, before.forces, atol=1e-6, rtol=0)
+
+
 def test_dipole_head_trains_on_ch2nh2_dipoles(shared_data: Path, tmp_path: Path) -> None:
     from conftest import CH2NH2_FILES
 

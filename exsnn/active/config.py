@@ -99,7 +99,7 @@ class CommitteeConfig:
     members: int = 4
     epochs: int = 150
     warm_epochs: int = 60
-    warm_start: bool = True  # later iterations start from the previous members (false: from scratch, for `epochs`)
+    warm_start: bool = True  # later iterations continue the previous members: weights, output statistics, loss scales
     width: int = 32
     interactions: int = 2
     cutoff: float = 8.0

@@ -356,18 +356,32 @@ def plot_learning_curve(metrics_files: list[Path], png: Path) -> None:
     plt.close(figure)
 
 
+def inherited_scales(model_file: str | Path) -> tuple[LabelScales, list[float], float, float]:
+    """What a warm start keeps of the model it starts from, in `label_scales`' order: the loss scales it was trained
+    with and its output statistics (per-state mean energy per atom, energy spread, coupling scale).
+
+    Recomputing them from the grown training set would change the function the copied weights compute (E = mean +
+    spread * output) and re-weight the loss terms: in an active-learning campaign a few labels far from the initial
+    ensemble tripled the energy scale in one iteration, and warm-started members then diverged (issue #14)."""
+    network = load_network(model_file)
+    stored = torch.load(Path(model_file), map_location="cpu", weights_only=False).get("scales")
+    if stored is None:
+        raise ConfigurationError("stores no loss scales (written by an older exsnn): train from scratch instead",
+                                 source=str(model_file), where="init_from")
+    return (LabelScales(**stored), [float(x) for x in network.energy_mean.tolist()], float(network.energy_std),
+            float(network.coupling_scale))
+
+
 def warm_start(network: MultiStateNetwork, model_file: str | Path) -> None:
-    """Copy the trainable weights of a saved model of the same architecture into `network` (its label statistics,
-    which are buffers, stay those of the new training set)."""
-    previous = load_network(model_file)
-    parameters = {name for name, _ in network.named_parameters()}
-    state = {name: value for name, value in previous.state_dict().items() if name in parameters}
+    """Copy a saved model of the same architecture into `network`: trainable weights and output statistics (buffers),
+    so that the warm-started network computes exactly the saved model's function before its first step."""
+    state = load_network(model_file).state_dict()
     own = network.state_dict()
-    wrong = [name for name, value in state.items() if own[name].shape != value.shape]
-    if wrong or len(state) != len(parameters):
+    wrong = [name for name, value in state.items() if name not in own or own[name].shape != value.shape]
+    if wrong or len(state) != len(own):
         raise ConfigurationError("has another architecture than the network being trained", source=str(model_file),
                                  where="init_from")
-    network.load_state_dict(state, strict=False)
+    network.load_state_dict({name: value.to(own[name].dtype) for name, value in state.items()})
 
 
 class StopAtStepBudget(pl.Callback):
@@ -461,7 +475,10 @@ def build_task(config: TrainingConfig, datamodule: ExcitedStateDataModule) -> tu
         rng = np.random.default_rng(config.seed)
         train_idx = datamodule.split["train"]
         datamodule.datasets["train"].indices = rng.choice(train_idx, size=len(train_idx), replace=True)
-    scales, mean, spread, smooth = label_scales(config.data, datamodule.split["train"])
+    if config.init_from:  # a warm start continues the previous model: its output statistics and loss scales
+        scales, mean, spread, smooth = inherited_scales(config.init_from)
+    else:
+        scales, mean, spread, smooth = label_scales(config.data, datamodule.split["train"])
     n_states = datamodule.datasets["train"].arrays.n_states  # type: ignore[union-attr]
     network = NetworkConfig(**config.network.as_dict(), n_states=n_states, energy_mean_per_atom=mean,
                             energy_std_per_atom=spread, coupling_scale=smooth, elements=training_elements(config.data),
