@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,12 +194,24 @@ def test_a_stopped_campaign_goes_on_when_its_rule_no_longer_stops_it(shared_data
     assert first["stopped"] == "iteration limit" and first["iteration"] == 0 and first["n_labels"] == 16
     copy = out / "campaign.toml"
     copy.write_text(copy.read_text().replace("max_iterations = 1", "max_iterations = 2"))
+    # the same folder as shipped: without the full dynamics record, only its populations part
+    shipped = tmp_path / "shipped"
+    shutil.copytree(out, shipped)
+    (shipped / "iteration_000" / "dynamics.npz").unlink()
+    assert (shipped / "iteration_000" / "populations.npz").stat().st_size < 0.2 * (out / "iteration_000" / "dynamics.npz").stat().st_size
     resumed = exsnn("campaign", "resume", out)
     assert resumed.returncode == 0 and "going on" in resumed.stderr, resumed.stderr
     second = json.loads(exsnn("campaign", "status", out, "--json").stdout)
     assert second["iteration"] == 1 and second["stopped"] is not None and second["n_labels"] > 16
     assert [h["iteration"] for h in second["history"]] == [0, 1]
     assert all(h["decision"]["population_band"] is not None for h in second["history"]), second["history"]  # reports carry the band
+    # the shipped folder decides from the populations, runs iteration 0's ensemble again for the selection, and ends
+    # where the full folder did: same labels, same decisions
+    resumed = exsnn("campaign", "resume", shipped)
+    assert resumed.returncode == 0 and "going on" in resumed.stderr and "running the iteration's ensemble again" in resumed.stderr
+    assert dataset_fingerprint(shipped / "data.h5") == dataset_fingerprint(out / "data.h5")
+    again = json.loads(exsnn("campaign", "status", shipped, "--json").stdout)
+    assert [h["decision"] for h in again["history"]] == [h["decision"] for h in second["history"]]
 
 
 def phase_is(output: Path, marker: str) -> bool:

@@ -29,7 +29,7 @@ from exsnn.active.measure import Thresholds, calibrate, committee_errors
 from exsnn.active.report import write_report
 from exsnn.active.sample import campaign_modes, initial_geometries
 from exsnn.active.select import select
-from exsnn.active.simulate import simulate
+from exsnn.active.simulate import POPULATIONS_FILE, RECORD_FILE, simulate
 from exsnn.active.train import campaign_split, train_committee
 from exsnn.data import read_frames
 from exsnn.data.geometries import read_structures
@@ -150,20 +150,34 @@ class Campaign:
         write_atomic_text(folder / "test_errors.json", json.dumps(errors, indent=2))
         d = self.config.dynamics
         self.say(f"iteration {i}: {d.n_trajectories} trajectories, {d.duration_fs:g} fs on the committee")
-        simulate(folder / "committee", self.oracle, self.config, i, thresholds, folder / "dynamics.npz")
+        simulate(folder / "committee", self.oracle, self.config, i, thresholds, folder / RECORD_FILE)
         state.phase = "decide"
+
+    def _record(self, i: int, full: bool) -> dict[str, np.ndarray] | None:
+        """Iteration i's dynamics record: the full one (`full`) or at least its populations part; None when the
+        iteration has not simulated yet. A folder that kept only the populations (a shipped campaign: the full record
+        is working data) runs the iteration's ensemble again, with its stored thresholds, when the full one is needed."""
+        folder = self.directory.iteration(i)
+        record = _load_record(folder / RECORD_FILE)
+        if record is not None or not (folder / "thresholds.json").exists():
+            return record
+        if not full and (compact := _load_record(folder / POPULATIONS_FILE)) is not None:
+            return compact
+        self.say(f"iteration {i}: {RECORD_FILE} is not in this folder: running the iteration's ensemble again")
+        return simulate(folder / "committee", self.oracle, self.config, i, _load_thresholds(folder / "thresholds.json"),
+                        folder / RECORD_FILE)
 
     def _decision(self, state: CampaignState) -> Decision:
         i = state.iteration
-        record = _load_record(self.directory.iteration(i) / "dynamics.npz")
-        previous = _load_record(self.directory.iteration(i - 1) / "dynamics.npz") if i > 0 else None
+        record = self._record(i, full=False)
+        previous = self._record(i - 1, full=False) if i > 0 else None
         assert record is not None
         return decide(record, previous, self.oracle.n_states, i, self._count(), self.config.stopping)
 
     def _select(self, state: CampaignState) -> None:
         i = state.iteration
         folder = self.directory.iteration(i)
-        record = _load_record(folder / "dynamics.npz")
+        record = self._record(i, full=True)
         assert record is not None
         budget = min(self.config.selection.budget, self.config.stopping.label_budget - self._count())
         labelled = None  # the structures already labelled seed the near-gap share (when there is one)
@@ -192,8 +206,8 @@ class Campaign:
     def _report(self, state: CampaignState, decision: Decision) -> None:
         i = state.iteration
         folder = self.directory.iteration(i)
-        record = _load_record(folder / "dynamics.npz")
-        previous = _load_record(self.directory.iteration(i - 1) / "dynamics.npz") if i > 0 else None
+        record = self._record(i, full=True)
+        previous = self._record(i - 1, full=False) if i > 0 else None
         selection = _load_record(folder / "selection.npz")
         arrays = read_frames(self.directory.data)
         split = campaign_split(self.directory.data, seed=0)
@@ -256,7 +270,7 @@ class Campaign:
         limit, a stricter convergence rule), no longer stops it goes on from the selection of its last iteration."""
         if state.stopped is None or state.phase == "initial":
             return
-        record = _load_record(self.directory.iteration(state.iteration) / "dynamics.npz")
+        record = self._record(state.iteration, full=False)
         if record is None or (self.directory.iteration(state.iteration) / "selection.npz").exists():
             return
         decision = self._decision(state)

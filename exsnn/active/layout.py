@@ -7,7 +7,10 @@ state.json             iteration, phase, labels spent, stopping rule, time per p
 iteration_NNN/
     committee/member_K/   the trained members (model.pt, logs, learning curve, split.npz)
     thresholds.json       the disagreement thresholds used by the dynamics of this iteration
-    dynamics.npz          per step and trajectory: positions, active state, disagreement, gaps, status
+    dynamics.npz          per step and trajectory: positions, active state, disagreement, gaps, status (working
+                          data: a folder without it runs the iteration's ensemble again when a phase needs it)
+    populations.npz       its populations part (active states, status, members' populations): what the stopping
+                          rule and the next report need; the file to keep when a campaign folder is shipped
     selection.npz         the geometries chosen for labelling and why
     report.md, *.png      the iteration report
 ```
@@ -86,8 +89,8 @@ def write_atomic_text(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def save_npz_atomic(path: Path, **arrays: Any) -> None:
-    """np.savez through a temporary file and a rename."""
+def save_npz_atomic(path: Path, compressed: bool = False, **arrays: Any) -> None:
+    """np.savez (np.savez_compressed) through a temporary file and a rename."""
     temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez(temporary, **arrays)
+    (np.savez_compressed if compressed else np.savez)(temporary, **arrays)
     os.replace(temporary, path)

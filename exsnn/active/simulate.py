@@ -9,6 +9,10 @@ disagreement exceeds an upper threshold stops there with status UNCERTAIN (what 
 With `[dynamics] member_runs` (default on) every member also drives the same initial conditions alone, to the end:
 the spread of their populations is the model part of the uncertainty of the committee's populations (the trajectory
 bootstrap gives the statistical part; `exsnn.active.decide.population_bands` combines both).
+
+The full per-step record (`dynamics.npz`, megabytes) is working data; the populations part of it (`populations.npz`,
+kilobytes: `POPULATION_KEYS`) is what a campaign folder keeps, and is all that the stopping rule and the next
+iteration's report need from an iteration.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from exsnn.units import FS_IN_AU_TIME
 
 #: status of a trajectory stopped because the committee disagreed beyond the upper threshold
 UNCERTAIN = 5
+#: the keys of the record that populations, their bands and the stopping rule need (`exsnn.active.decide`)
+POPULATION_KEYS = ("time_fs", "active", "status", "member_populations")
+RECORD_FILE = "dynamics.npz"
+POPULATIONS_FILE = "populations.npz"
 
 
 class RecordingCommittee(Potential):
@@ -55,7 +63,7 @@ class RecordingCommittee(Potential):
 
 def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iteration: int, thresholds: Thresholds,
              output: Path) -> dict[str, np.ndarray]:
-    """Run the iteration's ensemble on the committee; write and return the per-step record (see `save` keys)."""
+    """Run the iteration's ensemble on the committee; write (`save_record`) and return the per-step record."""
     potential = ModelPotential(committee, oracle.numbers.cpu().numpy(), dtype=torch.float64, driver=config.dynamics.driver)
     recorder = RecordingCommittee(potential)
     d = config.dynamics
@@ -101,8 +109,15 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
         record["member_populations"] = np.stack([
             member_populations(member, oracle, settings, positions, velocities, d.initial_state)
             for member in model_files(committee)])
-    save_npz_atomic(output, **record)
+    save_record(output, record)
     return record
+
+
+def save_record(output: Path, record: dict[str, np.ndarray]) -> None:
+    """Write the full record to `output` and its populations part (compressed) to POPULATIONS_FILE beside it."""
+    save_npz_atomic(output, **record)
+    save_npz_atomic(output.with_name(POPULATIONS_FILE), compressed=True,
+                    **{key: record[key] for key in POPULATION_KEYS if key in record})
 
 
 def member_populations(model: Path, oracle: Potential, settings: FSSHSettings, positions: torch.Tensor,
