@@ -144,6 +144,8 @@ def test_sigkill_at_random_times_keeps_every_committed_frame_and_only_whole_batc
             assert n == committed + batch, "a renamed journal is committed"
         else:
             assert n in (committed, committed + batch), (n, committed, batch)
+        if n > want.n_frames:  # a fast writer (or a slow kill on a busy machine) got further than expected
+            want = expected_arrays(2 * n)
         check_dataset(path, want.select(np.arange(n)))  # (a): opens with read_frames, count_frames, data info
         outcomes.append(f"{kind}:{'journal' if journal_path(path).exists() else 'clean'}")
     assert any(o.endswith("journal") for o in outcomes)

@@ -19,7 +19,10 @@ What the calculation does, and records in `result.notes` (the frame's provenance
   Each runs with PySCF's orbital step (0.02), which found the lowest state average wherever starts were compared for
   CH2NH2+ (larger steps converge faster but can land on a higher solution), but can crawl over flat parts of the
   orbital landscape; an unconverged attempt is therefore continued from where it stopped with larger steps (0.05),
-  then with smaller ones (0.005). Every attempt is noted with its macro iterations and average energy.
+  then with smaller ones (0.005). Every attempt is noted with its macro iterations and average energy. With `avas`,
+  the default window is a second start whenever its active space differs from the projected one, and the converged
+  solution with the lower state-averaged energy is kept (SA-CASSCF has several solutions; the variational one is the
+  lowest).
 * Labels: energies, analytic gradients of every state (Lagrange multipliers checked converged), NACs of every pair
   d_ij = <psi_i | d psi_j / dR> and h_ij = (E_j - E_i) d_ij (PySCF's `nac_method`, with electron-translation factors
   when settings.etf), S0 -> Sk transition dipoles and oscillator strengths, the dipole matrix of all states (permanent
@@ -47,6 +50,7 @@ from exsnn.qm.settings import QMSettings
 AVAS_MIN_WEIGHT = 0.1  # an active orbital chosen by AVAS must have at least this weight on the AO labels
 LARGE_STEP, SMALL_STEP = 0.05, 0.005  # orbital steps of continued attempts (PySCF's default max_stepsize is 0.02)
 SINGLET_TOLERANCE = 1e-4  # <S^2> of a converged state above this is not a singlet
+SAME_SPACE = 0.99  # smallest singular value of the overlap of two active spaces above which they count as one
 
 
 def _ranges(indices: list[int]) -> str:
@@ -199,18 +203,48 @@ def solve_sa_casscf(mf: Any, settings: QMSettings, guess_orbitals: np.ndarray | 
         else:
             notes.append(f"orbitals of a nearby geometry ignored (shape {np.shape(guess_orbitals)}, "
                          f"expected {np.shape(mf.mo_coeff)})")
-    starts.append(("the chosen RHF orbitals", chosen))
-    for name, orbitals in starts:
-        first = _attempt(mf, settings, name, orbitals, None, None, notes)
-        if first is None:
-            continue
-        if first.converged:
-            return first, notes
-        for kind, step in (("larger", LARGE_STEP), ("smaller", SMALL_STEP)):
-            mc = _attempt(mf, settings, f"where it stopped ({name}) with {kind} steps", first.mo_coeff, first.ci, step, notes)
-            if mc is not None and mc.converged:
-                return mc, notes
-    raise QMFailure("SA-CASSCF did not converge (" + "; ".join(notes[2:]) + ")")
+    for name, orbitals in starts:  # a nearby geometry's orbitals: its solution, when it converges (continuity)
+        mc = _converge_from(mf, settings, name, orbitals, notes)
+        if mc is not None:
+            return mc, notes
+    solutions = [mc for name, orbitals in _rhf_starts(mf, settings, chosen)
+                 if (mc := _converge_from(mf, settings, name, orbitals, notes)) is not None]
+    if not solutions:
+        raise QMFailure("SA-CASSCF did not converge (" + "; ".join(notes[2:]) + ")")
+    best = min(solutions, key=lambda mc: mc.e_tot)
+    if len(solutions) > 1:
+        notes.append(f"kept the lowest state average of {len(solutions)} starts: E_average = {best.e_tot:.10f}")
+    return best, notes
+
+
+def _converge_from(mf: Any, settings: QMSettings, name: str, orbitals: np.ndarray, notes: list[str]) -> Any | None:
+    """A converged SA-CASSCF from `orbitals` (continued with larger, then smaller steps if the first run stalls), or
+    None."""
+    first = _attempt(mf, settings, name, orbitals, None, None, notes)
+    if first is None:
+        return None
+    if first.converged:
+        return first
+    for kind, step in (("larger", LARGE_STEP), ("smaller", SMALL_STEP)):
+        mc = _attempt(mf, settings, f"where it stopped ({name}) with {kind} steps", first.mo_coeff, first.ci, step, notes)
+        if mc is not None and mc.converged:
+            return mc
+    return None
+
+
+def _rhf_starts(mf: Any, settings: QMSettings, chosen: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The starts from RHF orbitals: the chosen ones, and with AVAS also the default window when its active space
+    is not the AVAS one (a principal angle above ~8 degrees): SA-CASSCF has several solutions, and a projection onto
+    AO labels can pick an orbital of the wrong kind where the molecule is distorted (at 90 degrees twist, C 2p;N 2p
+    took a sigma orbital into the CH2NH2+ active space and converged 0.13 Hartree higher in the state sum)."""
+    starts = [("the chosen RHF orbitals", chosen)]
+    if settings.avas:
+        ncore = _active_counts(mf, settings)[0] - settings.nelecas // 2
+        active = slice(ncore, ncore + settings.ncas)
+        overlap = chosen[:, active].T @ mf.mol.intor_symmetric("int1e_ovlp") @ mf.mo_coeff[:, active]
+        if np.linalg.svd(overlap, compute_uv=False).min() < SAME_SPACE:
+            starts.append(("the default window of RHF orbitals", mf.mo_coeff))
+    return starts
 
 
 def _check_states(mc: Any, settings: QMSettings) -> np.ndarray:
