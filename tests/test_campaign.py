@@ -302,7 +302,7 @@ def test_shipped_lvc_campaign_converges_by_its_rule_and_errors_fall(shared_data:
     with np.load(out / f"iteration_{status['iteration']:03d}" / "dynamics.npz") as data:
         record = {key: data[key] for key in data.files}
     members = record["member_populations"]
-    assert members.shape == (3, len(record["time_fs"]), 3)
+    assert members.shape == (4, len(record["time_fs"]), 3)
     np.testing.assert_allclose(members.sum(axis=2), 1.0)
     np.testing.assert_allclose(members[:, 0, 2], 1.0)  # every member's trajectories start in S2
     p, combined, spread = population_bands(record, 3)
@@ -387,7 +387,7 @@ def test_pyscf_oracle_samples_from_a_modes_file(tmp_path: Path) -> None:
     """An oracle without harmonic modes of its own (pyscf:) draws the initial set and the dynamics' initial conditions
     from [initial] modes (a modes file of `exsnn frequencies`): Wigner samples centred on its reference geometry with
     the 0 K spread per mode; a modes file of another molecule is refused, naming the key."""
-    from exsnn.active.campaign import _load_oracle
+    from exsnn.active.campaign import load_oracle
     from exsnn.active.config import load_config
     from exsnn.active.sample import dynamics_initial_conditions, initial_geometries
     from exsnn.photo.structure import ground_state_settings, harmonic_analysis, optimize_geometry
@@ -401,7 +401,7 @@ def test_pyscf_oracle_samples_from_a_modes_file(tmp_path: Path) -> None:
     config_path.write_text('[oracle]\nspec = "pyscf:tda-hf/sto-3g,states=3"\n[initial]\nn_frames = 400\nmodes = "modes.json"\n'
                            '[dynamics]\nn_trajectories = 400\ninitial_state = 1\n')
     config = load_config(config_path)
-    oracle = _load_oracle(config)
+    oracle = load_oracle(config)
     assert list(oracle.numbers.numpy()) == [8, 1, 1]
     positions = initial_geometries(config, oracle).numpy()
     q, _ = modes.normal_coordinates(positions)  # (samples, M) sqrt(me) Bohr
@@ -417,7 +417,7 @@ def test_pyscf_oracle_samples_from_a_modes_file(tmp_path: Path) -> None:
         initial_geometries(load_config(config_path), oracle)
     (tmp_path / "other.json").unlink()
     with pytest.raises(ConfigurationError, match=r"\[initial\] modes: .*other.json: does not exist"):
-        _load_oracle(load_config(config_path))
+        load_oracle(load_config(config_path))
 
 
 def test_members_of_another_architecture_do_not_warm_start(tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ from exsnn.potentials.base import Potential
 from exsnn.potentials.spec import load_potential
 
 
-def _load_oracle(config: CampaignConfig) -> Potential:
+def load_oracle(config: CampaignConfig) -> Potential:
+    """The campaign's oracle potential (atoms from the initial or dynamics file, or the modes file, for pyscf:)."""
     numbers = None
     for file in (config.initial.file, config.dynamics.file):
         if file is not None:
@@ -70,7 +71,7 @@ def start(config_path: str | Path, root: str | Path, overwrite: bool = False) ->
 
     if config.committee.recipe not in RECIPES:
         raise ConfigurationError(f"unknown; expected one of {sorted(RECIPES)}", source=config.path, where="[committee] recipe")
-    oracle = _load_oracle(config)
+    oracle = load_oracle(config)
     initial_geometries(config, oracle)  # fails here, not later, if the initial set cannot be drawn
     directory = CampaignDirectory(root)
     if directory.root.exists() and any(directory.root.iterdir()):
@@ -110,7 +111,7 @@ class Campaign:
 
     def __init__(self, root: str | Path, progress: Any = None) -> None:
         self.directory, self.config = open_campaign(root)
-        self.oracle = _load_oracle(self.config)
+        self.oracle = load_oracle(self.config)
         self.metadata = oracle_metadata(self.oracle, self.config.oracle.spec)
         self.numbers = self.oracle.numbers.cpu().numpy()
         self.say = progress or (lambda message: None)

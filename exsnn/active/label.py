@@ -30,7 +30,8 @@ def labelled_tags(path: Path) -> set[tuple[int, int]]:
     return {(int(r["campaign"]["iteration"]), int(r["campaign"]["index"])) for r in records if "campaign" in r}
 
 
-def _frames(oracle: Potential, positions: torch.Tensor, tags: list[dict[str, Any]]) -> list[Frame]:
+def oracle_frames(oracle: Potential, positions: torch.Tensor, tags: list[dict[str, Any]]) -> list[Frame]:
+    """The oracle's labels of structures (K, n, 3) Bohr as campaign frames, provenance tagged; failures unlabelled."""
     numbers = oracle.numbers.cpu().numpy()
     out = oracle.compute(positions.to(oracle.device, torch.float64), all_forces=True, nacs=oracle.n_states > 1)
     frames = []
@@ -58,7 +59,7 @@ def label_structures(path: Path, oracle: Potential, positions: torch.Tensor, tag
     todo = [k for k, tag in enumerate(tags) if (int(tag["iteration"]), int(tag["index"])) not in done]
     for start in range(0, len(todo), batch):
         chunk = todo[start : start + batch]
-        append_frames(path, _frames(oracle, positions[chunk], [tags[k] for k in chunk]), metadata)
+        append_frames(path, oracle_frames(oracle, positions[chunk], [tags[k] for k in chunk]), metadata)
     return len(todo)
 
 

@@ -232,6 +232,15 @@ def _converge_from(mf: Any, settings: QMSettings, name: str, orbitals: np.ndarra
     return None
 
 
+def window_state_average(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings) -> float | None:
+    """The SA-CASSCF state-averaged energy (Hartree) from the default window of RHF orbitals alone, no gradients
+    (about a second for CH2NH2+): a screen for stored labels that converged to a higher solution. None if it does
+    not converge."""
+    mf, _ = run_scf(build_molecule(numbers, positions, settings), settings)
+    mc = _converge_from(mf, settings, "the default window of RHF orbitals", mf.mo_coeff, [])
+    return None if mc is None else float(mc.e_tot)
+
+
 def _rhf_starts(mf: Any, settings: QMSettings, chosen: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """The starts from RHF orbitals: the chosen ones, and with AVAS also the default window when its active space
     is not the AVAS one (a principal angle above ~8 degrees): SA-CASSCF has several solutions, and a projection onto
