@@ -21,6 +21,14 @@ SHARC_QM_OUT = SHARED_DATA / "sharc" / "qm_out" / "QM.out"
 H2O_DATASET = PROJECT_ROOT / "datasets" / "h2o_cis_sto3g" / "h2o_cis_sto3g.xyz"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """With pytest-xdist's workers (the default `-n auto`), one PyTorch thread each: the workers share the cores."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def run_slow_tests() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get("EXSNN_SLOW") == "1"
 
