@@ -224,6 +224,11 @@ def test_ch2nh2_twisted_geometry_and_orbitals_chosen_by_projection() -> None:
     assert excitations[0] < 1.0 and 4.0 < excitations[1] < 7.0, excitations
     assert any(n.startswith("active orbitals: AVAS projection onto C 2p;N 2p; 3 occupied") for n in projected.notes)
     assert any(n.startswith("kept the lowest state average of 2 starts") for n in projected.notes), projected.notes
+    # the screen for stored labels of a higher solution: the window's state average, without gradients
+    from exsnn.qm.casscf import window_state_average
+
+    average = window_state_average(NUMBERS, twisted(90.0), parse_qm_spec("casscf(6,4)/6-31g*,states=3,charge=1"))
+    assert average is not None and abs(average - np.mean(window.energies)) < 1e-6
 
 
 def test_dipole_matrix_against_state_densities_and_transition_dipoles() -> None:
