@@ -212,6 +212,12 @@ def test_a_stopped_campaign_goes_on_when_its_rule_no_longer_stops_it(shared_data
     assert dataset_fingerprint(shipped / "data.h5") == dataset_fingerprint(out / "data.h5")
     again = json.loads(exsnn("campaign", "status", shipped, "--json").stdout)
     assert [h["decision"] for h in again["history"]] == [h["decision"] for h in second["history"]]
+    # a damaged record: a clear error naming the file, nothing changed
+    (shipped / "iteration_001" / "dynamics.npz").unlink()
+    (shipped / "iteration_001" / "populations.npz").write_text("not an npz")
+    damaged = exsnn("campaign", "resume", shipped)
+    assert damaged.returncode == 2 and "iteration_001/populations.npz" in damaged.stderr, damaged.stderr
+    assert "Traceback" not in damaged.stderr and dataset_fingerprint(shipped / "data.h5") == dataset_fingerprint(out / "data.h5")
 
 
 def phase_is(output: Path, marker: str) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from exsnn.active.campaign import load_oracle, open_campaign
 from exsnn.active.label import oracle_frames
 from exsnn.data import append_frames, read_frames
 from exsnn.data.store import read_metadata
+from exsnn.errors import ExsnnError
 from exsnn.qm.casscf import window_state_average
 from exsnn.qm.settings import parse_qm_spec
 
@@ -38,6 +40,14 @@ NOTE = "relabelled 2026-12-05: the stored SA-CASSCF solution was not the lowest 
 
 
 def main() -> None:
+    try:
+        relabel()
+    except ExsnnError as exc:  # a wrong folder or a damaged dataset: say what and where, change nothing
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def relabel() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("campaign", type=Path)
     parser.add_argument("--tolerance", type=float, default=1e-5, help="Hartree, on the state average")

@@ -96,10 +96,15 @@ def open_campaign(root: str | Path) -> tuple[CampaignDirectory, CampaignConfig]:
 
 
 def _load_record(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a campaign .npz file, None if it does not exist; DataError if it cannot be read."""
     if not path.exists():
         return None
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
+    try:
+        with np.load(path) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError) as exc:  # truncated, not a zip, or pickled data
+        raise DataError(path, "file", f"not a readable campaign record ({type(exc).__name__}: {exc}); delete it and "
+                                      f"resume to make it again") from None
 
 
 def _load_thresholds(path: Path) -> Thresholds:

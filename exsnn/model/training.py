@@ -297,8 +297,8 @@ def save_network(network: MultiStateNetwork, path: str | Path, extra: dict[str, 
                 **(extra or {})}, path)
 
 
-def load_network(path: str | Path, device: str | torch.device = "cpu") -> MultiStateNetwork:
-    """A trained network from a model.pt written by `exsnn train`."""
+def read_model_file(path: str | Path, device: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
+    """The path (a folder means its model.pt) and the stored dictionary of a model file written by `exsnn train`."""
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
@@ -310,6 +310,12 @@ def load_network(path: str | Path, device: str | torch.device = "cpu") -> MultiS
         raise DataError(path, "file", f"not a readable exsnn model file ({type(exc).__name__}: {exc})") from None
     if not isinstance(stored, dict) or stored.get("format") != "exsnn-model":
         raise DataError(path, "format", "not an exsnn model file (written by `exsnn train`)")
+    return path, stored
+
+
+def load_network(path: str | Path, device: str | torch.device = "cpu") -> MultiStateNetwork:
+    """A trained network from a model.pt written by `exsnn train`."""
+    path, stored = read_model_file(path, device)
     try:
         network = MultiStateNetwork(NetworkConfig(**stored["network"]))
         if stored.get("double"):
@@ -363,13 +369,13 @@ def inherited_scales(model_file: str | Path) -> tuple[LabelScales, list[float], 
     Recomputing them from the grown training set would change the function the copied weights compute (E = mean +
     spread * output) and re-weight the loss terms: in an active-learning campaign a few labels far from the initial
     ensemble tripled the energy scale in one iteration, and warm-started members then diverged (issue #14)."""
-    network = load_network(model_file)
-    stored = torch.load(Path(model_file), map_location="cpu", weights_only=False).get("scales")
-    if stored is None:
-        raise ConfigurationError("stores no loss scales (written by an older exsnn): train from scratch instead",
-                                 source=str(model_file), where="init_from")
-    return (LabelScales(**stored), [float(x) for x in network.energy_mean.tolist()], float(network.energy_std),
-            float(network.coupling_scale))
+    _, stored = read_model_file(model_file)
+    state = stored.get("state_dict", {})
+    if stored.get("scales") is None or not {"energy_mean", "energy_std", "coupling_scale"} <= set(state):
+        raise ConfigurationError("stores no loss scales or output statistics (written by an older exsnn): train from "
+                                 "scratch instead", source=str(model_file), where="init_from")
+    return (LabelScales(**stored["scales"]), [float(x) for x in state["energy_mean"].tolist()], float(state["energy_std"]),
+            float(state["coupling_scale"]))
 
 
 def warm_start(network: MultiStateNetwork, model_file: str | Path) -> None:
