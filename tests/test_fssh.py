@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from exsnn.data.phases import state_signs_from_nacs
+from exsnn.data.phases import pair_signs, state_signs_from_nacs
 from exsnn.dynamics.decoherence import energy_based_decoherence
 from exsnn.dynamics.fssh import LEFT_BOX, FSSHEngine, kinetic_energy
 from exsnn.dynamics.hopping import attempt_hops
+from exsnn.dynamics.initial_conditions import wigner_harmonic
 from exsnn.dynamics.scattering import run_scattering, sample_initial_conditions
 from exsnn.dynamics.settings import FSSHSettings
+from exsnn.dynamics.sign_tracking import track_signs
+from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.potentials.lvc import LVCPotential
 from exsnn.potentials.tully import TULLY_MODELS, TullyPotential
 from exsnn.validation.wavepacket import exact_scattering
@@ -112,8 +115,6 @@ def test_nac_based_sign_tracking_undoes_random_state_flips() -> None:
     previous = torch.randn((50, 6, 4, 3), generator=g, dtype=torch.float64)  # 4 states, 6 pairs
     true_signs = torch.where(torch.rand((50, 4), generator=g) < 0.5, -1.0, 1.0).double()
     true_signs[:, 0] = 1
-    from exsnn.data.phases import pair_signs
-
     flipped = (previous + 0.01 * torch.randn(previous.shape, generator=g, dtype=torch.float64)) * pair_signs(
         true_signs, 4
     )[:, :, None, None]
@@ -148,6 +149,68 @@ def test_lvc_nve_on_one_state_conserves_energy_over_a_picosecond(so2: LVCPotenti
     drift = (totals_t[-200:].mean(0) - totals_t[:200].mean(0)).abs().max().item()
     assert deviation < 3e-5, deviation  # velocity-Verlet fluctuation, bounded
     assert drift < 1e-6, drift  # the bar is "well below 1e-4 Hartree over 1 ps at 0.5 fs"
+
+
+class _RandomStateSigns(Potential):
+    """A potential's output without state vectors and with random state signs at every call, as a network gives it."""
+
+    def __init__(self, inner: Potential) -> None:
+        self.inner, self.n_states, self.numbers, self.masses = inner, inner.n_states, inner.numbers, inner.masses
+        self.calls = 0
+
+    def compute(self, positions, states=None, all_forces=False, nacs=True, trajectories=None) -> PotentialOutput:
+        out = self.inner.compute(positions, states, all_forces, nacs, trajectories)
+        out.state_vectors = None
+        if out.nacs is not None:
+            self.calls += 1
+            g = torch.Generator().manual_seed(self.calls)
+            signs = torch.where(torch.rand(len(positions), self.n_states, generator=g) < 0.5, -1.0, 1.0).double()
+            out.nacs = out.nacs * pair_signs(signs, self.n_states)[:, :, None, None]
+        return out
+
+
+def _so2_populations(potential: Potential, n: int = 300, **options) -> torch.Tensor:
+    """Populations (T, N) of 20 fs of FSSH from S2 on SO2 LVC from 0 K Wigner samples (fixed seeds)."""
+    fs = 41.341373335
+    engine = FSSHEngine(potential, FSSHSettings(dt=0.5 * fs, n_steps=40, seed=3, **options))
+    lvc = potential.inner if isinstance(potential, _RandomStateSigns) else potential
+    positions, velocities = wigner_harmonic(*lvc.harmonic_modes(), n, seed=11)
+    state = engine.initial_state(positions, velocities, torch.full((n,), 2))
+    active = [state.active.clone()]
+    engine.run(state, lambda s, _: active.append(s.active.clone()))
+    return torch.nn.functional.one_hot(torch.stack(active), 3).double().mean(1)
+
+
+def test_sign_tracking_by_nacs_bisects_steps_near_the_seam_to_follow_the_exact_states(so2: LVCPotential) -> None:
+    """Without state vectors the states' signs come from the NACs' overlaps between steps; near the S1/S2 seam the
+    NAC turns by more than 90 degrees within a 0.5 fs step and a direct alignment picks wrong signs. Bisecting the
+    unsure steps recovers the populations tracked by the exact eigenvectors, at a few calls per step."""
+    exact = _so2_populations(so2)
+    direct = _so2_populations(_RandomStateSigns(so2), sign_bisections=0)
+    tracked = _RandomStateSigns(so2)
+    bisected = _so2_populations(tracked)
+    assert (direct - exact).abs().max() > 0.03
+    assert (bisected - exact).abs().max() < 0.01
+    assert 40 < tracked.calls <= 41 * (1 + FSSHSettings(dt=1.0, n_steps=1).sign_bisections)
+
+
+def test_sign_bisection_keeps_the_direct_alignment_where_the_midpoint_fails() -> None:
+    """A midpoint where the potential fails (NaN) costs nothing but the refinement: the direct choice stands."""
+
+    class Failing(Potential):
+        n_states, numbers, masses = 2, torch.tensor([1]), torch.tensor([1.0], dtype=torch.float64)
+
+        def compute(self, positions, states=None, all_forces=False, nacs=True, trajectories=None) -> PotentialOutput:
+            nan = torch.full((len(positions), 2), torch.nan, dtype=torch.float64)
+            return PotentialOutput(nan, torch.full((len(positions), 1, 3), torch.nan, dtype=torch.float64), None,
+                                   torch.full((len(positions), 1, 1, 3), torch.nan, dtype=torch.float64))
+
+    start, end = torch.zeros((1, 1, 3), dtype=torch.float64), torch.ones((1, 1, 3), dtype=torch.float64)
+    d_start = torch.tensor([[[[1.0, 0.0, 0.0]]]], dtype=torch.float64)
+    d_end = torch.tensor([[[[-0.2, 1.0, 0.0]]]], dtype=torch.float64)  # turned by 101 degrees: unsure
+    velocities = torch.tensor([[[1.0, 1.0, 0.0]]], dtype=torch.float64)
+    signs = track_signs(Failing(), start, d_start, end, d_end, torch.tensor([0]), torch.tensor([0]), velocities, 1.0, 4, 0.97)
+    assert signs.tolist() == state_signs_from_nacs(d_end, d_start, 2).tolist() == [[1.0, -1.0]]
 
 
 # Cases where FSSH is known to be accurate (Tully 1990, Figs. 4-6): all transmission channels at high momentum.

@@ -26,6 +26,7 @@ frustrated = "keep"        # "keep", "reflect", "reflect_gradv"
 max_energy_drift_ev = 0.2  # stop and mark failed beyond this total-energy change
 # substeps = 20            # electronic substeps (default: chosen automatically per trajectory)
 # compile = true           # fuse the integrator's arithmetic with torch.compile (for GPUs)
+# sign_bisections = 4      # halvings of a step to follow state signs by NACs where they turn fast (0: none)
 
 [output]
 file = "run.h5"            # relative to this file's folder
@@ -61,7 +62,7 @@ _SECTIONS = {
     "potential": {"spec", "device"},
     "initial_conditions": {"sampling", "file", "momentum", "n_trajectories", "initial_state", "seed"},
     "integrator": {"dt_fs", "duration_fs", "decoherence", "edc_c", "rescale", "couplings", "frustrated", "forced_hop_gap_ev",
-                   "box_bohr", "max_energy_drift_ev", "substeps", "compile"},
+                   "box_bohr", "max_energy_drift_ev", "substeps", "compile", "sign_bisections", "sign_min_cosine"},
     "output": {"file", "record_every", "geometry_every", "checkpoint_every"},
 }
 SAMPLINGS = ("wigner", "file", "scattering")
@@ -77,6 +78,8 @@ _INTEGRATOR_KEYS: dict[str, tuple[str, type, float | None]] = {
     "max_energy_drift_ev": ("max_energy_drift", float, EV_IN_HARTREE),
     "substeps": ("substeps", int, None),
     "compile": ("compile", bool, None),
+    "sign_bisections": ("sign_bisections", int, None),
+    "sign_min_cosine": ("sign_min_cosine", float, 1.0),
 }
 _TOML_KEY_OF_FIELD = {field: f"[integrator] {key}" for key, (field, _, _) in _INTEGRATOR_KEYS.items()}
 _TOML_KEY_OF_FIELD.update({"dt": "[integrator] dt_fs", "n_steps": "[integrator] duration_fs", "seed": "[initial_conditions] seed"})

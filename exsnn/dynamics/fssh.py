@@ -3,7 +3,9 @@ GPU: the engine that orchestrates one nuclear step of every running trajectory (
 
 1. velocity Verlet on the active state's force, one potential call for the whole batch at the new positions
    (energies, active-state forces, NACs; `trajectories=` the ids of the structures' trajectories);
-2. state signs tracked from the previous step, NACs sign-aligned (`electronic.align_signs`);
+2. state signs tracked from the previous step, NACs sign-aligned: by the state vectors' overlaps
+   (`electronic.align_signs`) or, without state vectors, by the NACs' overlaps, bisecting the step where they are
+   unsure (`sign_tracking`);
 3. electronic coefficients and hopping probabilities over the step, each trajectory with its own substeps
    (`electronic.propagate_coefficients`);
 4. one uniform number per trajectory and step (`electronic.step_uniforms`, keyed by seed, step and trajectory id)
@@ -25,6 +27,7 @@ from collections.abc import Callable
 
 import torch
 
+from exsnn.data.phases import pair_signs
 from exsnn.dynamics.curvature import curvature_couplings, pair_gaps, pair_index
 from exsnn.dynamics.decoherence import Decoherence, DecoherenceInput, make_decoherence
 from exsnn.dynamics.electronic import (
@@ -40,6 +43,7 @@ from exsnn.dynamics.failures import failed_rows, keep_previous, keep_rows, non_f
 from exsnn.dynamics.fusion import Fused
 from exsnn.dynamics.hopping import attempt_hops, choose_targets, forced_hops_to_ground
 from exsnn.dynamics.settings import FSSHSettings
+from exsnn.dynamics.sign_tracking import track_signs
 from exsnn.dynamics.state import (
     ELECTRONIC_FAILURE,
     FAILED,
@@ -197,10 +201,16 @@ class FSSHEngine:
         broken = failed if failed is not None else torch.zeros(len(active), dtype=torch.bool, device=self.device)
         if broke:
             out = keep_previous(out, broken, E_old, F, d_old, vectors_old)
-        d_new, vectors_new = align_signs(self._nacs_or_zeros(out, R_new), d_old, out.state_vectors, vectors_old, self.n_states)
         F_new, E_new = out.forces, out.energies
         assert F_new is not None, "the potential must return the forces of the states it is asked for"
         v_new = v_half + F_new * kick
+        d_new = self._nacs_or_zeros(out, R_new)
+        if out.state_vectors is None and s.sign_bisections > 0 and not curvature:  # signs from the NACs alone
+            signs = track_signs(self.potential, R, d_old, R_new, d_new, active, ids, v_new, s.dt, s.sign_bisections,
+                                s.sign_min_cosine)
+            d_new, vectors_new = d_new * pair_signs(signs, self.n_states)[:, :, None, None], None
+        else:
+            d_new, vectors_new = align_signs(d_new, d_old, out.state_vectors, vectors_old, self.n_states)
 
         # electrons
         gaps_old = pair_gaps(E_old, self._gap_pairs) if curvature else None

@@ -47,6 +47,9 @@ class FSSHSettings:
     the energy gaps, `exsnn.dynamics.curvature`; no NACs are asked of the potential; needs rescale = 'velocity').
     compile: fuse the electronic substeps, substep counts and decoherence through `torch.compile`
     (`exsnn.dynamics.fusion`; for GPUs, where a step is otherwise bound by kernel launches; eager where compiling fails).
+    sign_bisections: for a potential without state vectors, how many times a step may be halved to follow the states'
+    signs where a coupling's NACs at its two ends make a cosine below `sign_min_cosine` (`exsnn.dynamics.sign_tracking`;
+    each halving costs one potential call of the unsure trajectories; 0: align the two ends directly).
     """
 
     dt: float
@@ -64,6 +67,8 @@ class FSSHSettings:
     propagate_finished: bool = False
     couplings: str = "nac"
     compile: bool = False
+    sign_bisections: int = 4
+    sign_min_cosine: float = 0.97
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,6 +97,10 @@ class FSSHSettings:
                 raise ConfigurationError(f"must not be negative, got {value!r}", where=name)
         if self.n_steps < 0:
             raise ConfigurationError(f"must not be negative, got {self.n_steps}", where="n_steps")
+        if isinstance(self.sign_bisections, bool) or not isinstance(self.sign_bisections, int) or self.sign_bisections < 0:
+            raise ConfigurationError(f"must be a non-negative integer, got {self.sign_bisections!r}", where="sign_bisections")
+        if not -1.0 <= self.sign_min_cosine <= 1.0:
+            raise ConfigurationError(f"must lie in [-1, 1], got {self.sign_min_cosine!r}", where="sign_min_cosine")
         if self.substeps is not None and self.substeps < 1:
             raise ConfigurationError(f"must be at least 1, got {self.substeps}", where="substeps")
         if not 0 <= self.seed < 2**64:
