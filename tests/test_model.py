@@ -15,9 +15,11 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from exsnn.data import DatasetMetadata, append_frames
+from exsnn.data.frame import Frame
 from exsnn.data.torch_data import ExcitedStateTorchDataset
 from exsnn.dynamics.initial_conditions import wigner_harmonic
-from exsnn.model.loss import LabelScales, LossWeights, compute_loss
+from exsnn.errors import DataError
+from exsnn.model.loss import EnergyWindow, LabelScales, LossWeights, compute_loss, pair_weights
 from exsnn.model.network import MultiStateNetwork, NetworkConfig
 from exsnn.potentials.labelling import label_frames
 from exsnn.potentials.lvc import LVCPotential
@@ -322,6 +324,55 @@ def test_small_gap_loss_weighs_gap_errors_by_the_gap() -> None:
     assert low > 100 * high
     torch.testing.assert_close(low, torch.tensor((0.03 * ev / (0.1 * ev + SMALL_GAP_FLOOR)) ** 2 / 2, dtype=torch.float64))
     assert "small_gaps" not in compute_loss({"energies": reference}, batch, LossWeights(), scales)[1]
+
+
+def test_energy_window_weighs_states_far_above_the_cap_less_in_every_term(lvc_dataset: Path) -> None:
+    """A state e above the cap counts 1 / (1 + (e / width)^2) in the energy, force and coupling terms (a pair: the
+    smaller of its states' weights); below the cap nothing changes, and without a window the loss is the plain one."""
+    net = small_network(dipoles=False)
+    batch = ExcitedStateTorchDataset(lvc_dataset, cutoff=8.0, dtype=torch.float64).__getitems__(list(range(6)))
+    out = net(batch, forces="all")
+    weights, scales = LossWeights(gaps=1.0), LabelScales(nacs=0.05, gaps=0.01)
+    plain, plain_parts = compute_loss(out, batch, weights, scales)
+    far_below = EnergyWindow(cap=float(batch["energies"].max()) + 1.0, width=0.01)
+    same, _ = compute_loss(out, batch, weights, scales, far_below)
+    torch.testing.assert_close(same, plain)
+    # cap between S0 and S1 of every frame: S1 and S2 fade, pairs 01, 02, 12 take the weight of their upper state
+    cap, width = float(batch["energies"][:, 0].max()), 0.02
+    window = EnergyWindow(cap=cap, width=width)
+    _, parts = compute_loss(out, batch, weights, scales, window)
+    w = 1 / (1 + ((batch["energies"] - cap).clamp_min(0) / width) ** 2)
+    assert bool((w[:, 0] == 1).all()) and bool((w[:, 1:] < 1).all())
+    error = out["energies"] - batch["energies"]
+    torch.testing.assert_close(parts["energies"], (w * error**2).mean() / scales.energies**2)
+    atoms = batch[structure.idx_m]
+    torch.testing.assert_close(parts["forces"], (((out["forces"] - batch["forces"]) ** 2) * w[atoms][:, :, None]).mean())
+    gap_w = torch.minimum(w[:, 1:], w[:, :-1])
+    torch.testing.assert_close(parts["gaps"], (gap_w * (error[:, 1:] - error[:, :-1]) ** 2).mean() / 0.01**2)
+    assert parts["couplings"] < plain_parts["couplings"]
+    torch.testing.assert_close(pair_weights(w), torch.stack([w[:, 1], w[:, 2], torch.minimum(w[:, 1], w[:, 2])], 1))
+
+
+def test_energy_cap_is_taken_above_the_lowest_training_energy_and_needs_one_molecule(tmp_path: Path) -> None:
+    """energy_cap_ev is relative to the training frames' lowest energy; a dataset of two molecules has no common
+    energy scale: DataError naming the file and frame."""
+    from exsnn.model.training import TrainingConfig, energy_window
+
+    single, mixed = tmp_path / "one.h5", tmp_path / "two.h5"
+    energies = [[-1.0, -0.9], [-1.2, -0.8]]
+    frames = [Frame(numbers=np.array([1, 1]), positions=np.array([[0, 0, 0], [0, 0, 1.4 + 0.1 * k]]),
+                    energies=np.array(e)) for k, e in enumerate(energies)]
+    append_frames(single, frames, DatasetMetadata(n_states=2))
+    other = Frame(numbers=np.array([1, 8]), positions=np.array([[0, 0, 0], [0, 0, 1.8]]), energies=np.array([-75.0, -74.8]))
+    append_frames(mixed, [*frames, other], DatasetMetadata(n_states=2))
+    window = energy_window(TrainingConfig(data=str(single), output="-", energy_cap_ev=2.0, energy_cap_width_ev=0.5),
+                           np.array([0, 1]))
+    assert window is not None
+    assert window.cap == pytest.approx(-1.2 + 2.0 / 27.211386, rel=1e-6) and window.width == pytest.approx(0.5 / 27.211386, rel=1e-6)
+    assert energy_window(TrainingConfig(data=str(single), output="-"), np.array([0, 1])) is None
+    with pytest.raises(DataError) as error:
+        energy_window(TrainingConfig(data=str(mixed), output="-", energy_cap_ev=2.0), np.array([0, 1, 2]))
+    assert "frame 2" in str(error.value) and "energy cap" in str(error.value)
 
 
 def test_diabatic_coupling_loss_penalises_off_diagonal_hamiltonian_elements() -> None:

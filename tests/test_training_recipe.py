@@ -133,6 +133,8 @@ def test_toml_recipe_and_weights_merge(tmp_path: Path) -> None:
     ({"max_steps": 2.5}, "max_steps"), ({"weights": {"force": 1.0}}, "weights"), ({"weights": {"forces": -1.0}}, "weights.forces"),
     ({"weights": {"energies": 0, "forces": 0, "nacs": 0, "dipoles": 0}}, "weights"), ({"warmup": 1.0}, "warmup"),
     ({"final_lr_factor": 0.0}, "final_lr_factor"), ({"patience": -1}, "patience"), ({"learning_rate": float("nan")}, "learning_rate"),
+    ({"energy_cap_ev": -1.0}, "energy_cap_ev"), ({"energy_cap_width_ev": 0.0}, "energy_cap_width_ev"),
+    ({"energy_cap_ev": "high"}, "energy_cap_ev"),
 ])
 def test_impossible_values_are_configuration_errors(values: dict, where: str) -> None:
     with pytest.raises(ConfigurationError) as error:
@@ -144,7 +146,8 @@ def test_impossible_values_are_configuration_errors(values: dict, where: str) ->
 
 def test_cli_names_the_flag(tmp_path: Path) -> None:
     for flags, fragments in ((["--recipe", "nope"], ["--recipe", "unknown recipe 'nope'", "exsnn-v2"]),
-                             (["--force-weight", "-2"], ["--force-weight", "non-negative"])):
+                             (["--force-weight", "-2"], ["--force-weight", "non-negative"]),
+                             (["--energy-cap-ev", "0"], ["--energy-cap-ev", "positive number of eV"])):
         result = subprocess.run([sys.executable, "-m", "exsnn.cli.main", "train", "missing.h5", "-o", tmp_path / "out", *flags],
                                 capture_output=True, text=True)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

@@ -34,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--diabatic-coupling-weight", type=float,
                    help="diabatic head: weight of a term on the squared off-diagonal elements of H, so that the "
                         "quasi-diabatic states stay as adiabatic as the labels allow (0 in the recipes: off)")
+    p.add_argument("--energy-cap-ev", type=float,
+                   help="labels of states more than this many eV above the training set's lowest energy count less, "
+                        "1 / (1 + (excess / width)^2): far-out active-learning labels stop outweighing the region the "
+                        "dynamics crosses (one molecule; default: every label counts the same)")
+    p.add_argument("--energy-cap-width-ev", type=float, help="the width of that fade (eV, default 1)")
     p.add_argument("--width", dest="n_atom_basis", type=int)
     p.add_argument("--interactions", dest="n_interactions", type=int)
     p.add_argument("--cutoff", type=float, help="Bohr")
@@ -92,7 +97,7 @@ def int_or_auto(text: str) -> int | str:
 FIELDS = ("recipe", "max_steps", "schedule", "warmup", "loss", "max_epochs", "batch_size", "learning_rate", "n_atom_basis",
           "n_interactions", "cutoff", "representation", "dipoles", "head", "indexed_couplings",
           "exchange", "odd_couplings", "split", "seed", "patience", "double_precision", "threads",
-          "accelerator", "devices", "progress_bar", "bootstrap")
+          "accelerator", "devices", "progress_bar", "bootstrap", "energy_cap_ev", "energy_cap_width_ev")
 
 
 #: TrainingConfig / ArchitectureConfig field -> the flag that sets it (for error messages)
@@ -104,7 +109,7 @@ FLAGS = {"recipe": "--recipe", "max_steps": "--steps", "schedule": "--schedule",
          "batch_size": "--batch-size", "learning_rate": "--lr", "n_atom_basis": "--width",
          "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "head": "--head",
          "indexed_couplings": "--indexed-couplings", "exchange": "--exchange", "odd_couplings": "--odd-couplings",
-         "split": "--split",
+         "split": "--split", "energy_cap_ev": "--energy-cap-ev", "energy_cap_width_ev": "--energy-cap-width-ev",
          "seed": "--seed", "patience": "--patience", "threads": "--threads", "devices": "--devices"}
 
 

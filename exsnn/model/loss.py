@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +29,37 @@ class LossWeights:
     # diabatic head: the off-diagonal elements of H, squared (over the energy scale), so that the quasi-diabatic states
     # are as adiabatic as the labels allow: the one gauge of H that independent trainings agree on
     diabatic_couplings: float = 0.0
+
+
+@dataclass
+class EnergyWindow:
+    """Down-weights the labels of states far above the energies the dynamics can reach (one molecule).
+
+    An active-learning campaign labels where its committee went, and an unconverged committee goes where the true
+    surfaces are far too high to reach (the labels then teach it that they are high, which needs no precision). In a
+    plain MSE such labels, tens of eV-squared apart, outweigh the region the trajectories actually cross. A state whose
+    reference energy lies `excess` above `cap` (Hartree, absolute) counts 1 / (1 + (excess / width)^2) in the energy,
+    force, gap and coupling terms (a pair takes the smaller weight of its two states); states below the cap count 1.
+    The reweighting of energy-ranked errors is the idea of e.g. the weighted fits of reactive surfaces (Behler,
+    Int. J. Quantum Chem. 115, 1032 (2015), section 5)."""
+
+    cap: float
+    width: float
+
+    def __post_init__(self) -> None:
+        if not (self.width > 0 and math.isfinite(self.width) and math.isfinite(self.cap)):
+            raise ValueError(f"an energy window needs a finite cap and a positive width, got {self.cap!r}, {self.width!r}")
+
+    def state_weights(self, energies: torch.Tensor) -> torch.Tensor:
+        """(B, N) weights of the states from their reference energies (B, N), Hartree."""
+        excess = (energies - self.cap).clamp_min(0.0) / self.width
+        return 1.0 / (1.0 + excess * excess)
+
+
+def pair_weights(state_weights: torch.Tensor) -> torch.Tensor:
+    """(B, P) the smaller weight of the two states of every pair i < j, from state weights (B, N)."""
+    rows, cols = zip(*state_pairs(state_weights.shape[1]))
+    return torch.minimum(state_weights[:, list(rows)], state_weights[:, list(cols)])
 
 
 #: Hartree (0.05 eV): the floor of the relative gap error, so that degenerate reference gaps keep a finite weight
@@ -78,30 +110,38 @@ def _transition_pair_columns(n_states: int) -> tuple[list[int], list[int], list[
 
 
 def compute_loss(
-    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], weights: LossWeights, scales: LabelScales
+    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], weights: LossWeights, scales: LabelScales,
+    window: EnergyWindow | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Weighted, normalised loss and its parts; couplings and transition dipoles share one sign vector per sample."""
+    """Weighted, normalised loss and its parts; couplings and transition dipoles share one sign vector per sample;
+    with an energy `window`, the labels of states far above its cap count less."""
     idx_m = batch[structure.idx_m]
     B, N = batch[ENERGIES].shape
     parts: dict[str, torch.Tensor] = {}
     zero = out["energies"].sum() * 0.0
     mask_e = batch[f"{ENERGIES}_mask"]
-    parts["energies"] = ((out["energies"] - batch[ENERGIES])[mask_e] ** 2).mean() / scales.energies**2 if mask_e.any() else zero
+    # (B, N) weight of every state's labels (ones without a window; frames without energies count fully elsewhere)
+    w = window.state_weights(batch[ENERGIES]) if window is not None else torch.ones_like(batch[ENERGIES])
+    w = torch.where(mask_e[:, None], w, 1.0)
+    error_e = out["energies"] - batch[ENERGIES]
+    parts["energies"] = (w * error_e**2)[mask_e].mean() / scales.energies**2 if mask_e.any() else zero
+    gap_w = torch.minimum(w[:, 1:], w[:, :-1])[mask_e] if N > 1 else None
     if weights.gaps > 0 and N > 1 and mask_e.any():
-        error = (out["energies"] - batch[ENERGIES])[mask_e]
-        parts["gaps"] = ((error[:, 1:] - error[:, :-1]) ** 2).mean() / scales.gaps**2
+        error = error_e[mask_e]
+        parts["gaps"] = (gap_w * (error[:, 1:] - error[:, :-1]) ** 2).mean() / scales.gaps**2
     if weights.small_gaps > 0 and N > 1 and mask_e.any():
         # the gap sets the hopping region and the NACs' size there (d = h / gap): a 30 meV error matters at a 0.15 eV gap
         # and not at a 4 eV one, which an energy or absolute-gap loss cannot tell apart
         reference = torch.diff(batch[ENERGIES][mask_e], dim=1)
         error = torch.diff(out["energies"][mask_e], dim=1) - reference
-        parts["small_gaps"] = (error / (reference.abs() + SMALL_GAP_FLOOR)).pow(2).mean()
+        parts["small_gaps"] = (gap_w * (error / (reference.abs() + SMALL_GAP_FLOOR)).pow(2)).mean()
     if weights.diabatic_couplings > 0 and N > 1 and "hamiltonian" in out:
         rows, cols = zip(*state_pairs(N))
         parts["diabatic_couplings"] = (out["hamiltonian"][:, list(rows), list(cols)] ** 2).mean() / scales.energies**2
     if "forces" in out:
         mask_f = batch[f"{FORCES}_mask"][idx_m]
-        parts["forces"] = ((out["forces"] - batch[FORCES])[mask_f] ** 2).mean() / scales.forces**2 if mask_f.any() else zero
+        squared = (out["forces"] - batch[FORCES]) ** 2 * w[idx_m][:, :, None]  # (A, N, 3)
+        parts["forces"] = squared[mask_f].mean() / scales.forces**2 if mask_f.any() else zero
     # couplings: NACs and transition dipoles share one state-sign vector per sample; each sample contributes only the
     # labels it has (a frame with dipoles but no NACs does not pull the predicted NACs towards zero), and the part is
     # the mean normalised squared error over every labelled vector component
@@ -111,8 +151,9 @@ def compute_loss(
     counts = torch.zeros(B, dtype=out["energies"].dtype, device=idx_m.device)  # labelled components per sample
     if "smooth_nacs" in out and mask_n.any():
         plus, minus = per_sample_pair_errors(out["smooth_nacs"], smooth_reference(batch), idx_m, B)
-        plus_parts.append(torch.where(mask_n[:, None], plus, 0.0) / scales.nacs**2)
-        minus_parts.append(torch.where(mask_n[:, None], minus, 0.0) / scales.nacs**2)
+        w_pairs = pair_weights(w)
+        plus_parts.append(torch.where(mask_n[:, None], plus * w_pairs, 0.0) / scales.nacs**2)
+        minus_parts.append(torch.where(mask_n[:, None], minus * w_pairs, 0.0) / scales.nacs**2)
         pair_lists += list(state_pairs(N))
         counts = counts + mask_n * torch.bincount(idx_m, minlength=B) * plus.shape[1] * 3
     if "dipoles" in out and mask_d.any():

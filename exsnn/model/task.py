@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from exsnn.model.loss import ErrorTable, LabelScales, LossWeights, compute_loss
+from exsnn.model.loss import EnergyWindow, ErrorTable, LabelScales, LossWeights, compute_loss
 from exsnn.model.network import MultiStateNetwork, NetworkConfig
 
 
@@ -30,6 +30,7 @@ class MultiStateTask(pl.LightningModule):
         warmup_steps: int = 0,
         final_lr_factor: float = 0.01,
         weight_decay: float = 0.01,
+        energy_window: dict[str, float] | None = None,
     ) -> None:
         """`scales` divide the errors of each label (all ones: raw atomic-unit MSEs); `schedule` is "plateau"
         (ReduceLROnPlateau on val_loss, checked every epoch), "cosine" (linear warm-up over `warmup_steps`, then cosine
@@ -41,6 +42,7 @@ class MultiStateTask(pl.LightningModule):
             self.network = self.network.double()
         self.weights = LossWeights(**weights)
         self.scales = LabelScales(**scales)
+        self.window = EnergyWindow(**energy_window) if energy_window else None
         self.test_table = ErrorTable(self.network.n_states)
 
     def forward(self, batch: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -49,7 +51,7 @@ class MultiStateTask(pl.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         with torch.enable_grad():
             out = self.network(batch, forces="all", create_graph=stage == "train")
-            loss, parts = compute_loss(out, batch, self.weights, self.scales)
+            loss, parts = compute_loss(out, batch, self.weights, self.scales, self.window)
         size = int(batch["_n_atoms"].shape[0])
         self.log(f"{stage}_loss", loss, prog_bar=stage != "test", batch_size=size, on_epoch=True, on_step=False)
         for name, value in parts.items():

@@ -4,6 +4,7 @@ TensorBoard logs), learning-curve plot, test error table, and the saved model fi
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -17,9 +18,10 @@ from exsnn.data.properties import DIPOLES, ENERGIES, FORCES, NACS, state_pairs
 from exsnn.data.store import read_frames
 from exsnn.data.torch_data import ExcitedStateDataModule
 from exsnn.errors import ConfigurationError, DataError, ExsnnWarning
-from exsnn.model.loss import LabelScales, LossWeights, format_error_table, loss_scales
+from exsnn.model.loss import EnergyWindow, LabelScales, LossWeights, format_error_table, loss_scales
 from exsnn.model.network import ArchitectureConfig, MultiStateNetwork, NetworkConfig, check_coupling_symmetry
 from exsnn.model.task import MultiStateTask
+from exsnn.units import EV_IN_HARTREE
 
 MODEL_FILE = "model.pt"
 
@@ -122,6 +124,10 @@ class TrainingConfig:
     threads: int | None = None
     progress_bar: bool = True
     init_from: str | None = None  # a model.pt of the same architecture whose weights start the training (warm start)
+    # labels of states more than this (eV) above the training set's lowest energy count less (`loss.EnergyWindow`;
+    # one molecule; None: every label counts the same), fading over energy_cap_width_ev
+    energy_cap_ev: float | None = None
+    energy_cap_width_ev: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.network, dict):
@@ -180,6 +186,11 @@ class TrainingConfig:
                 raise ConfigurationError(f"must be a non-negative number, got {value!r}", where=f"weights.{name}")
         if not any(self.weights.values()):  # type: ignore[union-attr]
             raise ConfigurationError("at least one loss weight must be positive", where="weights")
+        for name in ("energy_cap_ev", "energy_cap_width_ev"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value <= 0):
+                raise ConfigurationError(f"must be a positive number of eV, got {value!r}", where=name)
         if self.weights.get("diabatic_couplings", 0) and self.network.head != "diabatic":  # type: ignore[union-attr]
             raise ConfigurationError("the term acts on the diabatic head's Hamiltonian: it needs head = 'diabatic'",
                                      where="weights.diabatic_couplings")
@@ -275,7 +286,22 @@ def training_elements(path: str) -> list[int]:
         return sorted(int(z) for z in np.unique(handle["atoms/numbers"][:]))
 
 
-def training_molecule(path: str) -> list[int]:
+def energy_window(config: TrainingConfig, indices: np.ndarray) -> EnergyWindow | None:
+    """The run's energy window: its cap `energy_cap_ev` above the lowest reference energy of the training frames
+    `indices` (None without a cap). DataError if the dataset holds more than one molecule (energies then do not
+    compare) or the training frames have no energies."""
+    if config.energy_cap_ev is None:
+        return None
+    training_molecule(config.data, "an energy cap (energy_cap_ev)")
+    arrays = read_frames(config.data, indices)
+    energies = arrays.energies[arrays.masks[ENERGIES]]
+    if not energies.size:
+        raise DataError(config.data, "energies", "an energy cap (energy_cap_ev) needs training frames with energies")
+    return EnergyWindow(cap=float(energies.min()) + config.energy_cap_ev * EV_IN_HARTREE,
+                        width=config.energy_cap_width_ev * EV_IN_HARTREE)
+
+
+def training_molecule(path: str, needed_by: str = "indexed couplings") -> list[int]:
     """The atomic numbers of the dataset's molecule in atom order; every frame must hold the same list."""
     from exsnn.data.store import read_frames
 
@@ -285,7 +311,7 @@ def training_molecule(path: str) -> list[int]:
     for k in range(1, len(offsets) - 1):
         numbers = arrays.numbers[offsets[k]:offsets[k + 1]]
         if len(numbers) != len(first) or (numbers != first).any():
-            raise DataError(path, f"frame {k}", "indexed couplings need one molecule with the same atom order in every "
+            raise DataError(path, f"frame {k}", f"{needed_by} needs one molecule with the same atom order in every "
                                                 "frame; this frame differs from frame 0")
     return [int(z) for z in first]
 
@@ -486,13 +512,15 @@ def build_task(config: TrainingConfig, datamodule: ExcitedStateDataModule) -> tu
     else:
         scales, mean, spread, smooth = label_scales(config.data, datamodule.split["train"])
     n_states = datamodule.datasets["train"].arrays.n_states  # type: ignore[union-attr]
+    window = energy_window(config, datamodule.split["train"])
     network = NetworkConfig(**config.network.as_dict(), n_states=n_states, energy_mean_per_atom=mean,
                             energy_std_per_atom=spread, coupling_scale=smooth, elements=training_elements(config.data),
                             molecule=training_molecule(config.data) if config.network.indexed_couplings else [])
     task = MultiStateTask(network.as_dict(), dict(config.weights), loss_scales(config.loss, scales).as_dict(),  # type: ignore[arg-type]
                           config.learning_rate, config.lr_factor, config.lr_patience, config.double_precision,  # type: ignore[arg-type]
                           schedule=config.schedule, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,  # type: ignore[arg-type]
-                          final_lr_factor=config.final_lr_factor, weight_decay=config.weight_decay)  # type: ignore[arg-type]
+                          final_lr_factor=config.final_lr_factor, weight_decay=config.weight_decay,  # type: ignore[arg-type]
+                          energy_window=asdict(window) if window is not None else None)
     return task, plan, scales
 
 
