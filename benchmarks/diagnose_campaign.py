@@ -5,7 +5,8 @@
     python benchmarks/diagnose_campaign.py crossing CAMPAIGN_DIR MODEL [MODEL ...]
         along oracle trajectories, at frames with an oracle S2-S1 gap < 0.3 eV: |cos| of model and oracle d12, the ratio
         of their sizes, the gap error and the ratio of sum |d12 . v| (the coupling that makes the hops)
-    python benchmarks/diagnose_campaign.py retrain CAMPAIGN_DIR OUT [--members 2] [--weight nacs=4]
+    python benchmarks/diagnose_campaign.py retrain CAMPAIGN_DIR OUT [--members 2] [--weight nacs=4] [--energy-cap-ev 6.5]
+        [--epochs N]
         members trained from scratch on the campaign's labels (its first-iteration settings and split), and their
         populations against the oracle
 
@@ -92,10 +93,11 @@ def retrain(args: argparse.Namespace) -> None:
         member.mkdir(parents=True, exist_ok=True)
         save_split(split, member / "split.npz")
         train(TrainingConfig(data=str(data), output=str(member), recipe=c.recipe, network=committee_architecture(c),
-                             batch_size=c.batch_size, learning_rate=c.learning_rate, max_epochs=c.epochs,
+                             batch_size=c.batch_size, learning_rate=c.learning_rate, max_epochs=args.epochs or c.epochs,
                              patience=max(20, c.warm_epochs // 2), seed=100 + k, threads=1, progress_bar=False,
-                             accelerator="cpu", weights=weights or None))
-        report(f"{member} (weights {weights or 'of the recipe'})", model_populations(member, oracle, ics, config), reference)
+                             accelerator="cpu", weights=weights or None, energy_cap_ev=args.energy_cap_ev))
+        report(f"{member} (weights {weights or 'of the recipe'}, energy cap {args.energy_cap_ev} eV)",
+               model_populations(member, oracle, ics, config), reference)
 
 
 def main() -> None:
@@ -115,6 +117,8 @@ def main() -> None:
     p.add_argument("output", type=Path)
     p.add_argument("--members", type=int, default=2)
     p.add_argument("--weight", action="append", default=[], help="NAME=VALUE loss weight (nacs, diabatic_couplings, ...)")
+    p.add_argument("--energy-cap-ev", type=float, help="energy window: labels of states this far above the lowest count less")
+    p.add_argument("--epochs", type=int, help="instead of the campaign's first-iteration epochs")
     args = parser.parse_args()
     try:
         {"populations": populations, "crossing": crossing, "retrain": retrain}[args.command](args)
