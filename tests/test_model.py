@@ -444,6 +444,7 @@ def test_training_checkpoints_resume_and_model_potential(lvc_dataset: Path, tmp_
     assert_drives_surface_hopping(out, lvc_dataset, tmp_path)
 
 
+@pytest.mark.filterwarnings("ignore:.*short_distance:exsnn.errors.ExsnnWarning")  # the far data is meant to be far
 def test_warm_start_continues_the_saved_model_on_data_with_other_statistics(shared_data: Path, lvc_dataset: Path,
                                                                             tmp_path: Path) -> None:
     """A warm-started network computes the saved model's function before its first step and keeps its loss scales,
