@@ -88,16 +88,18 @@ def retrain(args: argparse.Namespace) -> None:
     data = args.campaign / "data.h5"
     split = campaign_split(data, seed=1)
     c = config.committee
-    for k in range(args.members):
-        member = args.output / f"member_{k}"
-        member.mkdir(parents=True, exist_ok=True)
-        save_split(split, member / "split.npz")
-        train(TrainingConfig(data=str(data), output=str(member), recipe=c.recipe, network=committee_architecture(c),
-                             batch_size=c.batch_size, learning_rate=c.learning_rate, max_epochs=args.epochs or c.epochs,
-                             patience=max(20, c.warm_epochs // 2), seed=100 + k, threads=1, progress_bar=False,
-                             accelerator="cpu", weights=weights or None, energy_cap_ev=args.energy_cap_ev))
-        report(f"{member} (weights {weights or 'of the recipe'}, energy cap {args.energy_cap_ev} eV)",
-               model_populations(member, oracle, ics, config), reference)
+    # every member's settings are checked (ConfigurationError naming the field) before anything is written
+    members = [TrainingConfig(data=str(data), output=str(args.output / f"member_{k}"), recipe=c.recipe,
+                              network=committee_architecture(c), batch_size=c.batch_size, learning_rate=c.learning_rate,
+                              max_epochs=args.epochs or c.epochs, patience=max(20, c.warm_epochs // 2), seed=100 + k,
+                              threads=1, progress_bar=False, accelerator="cpu", weights=weights or None,
+                              energy_cap_ev=args.energy_cap_ev) for k in range(args.members)]
+    for member in members:
+        Path(member.output).mkdir(parents=True, exist_ok=True)
+        save_split(split, Path(member.output) / "split.npz")
+        train(member)
+        report(f"{member.output} (weights {weights or 'of the recipe'}, energy cap {args.energy_cap_ev} eV)",
+               model_populations(Path(member.output), oracle, ics, config), reference)
 
 
 def main() -> None:
