@@ -138,7 +138,7 @@ def main() -> None:
                         help="how the evaluation dynamics (oracle and committees alike) drive hops; 'curvature' takes "
                              "the learned NACs out of the comparison (a diagnostic: it is not the same physics)")
     parser.add_argument("--no-campaign", action="store_true", help="the Wigner baselines alone")
-    parser.add_argument("--members", action="store_true", help="also the error of each campaign member alone")
+    parser.add_argument("--members", action="store_true", help="also the error of each member alone (campaign and Wigner)")
     parser.add_argument("--keep", help="run in this new folder and keep it (campaign, Wigner sets and committees)")
     args = parser.parse_args()
     if args.keep and Path(args.keep).exists():
@@ -158,6 +158,8 @@ def main() -> None:
             folder_k = root / f"wigner_{budget}"
             train_committee(data, folder_k, None, plain, 0)
             wigner_curve.append((budget, error(folder_k / "committee", oracle, reference, ics, config, args.couplings)))
+            if args.members:
+                print(f"  Wigner {budget}: " + member_errors(folder_k / "committee", oracle, reference, ics, config, args.couplings))
         print("plain Wigner sampling:")
         for labels, value in wigner_curve:
             print(f"  {labels:5d} labels  max|dP| = {value:.3f}")
