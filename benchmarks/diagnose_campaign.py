@@ -15,7 +15,7 @@
         sign-free NACs cannot tell a crossing from diabatic states that touch without crossing (d12 only changes sign),
         but FSSH can: through the touching kind the coupling reverses and the S2 -> S1 transfer is lost
     python benchmarks/diagnose_campaign.py retrain CAMPAIGN_DIR OUT [--members 2] [--weight nacs=4] [--energy-cap-ev 6.5]
-        [--epochs N] [--width F] [--leave-out-lowest-above EV] [--leave-out-gap-below EV [--gap-pair I,J]]
+        [--recipe R] [--epochs N] [--patience N] [--width F] [--leave-out-lowest-above EV] [--leave-out-gap-below EV [--gap-pair I,J]]
         members trained from scratch on the campaign's labels (its first-iteration settings and split), and their
         populations against the oracle; the leave-out options take training and validation frames out by where they
         lie (the lowest state's energy above the dataset's lowest energy, or the smallest gap between adjacent states)
@@ -46,7 +46,7 @@ from exsnn.dynamics.fssh import FSSHEngine  # noqa: E402
 from exsnn.dynamics.settings import FSSHSettings  # noqa: E402
 from exsnn.errors import ConfigurationError, ExsnnError  # noqa: E402
 from exsnn.model.potential import DRIVERS, ModelPotential  # noqa: E402
-from exsnn.model.training import TrainingConfig, train  # noqa: E402
+from exsnn.model.training import RECIPES, TrainingConfig, train  # noqa: E402
 from exsnn.potentials.spec import load_potential  # noqa: E402
 from exsnn.units import FS_IN_AU_TIME, HARTREE_IN_EV  # noqa: E402
 
@@ -189,18 +189,19 @@ def retrain(args: argparse.Namespace) -> None:
             raise ConfigurationError(f"expected two states I,J, got {args.gap_pair!r}", where="--gap-pair")
         split = leave_out(split, read_frames(data).energies * HARTREE_IN_EV, args.leave_out_lowest_above,
                           args.leave_out_gap_below, pair)
-    c = replace(config.committee, width=args.width or config.committee.width)
+    c = replace(config.committee, width=args.width or config.committee.width, recipe=args.recipe or config.committee.recipe)
     # every member's settings are checked (ConfigurationError naming the field) before anything is written
     members = [TrainingConfig(data=str(data), output=str(args.output / f"member_{k}"), recipe=c.recipe,
                               network=committee_architecture(c), batch_size=c.batch_size, learning_rate=c.learning_rate,
-                              max_epochs=args.epochs or c.epochs, patience=max(20, c.warm_epochs // 2), seed=100 + k,
+                              max_epochs=args.epochs or c.epochs,
+                              patience=max(20, c.warm_epochs // 2) if args.patience is None else args.patience, seed=100 + k,
                               threads=1, progress_bar=False, accelerator="cpu", weights=weights or None,
                               energy_cap_ev=args.energy_cap_ev) for k in range(args.members)]
     for member in members:
         Path(member.output).mkdir(parents=True, exist_ok=True)
         save_split(split, Path(member.output) / "split.npz")
         train(member)
-        report(f"{member.output} (width {c.width}, weights {weights or 'of the recipe'}, energy cap {args.energy_cap_ev} eV)",
+        report(f"{member.output} ({c.recipe}, width {c.width}, weights {weights or 'of the recipe'}, energy cap {args.energy_cap_ev} eV)",
                model_populations(Path(member.output), oracle, ics, config), reference)
 
 
@@ -230,6 +231,8 @@ def main() -> None:
     p.add_argument("--energy-cap-ev", type=float, help="energy window: labels of states this far above the lowest count less")
     p.add_argument("--epochs", type=int, help="instead of the campaign's first-iteration epochs")
     p.add_argument("--width", type=int, help="features per atom, instead of the campaign's")
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="training recipe, instead of the campaign's")
+    p.add_argument("--patience", type=int, help="early stopping after this many epochs without improvement (0: none)")
     p.add_argument("--leave-out-lowest-above", type=float, metavar="EV",
                    help="train without frames whose lowest state lies this far above the dataset's lowest energy")
     p.add_argument("--leave-out-gap-below", type=float, metavar="EV", help="train without frames with a gap below this")
