@@ -307,6 +307,10 @@ def test_shipped_lvc_campaign_converges_by_its_rule_and_errors_fall(shared_data:
 
     with np.load(out / f"iteration_{status['iteration']:03d}" / "dynamics.npz") as data:
         record = {key: data[key] for key in data.files}
+    hops = record["hop_disagreement"]  # the members' hop probabilities differ somewhere along the dynamics
+    assert hops.shape == record["active"].shape and 0 < np.nanmax(hops) <= 1
+    np.testing.assert_array_equal(np.isfinite(hops[0]), True)
+    assert "hopping out of the active state" in report
     members = record["member_populations"]
     assert members.shape == (4, len(record["time_fs"]), 3)
     np.testing.assert_allclose(members.sum(axis=2), 1.0)
@@ -454,3 +458,45 @@ def test_members_of_another_architecture_do_not_warm_start(tmp_path: Path) -> No
         del stored["network"][key]
     torch.save(stored, tmp_path / "old.pt")
     assert same_architecture(tmp_path / "old.pt", architecture)
+
+
+def test_hop_disagreement_is_the_spread_of_the_population_flux_out_of_the_active_state() -> None:
+    """Three states, active S1, two members: one with couplings, one without. Over a short step the exact propagation
+    (matrix exponential of H = diag(E) - i T) moves |c_1|^2 into S0 and S2; the recorded spread for target j is
+    |g_1j| / sqrt(2) with g_1j the share of S1's population that went to S j. Identical members give 0, and flipping
+    a pair's sign in both members (another sign convention) changes nothing."""
+    from scipy.linalg import expm
+
+    from exsnn.active.measure import hop_disagreement
+
+    generator = np.random.default_rng(4)
+    n, N, dt = 3, 3, 0.05
+    nacs = torch.as_tensor(generator.normal(size=(3, n, 3)))  # pairs 01, 02, 12
+    velocities = torch.as_tensor(generator.normal(size=(1, n, 3)) * 1e-3)
+    c = generator.normal(size=N) + 1j * generator.normal(size=N)
+    c /= np.linalg.norm(c)
+    coefficients = torch.as_tensor(c[None])
+    active = torch.tensor([1])
+    members = torch.stack([nacs, torch.zeros_like(nacs)])[:, None]  # (K=2, B=1, P, n, 3)
+    spread = hop_disagreement(members, velocities, coefficients, active, dt)
+    T = np.zeros((N, N))
+    for p, (i, j) in enumerate([(0, 1), (0, 2), (1, 2)]):
+        T[i, j] = float((nacs[p] * velocities[0]).sum())
+        T[j, i] = -T[i, j]
+    energies = np.array([0.0, 0.1, 0.15])
+    flux = []  # population moved 1 -> j over dt, from the exact propagation with only the 1-j coupling switched on
+    for j in (0, 2):
+        only = np.zeros((N, N))
+        only[1, j], only[j, 1] = T[1, j], T[j, 1]
+        after = expm(-1j * dt * (np.diag(energies) - 1j * only)) @ c
+        flux.append((abs(c[1]) ** 2 - abs(after[1]) ** 2) / abs(c[1]) ** 2)
+    # first order in dt (the flux rate times dt), against the exact propagation: equal to O(dt)
+    np.testing.assert_allclose(spread[0], max(abs(f) for f in flux) / np.sqrt(2), rtol=1e-2)
+    assert spread[0] > 1e-5
+    same = torch.stack([nacs, nacs])[:, None]
+    assert hop_disagreement(same, velocities, coefficients, active, dt)[0] == 0.0
+    flipped = members.clone()
+    flipped[:, :, 2] *= -1
+    np.testing.assert_allclose(hop_disagreement(flipped, velocities, coefficients, active, dt), spread)
+    swap = torch.stack([torch.zeros_like(nacs), nacs])[:, None]
+    np.testing.assert_allclose(hop_disagreement(swap, velocities, coefficients, active, dt), spread)

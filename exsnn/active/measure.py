@@ -9,6 +9,13 @@ Three disagreement measures per structure (atomic units), each the largest over 
   comparing) times the pair's gap, i.e. the spread of the smooth coupling h = dE d, max over atoms and pairs
   (Hartree/Bohr; finite at degeneracies where d itself is not).
 
+In dynamics a fourth measure is recorded (not thresholded: it needs a trajectory's velocities and coefficients,
+which validation frames do not have): the spread over members of the fewest-switches probability of leaving the
+active state a over one step, g_aj = 2 Re(c_a* c_j) (v . d_aj) dt / |c_a|^2 (Tully 1990; before clipping at zero),
+with each member's sign-aligned NACs and the trajectory's own velocities and coefficients, max over targets j
+(`hop_disagreement`). It says where the members would hop differently, which the NAC spread alone does not: a large
+NAC spread far from a hop (c_j = 0, or v perpendicular to d) changes nothing.
+
 Thresholds (MLatom-style calibration, per property, adapted every iteration): lower = median + k MAD of the
 disagreement on frames the committee was not trained on (validation and held-out test frames), upper = factor x lower
 but never below a floor (by default 0.1 eV, 1 eV/Angstrom, 1 eV/Angstrom), so that thresholds that tighten as the
@@ -60,6 +67,27 @@ def disagreement(potential: ModelPotential, out: PotentialOutput) -> np.ndarray:
         norms = torch.linalg.vector_norm(spread["nacs"], dim=-1).amax(dim=-1)  # (B, P)
         couplings = (norms * gaps).amax(dim=1)
     return torch.stack([energies, forces, couplings], dim=1).detach().cpu().numpy()
+
+
+def hop_disagreement(member_nacs: torch.Tensor, velocities: torch.Tensor, coefficients: torch.Tensor,
+                     active: torch.Tensor, dt: float) -> np.ndarray:
+    """(B,) spread (standard deviation over members) of the hopping probability out of the active state over one
+    step, max over target states, capped at 1 (module docstring). member_nacs (K, B, P, n, 3) sign-aligned across
+    members (1/Bohr), velocities (B, n, 3) (Bohr / atomic time), coefficients (B, N) complex, active (B,), dt in atomic
+    time. A global sign of a pair cancels: the spread is the same whichever member's signs the coefficients follow."""
+    K, B = member_nacs.shape[:2]
+    N = coefficients.shape[1]
+    T = (member_nacs * velocities[None, :, None]).sum(dim=(-1, -2))  # (K, B, P): v . d_ij, i < j
+    full = torch.zeros((K, B, N, N), dtype=T.dtype, device=T.device)
+    for p, (i, j) in enumerate(state_pairs(N)):
+        full[:, :, i, j], full[:, :, j, i] = T[:, :, p], -T[:, :, p]
+    rows = torch.arange(B, device=T.device)
+    c_a = coefficients[rows, active]  # (B,)
+    density = (c_a.conj()[:, None] * coefficients).real  # Re(c_a* c_j), (B, N)
+    flux = 2.0 * dt * density / (c_a.abs() ** 2).clamp_min(1e-300)[:, None]
+    spread = (flux[None] * full[:, rows, active]).std(dim=0)  # (B, N)
+    spread[rows, active] = 0.0
+    return spread.amax(dim=1).clamp(max=1.0).detach().cpu().numpy()
 
 
 @dataclass

@@ -51,7 +51,9 @@ def _plot_disagreement(path: Path, record: dict[str, np.ndarray], thresholds: Th
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(10, 3))
+    hops = record.get("hop_disagreement")
+    hops = None if hops is None else hops[np.isfinite(hops) & (hops > 0)]
+    figure, axes = plt.subplots(1, 3 if hops is None else 4, figsize=(10 if hops is None else 13, 3))
     values = record["disagreement"].reshape(-1, 3)
     values = values[np.all(np.isfinite(values), axis=1)]
     for k, (axis, measure) in enumerate(zip(axes, MEASURES)):
@@ -64,6 +66,13 @@ def _plot_disagreement(path: Path, record: dict[str, np.ndarray], thresholds: Th
         axis.axvline(thresholds.lower[measure] * scale, color="tab:orange", label="lower")
         axis.axvline(thresholds.upper[measure] * scale, color="tab:red", label="upper")
         axis.set_xlabel(f"{measure} spread ({UNITS[measure]})")
+    if hops is not None:
+        axis = axes[3]
+        if len(hops):
+            axis.hist(hops, bins=np.logspace(np.log10(max(hops.min(), 1e-12)), np.log10(max(hops.max(), 1e-11)), 40),
+                      color="0.5")
+            axis.set_xscale("log")
+        axis.set_xlabel("hop probability spread per step")
     axes[0].set_ylabel("steps x trajectories")
     axes[0].legend(fontsize=8)
     figure.tight_layout()
@@ -93,6 +102,17 @@ def _plot_selection(path: Path, training: np.ndarray, selection: dict[str, np.nd
     plt.close(figure)
 
 
+def hop_spread_summary(record: dict[str, np.ndarray]) -> dict[str, float] | None:
+    """Median, 95th percentile and max of the hop-probability spread over recorded steps, and the share of steps
+    above 0.01; None without that record (curvature couplings, older records)."""
+    values = record.get("hop_disagreement")
+    values = None if values is None else values[np.isfinite(values)]
+    if values is None or len(values) == 0:
+        return None
+    return {"median": float(np.median(values)), "p95": float(np.quantile(values, 0.95)), "max": float(values.max()),
+            "share_above_0.01": float((values > 0.01).mean())}
+
+
 def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: dict[str, np.ndarray],
                  previous: dict[str, np.ndarray] | None, thresholds: Thresholds, selection: dict[str, np.ndarray] | None,
                  training_positions: np.ndarray, numbers: np.ndarray, n_states: int, title: str) -> None:
@@ -111,6 +131,12 @@ def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: 
     for measure in MEASURES:
         lines.append(f"  - {measure}: lower {thresholds.lower[measure] * TO_REPORT[measure]:.4g}, upper "
                      f"{thresholds.upper[measure] * TO_REPORT[measure]:.4g} {UNITS[measure]}")
+    hop_summary = hop_spread_summary(record)
+    if hop_summary is not None:
+        summary["hop_probability_spread"] = hop_summary
+        lines.append(f"- spread of the members' probabilities of hopping out of the active state, per step (recorded, "
+                     f"not thresholded): median {hop_summary['median']:.2g}, 95th percentile {hop_summary['p95']:.2g}, "
+                     f"max {hop_summary['max']:.2g}; steps above 0.01: {hop_summary['share_above_0.01']:.1%}")
     lines += ["", "## Test errors of the committee mean (held-out frames from earlier dynamics)", ""]
     for key, values in summary.get("test_errors", {}).items():
         lines.append(f"- {key}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))

@@ -3,7 +3,8 @@ committee's disagreement recorded per step and trajectory.
 
 The committee is wrapped in a potential that keeps, for every structure of the engine's main call of a step (the one
 asking for NACs), the three disagreement measures of `exsnn.active.measure`, keyed by trajectory id. After each step
-the loop stores positions, active states, populations, gaps and disagreement; a running trajectory whose
+the loop stores positions, active states, populations, gaps, disagreement and the spread of the members' hopping
+probabilities out of the active state (`measure.hop_disagreement`, with the step's velocities and coefficients); a running trajectory whose
 disagreement exceeds an upper threshold stops there with status UNCERTAIN (what would follow is not trusted).
 
 With `[dynamics] member_runs` (default on) every member also drives the same initial conditions alone, to the end:
@@ -24,7 +25,7 @@ import torch
 
 from exsnn.active.config import CampaignConfig
 from exsnn.active.layout import save_npz_atomic
-from exsnn.active.measure import Thresholds, disagreement
+from exsnn.active.measure import Thresholds, disagreement, hop_disagreement
 from exsnn.active.sample import dynamics_initial_conditions
 from exsnn.dynamics.fssh import FSSHEngine, populations
 from exsnn.dynamics.settings import FSSHSettings
@@ -48,6 +49,7 @@ class RecordingCommittee(Potential):
         self.committee = committee
         self.n_states, self.numbers, self.masses, self.device = committee.n_states, committee.numbers, committee.masses, committee.device
         self.last: dict[int, np.ndarray] = {}
+        self.last_nacs: dict[int, torch.Tensor] = {}  # trajectory id -> the members' aligned NACs (K, P, n, 3)
 
     def compute(self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False,
                 nacs: bool = True, trajectories: torch.Tensor | None = None) -> PotentialOutput:
@@ -55,6 +57,8 @@ class RecordingCommittee(Potential):
         if nacs and states is not None:  # the step's main call (hop refreshes ask for forces only)
             ids = range(len(positions)) if trajectories is None else trajectories.tolist()
             self.last = dict(zip(ids, disagreement(self.committee, out)))
+            stack = self.committee.last_member_nacs
+            self.last_nacs = {} if stack is None else {k: stack[:, row] for row, k in enumerate(ids)}
         return out
 
     def describe(self) -> str:
@@ -79,6 +83,7 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
         "quantum": np.full((n_steps + 1, B, engine.n_states), np.nan),
         "energies": np.full((n_steps + 1, B, engine.n_states), np.nan),
         "disagreement": np.full((n_steps + 1, B, 3), np.nan),
+        "hop_disagreement": np.full((n_steps + 1, B), np.nan),  # spread of the hop probability (measure.hop_disagreement)
         "status": np.zeros((n_steps + 1, B), dtype=np.int64),
     }
 
@@ -91,6 +96,12 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
         for b in rows:
             if int(b) in recorder.last:
                 record["disagreement"][step, b] = recorder.last[int(b)]
+        with_nacs = [int(b) for b in rows if int(b) in recorder.last_nacs]
+        if with_nacs:
+            index = torch.as_tensor(with_nacs)
+            record["hop_disagreement"][step, with_nacs] = hop_disagreement(
+                torch.stack([recorder.last_nacs[b] for b in with_nacs], dim=1), state.velocities[index],
+                state.coefficients[index], state.active[index], settings.dt)
         _, above_upper = thresholds.ratios(record["disagreement"][step])
         crossing = np.flatnonzero(running_before & (above_upper >= 1.0) & (state.status.cpu().numpy() == RUNNING))
         if len(crossing):

@@ -24,7 +24,7 @@ Networks with the diabatic head also give state vectors (the eigenvectors of mem
 the averaged one for "hamiltonian"), so that dynamics tracks the states' signs from step to step by their overlaps
 (as on an LVC oracle) rather than from the NACs, which turn fast near an intersection. The spread over members of
 the last call is kept in `last_disagreement` (energies (B, N), forces (B, n, 3), nacs (B, P, n, 3),
-dipoles (B, Pd, 3)).
+dipoles (B, Pd, 3)), and the members' NACs of that call, signs aligned, in `last_member_nacs` (K, B, P, n, 3).
 """
 
 from __future__ import annotations
@@ -212,6 +212,7 @@ class ModelPotential(Potential):
         self._compiled: dict[torch.nn.Module, Callable[..., dict[str, torch.Tensor]] | None] = {}
         self.flush_denormal = flush_denormal and self.device.type == "cpu"
         self.last_disagreement: dict[str, torch.Tensor] = {}
+        self.last_member_nacs: torch.Tensor | None = None  # (K, B, P, n, 3) of the last call, signs aligned to member 0
         self.path = Path(path)
 
     def _layout(self, B: int) -> dict[str, torch.Tensor]:
@@ -334,6 +335,7 @@ class ModelPotential(Potential):
             result.nacs = None if nac_stack is None else _pick(nac_stack, driving)
             result.dipoles = None if dipole_stack is None else _pick(dipole_stack, driving)
         align_committee_signs(nac_stack, dipole_stack, self.n_states)
+        self.last_member_nacs = nac_stack if committee else None
         if nac_stack is not None:
             if driving is None:
                 result.nacs = _mean(nac_stack)
