@@ -120,6 +120,11 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
     result = exsnn("campaign", "run", bad, "-o", tmp_path / "out")  # S and O are not equivalent atoms
     assert result.returncode == 2 and "[committee] exchange" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+    for kinetics, problem in (("S5->S1", "S5 does not exist"), ("S2 to S1", "expected steps")):
+        bad.write_text(good.replace("[stopping]", f"[stopping]\nkinetics = '{kinetics}'"))
+        result = exsnn("campaign", "run", bad, "-o", tmp_path / "out")  # the oracle has S0-S2
+        assert result.returncode == 2 and "[stopping] kinetics" in result.stderr and problem in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
 def test_gap_share_spends_part_of_the_budget_in_the_hopping_region() -> None:
@@ -181,6 +186,32 @@ def test_convergence_needs_narrow_population_bands() -> None:
     wide = decide(record(0.2), record(0.2), 3, 3, 100, config)
     assert wide.stop is None and wide.population_gap <= 0 and wide.population_band > 0.2
     assert decide(record(0.2), record(0.2), 3, 3, 100, StoppingConfig(max_band=0.5)).stop == "converged"
+
+
+def test_lifetimes_asked_for_must_agree_too() -> None:
+    """S2 decays to S1 with tau 10 fs in one iteration and 14 fs in the next (100 trajectories each over 60 fs, hop
+    times at the exponential's quantiles: deterministic). No single time's populations differ by more than their bands,
+    so the populations alone converge; the fitted time constants (14.0 +- 1.5 against 10.0 +- 1.1 fs) do not agree
+    within z = 2 combined errors, so with `[stopping] kinetics` the campaign goes on. Equal lifetimes converge."""
+    from exsnn.active.config import StoppingConfig
+    from exsnn.active.decide import decide
+
+    time_fs = np.arange(0, 60.5, 0.5)
+    B = 100
+
+    def record(tau: float) -> dict[str, np.ndarray]:
+        hops = -tau * np.log(1 - (np.arange(B) + 0.5) / B)
+        active = np.where(time_fs[:, None] >= hops[None], 1, 2)
+        return {"time_fs": time_fs, "active": active, "status": np.zeros_like(active)}
+
+    plain = StoppingConfig(max_iterations=50, label_budget=10_000)
+    assert decide(record(14.0), record(10.0), 3, 3, 100, plain).stop == "converged"
+    asked = StoppingConfig(max_iterations=50, label_budget=10_000, kinetics="S2->S1")
+    changed = decide(record(14.0), record(10.0), 3, 3, 100, asked)
+    assert changed.stop is None and changed.lifetime_gap_fs > 0
+    assert abs(changed.lifetimes["S2->S1"]["tau_fs"] - 14.0) < 1.0 and 0 < changed.lifetimes["S2->S1"]["error_fs"] < 3
+    same = decide(record(10.0), record(10.0), 3, 3, 100, asked)
+    assert same.stop == "converged" and same.lifetime_gap_fs <= 0
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ from exsnn.active.sample import campaign_modes, initial_geometries
 from exsnn.active.select import select
 from exsnn.active.simulate import POPULATIONS_FILE, RECORD_FILE, simulate
 from exsnn.active.train import campaign_split, train_committee
+from exsnn.analysis.kinetics import parse_network
 from exsnn.data import read_frames
 from exsnn.data.geometries import read_structures
 from exsnn.errors import ConfigurationError, DataError
@@ -53,6 +54,11 @@ def load_oracle(config: CampaignConfig) -> Potential:
         oracle = load_potential(config.oracle_spec(), config.path.parent, "cpu", numbers=numbers)
     except ConfigurationError as exc:
         raise ConfigurationError(exc.problem, source=config.path, where="[oracle] spec") from None
+    if config.stopping.kinetics:
+        try:
+            parse_network(config.stopping.kinetics, oracle.n_states)
+        except ConfigurationError as exc:
+            raise ConfigurationError(exc.problem, source=config.path, where="[stopping] kinetics") from None
     if config.dynamics.initial_state >= oracle.n_states:
         raise ConfigurationError(f"S{config.dynamics.initial_state} does not exist: the oracle has {oracle.n_states} states",
                                  source=config.path, where="[dynamics] initial_state")

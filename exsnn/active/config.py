@@ -168,6 +168,9 @@ class StoppingConfig:
     # largest standard error (trajectory bootstrap and committee spread combined) of any state's population at any
     # time that still counts as converged
     max_band: float = 0.1
+    # a kinetic network ("S2->S1->S0", grammar of exsnn.analysis.kinetics) whose fitted time constants must also agree
+    # between consecutive iterations within z combined standard errors; "" (default): populations alone
+    kinetics: str = ""
     max_iterations: int = 8
     label_budget: int = 400
 

@@ -148,6 +148,9 @@ def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: 
         lines.append("committee spread alone (std of the members' own ensembles): "
                      + ", ".join(f"S{s} {spread[-1, s]:.3f}" for s in range(n_states)))
     decision = summary.get("decision", {})
+    if decision.get("lifetimes"):
+        lines += ["", "## Fitted time constants ([stopping] kinetics; +- bootstrap and committee spread combined)", ""]
+        lines.append(", ".join(f"{step} {v['tau_fs']:.1f} +- {v['error_fs']:.1f} fs" for step, v in decision["lifetimes"].items()))
     lines += ["", "## Decision", "", json.dumps(decision)]
     if selection is not None:
         lines += ["", f"Selected {len(selection['positions'])} of {int(selection['candidates'])} candidate frames "
