@@ -210,6 +210,9 @@ def test_lifetimes_asked_for_must_agree_too() -> None:
     changed = decide(record(14.0), record(10.0), 3, 3, 100, asked)
     assert changed.stop is None and changed.lifetime_gap_fs > 0
     assert abs(changed.lifetimes["S2->S1"]["tau_fs"] - 14.0) < 1.0 and 0 < changed.lifetimes["S2->S1"]["error_fs"] < 3
+    assert not changed.lifetimes["S2->S1"]["longer_than_run"]
+    slow = decide(record(200.0), record(200.0), 3, 3, 100, asked).lifetimes["S2->S1"]  # beyond the 60 fs: flagged
+    assert slow["longer_than_run"] and slow["error_fs"] > 20
     same = decide(record(10.0), record(10.0), 3, 3, 100, asked)
     assert same.stop == "converged" and same.lifetime_gap_fs <= 0
 

@@ -87,7 +87,7 @@ class Decision:
     population_gap: float | None  # max over states and times of |dP| - z se (<= 0: consistent)
     max_population_change: float | None
     population_band: float | None = None  # max over states and times of this iteration's combined standard error
-    lifetimes: dict[str, Any] | None = None  # [stopping] kinetics: {"S2->S1": {"tau_fs", "error_fs"}, ...}
+    lifetimes: dict[str, Any] | None = None  # [stopping] kinetics: {"S2->S1": {"tau_fs", "error_fs", "longer_than_run"}}
     lifetime_gap_fs: float | None = None  # max over steps of |d tau| - z e (<= 0: consistent)
 
     def as_dict(self) -> dict[str, Any]:
@@ -118,7 +118,8 @@ def decide(record: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None
         network = parse_network(config.kinetics, n_states)
         now = lifetime_bands(record, network)
         if now is not None:
-            lifetimes = {label: {"tau_fs": float(tau), "error_fs": float(e)}
+            span = float(record["time_fs"][-1] - record["time_fs"][0])
+            lifetimes = {label: {"tau_fs": float(tau), "error_fs": float(e), "longer_than_run": bool(tau > span)}
                          for label, tau, e in zip(network.labels, *now)}
         before = lifetime_bands(previous, network) if previous is not None else None
         if now is not None and before is not None:

@@ -102,6 +102,13 @@ def _plot_selection(path: Path, training: np.ndarray, selection: dict[str, np.nd
     plt.close(figure)
 
 
+def time_constants_line(lifetimes: dict[str, dict[str, Any]]) -> str:
+    """'S2->S1 12.3 +- 1.1 fs, ...' from a Decision's lifetimes; a time constant longer than the run is flagged."""
+    return ", ".join(f"{step} {v['tau_fs']:.1f} +- {v['error_fs']:.1f} fs"
+                     + (" (longer than the run: loosely bound)" if v.get("longer_than_run") else "")
+                     for step, v in lifetimes.items())
+
+
 def hop_spread_summary(record: dict[str, np.ndarray]) -> dict[str, float] | None:
     """Median, 95th percentile and max of the hop-probability spread over recorded steps, and the share of steps
     above 0.01; None without that record (curvature couplings, older records)."""
@@ -150,7 +157,7 @@ def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: 
     decision = summary.get("decision", {})
     if decision.get("lifetimes"):
         lines += ["", "## Fitted time constants ([stopping] kinetics; +- bootstrap and committee spread combined)", ""]
-        lines.append(", ".join(f"{step} {v['tau_fs']:.1f} +- {v['error_fs']:.1f} fs" for step, v in decision["lifetimes"].items()))
+        lines.append(time_constants_line(decision["lifetimes"]))
     lines += ["", "## Decision", "", json.dumps(decision)]
     if selection is not None:
         lines += ["", f"Selected {len(selection['positions'])} of {int(selection['candidates'])} candidate frames "

@@ -67,6 +67,11 @@ def campaign_status(args: argparse.Namespace) -> int:
         print(f"last iteration: {100 * info['finished_fraction']:.0f}% of trajectories finished without crossing the upper threshold")
     for key, values in info["test_errors"].items():
         print(f"test {key}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+    lifetimes = (info["history"][-1].get("decision") or {}).get("lifetimes") if info["history"] else None
+    if lifetimes:  # [stopping] kinetics
+        from exsnn.active.report import time_constants_line
+
+        print("last iteration's time constants: " + time_constants_line(lifetimes))
     print("time per phase (s): " + ", ".join(f"{k} {v:.1f}" for k, v in info["phase_seconds"].items()))
     return 0
 
