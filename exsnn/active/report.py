@@ -45,6 +45,14 @@ def _plot_populations(path: Path, record: dict[str, np.ndarray], previous: dict[
     plt.close(figure)
 
 
+def _log_histogram(axis: Any, data: np.ndarray, floor: float) -> None:
+    """Histogram of the positive values of `data` on 40 logarithmic bins (from at least `floor`), log x axis."""
+    positive = data[data > 0]
+    bins = np.logspace(np.log10(max(positive.min(), floor)), np.log10(max(positive.max(), 10 * floor)), 40) if len(positive) else 10
+    axis.hist(positive, bins=bins, color="0.5")
+    axis.set_xscale("log")
+
+
 def _plot_disagreement(path: Path, record: dict[str, np.ndarray], thresholds: Thresholds) -> None:
     import matplotlib
 
@@ -52,27 +60,20 @@ def _plot_disagreement(path: Path, record: dict[str, np.ndarray], thresholds: Th
     import matplotlib.pyplot as plt
 
     hops = record.get("hop_disagreement")
-    hops = None if hops is None else hops[np.isfinite(hops) & (hops > 0)]
+    hops = None if hops is None else hops[np.isfinite(hops)]
     figure, axes = plt.subplots(1, 3 if hops is None else 4, figsize=(10 if hops is None else 13, 3))
     values = record["disagreement"].reshape(-1, 3)
     values = values[np.all(np.isfinite(values), axis=1)]
     for k, (axis, measure) in enumerate(zip(axes, MEASURES)):
         scale = TO_REPORT[measure]
         data = values[:, k] * scale
-        positive = data[data > 0]
-        bins = np.logspace(np.log10(max(positive.min(), 1e-8)), np.log10(max(positive.max(), 1e-7)), 40) if len(positive) else 10
-        axis.hist(positive, bins=bins, color="0.5")
-        axis.set_xscale("log")
+        _log_histogram(axis, data, floor=1e-8)
         axis.axvline(thresholds.lower[measure] * scale, color="tab:orange", label="lower")
         axis.axvline(thresholds.upper[measure] * scale, color="tab:red", label="upper")
         axis.set_xlabel(f"{measure} spread ({UNITS[measure]})")
     if hops is not None:
-        axis = axes[3]
-        if len(hops):
-            axis.hist(hops, bins=np.logspace(np.log10(max(hops.min(), 1e-12)), np.log10(max(hops.max(), 1e-11)), 40),
-                      color="0.5")
-            axis.set_xscale("log")
-        axis.set_xlabel("hop probability spread per step")
+        _log_histogram(axes[3], hops, floor=1e-12)
+        axes[3].set_xlabel("hop probability spread per step")
     axes[0].set_ylabel("steps x trajectories")
     axes[0].legend(fontsize=8)
     figure.tight_layout()
