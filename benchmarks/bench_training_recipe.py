@@ -22,8 +22,9 @@ Wigner samples of SchNarc's SO2 LVC model at `--lvc-spread` times the harmonic w
 
 Folds run in parallel processes (`--workers`, one torch thread each); every finished fold is appended to
 OUTPUT/folds.jsonl and the summary (OUTPUT/summary.json, OUTPUT/summary.md) is rewritten, so a run stopped at
-`--deadline` seconds (or killed) keeps what finished. Budget per fold: `--steps` optimiser steps for every recipe
-(default: each recipe's own budget).
+`--deadline` seconds (or killed) keeps what finished, and `--resume` with the same settings runs only the rest.
+Budget per fold: `--steps` optimiser steps for every recipe (default: each recipe's own budget), or per recipe with
+an override (`spainn+max_steps=6000`).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_training_recipe.py --folds 5 --steps 300 --width 32 --workers 1
 
@@ -328,6 +329,41 @@ def aggregate(records: list[dict[str, Any]], committees: dict[str, dict[str, Any
     return out
 
 
+def paired(summary: dict[str, Any]) -> dict[str, Any]:
+    """The first recipe of each dataset against each other one on the folds both finished: per table row the
+    MAE ratio first / other per fold (geometric mean, range, standard deviation of its logarithm), the folds the
+    first wins, and whether it is ahead by more than the fold spread, both paired (the mean log ratio below minus
+    its standard deviation over folds: errors scale with a fold's difficulty, ratios much less) and unpaired (the
+    mean MAE below the other's minus the larger of the two recipes' standard deviations over folds)."""
+    out: dict[str, Any] = {}
+    for dataset, recipes in summary.items():
+        names = [r for r in recipes if recipes[r]["rows"]]
+        if len(names) < 2:
+            continue
+        first = recipes[names[0]]
+        for other_name in names[1:]:
+            other = recipes[other_name]
+            folds = sorted({f["fold"] for f in first["folds"]} & {f["fold"] for f in other["folds"]})
+            if not folds:
+                continue
+            rows = {}
+            for row, value in first["rows"].items():
+                if row not in other["rows"]:
+                    continue
+                order_a = [f["fold"] for f in first["folds"]]
+                order_b = [f["fold"] for f in other["folds"]]
+                a = np.array([value["folds"][order_a.index(k)] for k in folds])
+                b = np.array([other["rows"][row]["folds"][order_b.index(k)] for k in folds])
+                log_ratio = np.log(a / b)
+                rows[row] = {"ratio": float(np.exp(log_ratio.mean())), "ratio_min": float(np.exp(log_ratio.min())),
+                             "ratio_max": float(np.exp(log_ratio.max())), "log_ratio_std": spread(log_ratio),
+                             "wins": int((a < b).sum()), "folds": len(folds),
+                             "ahead_paired": bool(log_ratio.mean() < -spread(log_ratio)) if len(folds) > 1 else False,
+                             "ahead_unpaired": bool(a.mean() < b.mean() - max(spread(a), spread(b))) if len(folds) > 1 else False}
+            out.setdefault(dataset, {})[f"{names[0]} vs {other_name}"] = rows
+    return out
+
+
 def zero_columns(path: Path) -> list[str]:
     """Table rows whose reference labels vanish in the whole dataset (e.g. the S0-S1 and S0-S2 couplings of SO2's LVC
     model): their MAE only measures how close to zero the model stays."""
@@ -367,6 +403,16 @@ def markdown(summary: dict[str, Any], header: str, zero: dict[str, list[str]] | 
         lines.append("| optimiser steps per fold | " + " | ".join(f"{recipes[r]['steps']['mean']:.0f}" for r in names) + " |")
         lines.append("| batch size | " + " | ".join(str(recipes[r]["folds"][0]["batch_size"]) for r in names) + " |")
         lines.append("")
+        for comparison, rows in paired({dataset: recipes}).get(dataset, {}).items():
+            lines += [f"#### {dataset}: {comparison}, paired over the same folds", "",
+                      "| property | MAE ratio (geometric mean over folds) | range over folds | folds won | ahead by more "
+                      "than the spread: paired / unpaired |", "|---|---|---|---|---|"]
+            for row, v in rows.items():
+                note = " (reference 0 everywhere)" if row in (zero or {}).get(dataset, []) else ""
+                lines.append(f"| {row}{note} | {v['ratio']:.3f} | {v['ratio_min']:.2f}-{v['ratio_max']:.2f} | "
+                             f"{v['wins']}/{v['folds']} | {'yes' if v['ahead_paired'] else 'no'} / "
+                             f"{'yes' if v['ahead_unpaired'] else 'no'} |")
+            lines.append("")
         for r in names:
             committee = recipes[r].get("committee")
             if not committee:
@@ -380,6 +426,34 @@ def markdown(summary: dict[str, Any], header: str, zero: dict[str, list[str]] | 
                          + ", ".join(f"{p} {v['mean']:.2f} +- {v['std']:.2f}" for p, v in committee["spearman"].items()))
             lines.append("")
     return "\n".join(lines)
+
+
+#: arguments that change what a training computes: a resumed run must have the same
+RESUME_KEYS = ("datasets", "recipes", "folds", "val_fraction", "steps", "epochs", "width", "interactions", "n_rbf", "cutoff",
+               "committee", "committee_recipes", "seed", "ch2nh2_db", "lvc_template", "lvc_frames", "lvc_spread", "lvc_seed")
+
+
+def earlier_records(out: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The successful trainings of an earlier run in `out` with the same settings (failed ones run again); the
+    file is rewritten with exactly those, so that a torn last line from a killed run goes."""
+    folds, summary = out / "folds.jsonl", out / "summary.json"
+    if not folds.exists() or not summary.exists():
+        return []
+    before = json.loads(summary.read_text()).get("arguments", {})
+    changed = [key for key in RESUME_KEYS if before.get(key) != getattr(args, key)]
+    if changed:
+        raise SystemExit(f"--resume: {out} was run with other settings ({', '.join(f'--{k.replace('_', '-')}' for k in changed)}); "
+                         "use another --output")
+    records = []
+    for line in folds.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("ok"):
+            records.append(record)
+    folds.write_text("".join(json.dumps(r, default=str) + "\n" for r in records))
+    return records
 
 
 def hardware() -> dict[str, Any]:
@@ -418,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lvc-spread", type=float, default=2.0, help="times the harmonic width of the Wigner sampling")
     parser.add_argument("--lvc-seed", type=int, default=18)
     parser.add_argument("--output", default=str(ROOT / "exsnn-output" / "bench_training_recipe"))
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the finished trainings in OUTPUT/folds.jsonl (same settings) and run only the others")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -469,10 +545,12 @@ def main(argv: list[str] | None = None) -> int:
                                     predictions=args.committee > 1 and recipe in committee_recipes))
     print(f"{len(jobs)} trainings ({len(datasets)} datasets x {len(recipes)} recipes x {args.folds} folds"
           + (f", committees of {args.committee} for {sorted(committee_recipes)}" if args.committee > 1 else "") + ")", flush=True)
-    (out / "folds.jsonl").write_text("")
     records: list[dict[str, Any]] = []
     predictions: dict[tuple[str, str, int], dict[int, dict[str, np.ndarray]]] = {}
     committees: dict[str, dict[str, Any]] = {}
+    kept = earlier_records(out, args) if args.resume else []
+    if not args.resume:
+        (out / "folds.jsonl").write_text("")
 
     def write_summary(final: bool) -> dict[str, Any]:
         summary = aggregate(records, committees)
@@ -480,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         info["finished"] = sum(r["ok"] for r in records)
         info["failed"] = sum(not r["ok"] for r in records)
         info["planned"] = len(jobs)
-        (out / "summary.json").write_text(json.dumps({**info, "results": summary}, indent=1, default=str))
+        (out / "summary.json").write_text(json.dumps({**info, "results": summary, "paired": paired(summary)}, indent=1, default=str))
         hw = info["hardware"]
         budget = f"{args.steps} steps" if args.steps else f"{args.epochs} epochs" if args.epochs else "each recipe its own"
         header = (f"## Training recipes, {args.folds}-fold cross-validation ({'final' if final else 'partial'}: "
@@ -492,12 +570,13 @@ def main(argv: list[str] | None = None) -> int:
         (out / "summary.md").write_text(markdown(summary, header, info["zero_reference_columns"]) + "\n")
         return summary
 
-    def finished(record: dict[str, Any]) -> None:
+    def finished(record: dict[str, Any], replayed: bool = False) -> None:
         prediction = record.pop("predictions", None)
         records.append(record)
-        with open(out / "folds.jsonl", "a") as handle:
-            handle.write(json.dumps(record, default=str) + "\n")
-        state = "ok" if record["ok"] else "FAILED"
+        if not replayed:
+            with open(out / "folds.jsonl", "a") as handle:
+                handle.write(json.dumps(record, default=str) + "\n")
+        state = ("kept" if replayed else "ok") if record["ok"] else "FAILED"
         extra = ""
         if record["ok"]:
             mae = record["test_errors"]
@@ -518,17 +597,29 @@ def main(argv: list[str] | None = None) -> int:
                 del predictions[group]
         write_summary(final=False)
 
+    done_keys = set()
+    for record in kept:  # earlier trainings, replayed (committee members' predictions from their saved models)
+        job = next((j for j in jobs if j.key == (record["dataset"], record["recipe"], record["fold"], record["member"])), None)
+        if job is None:
+            continue
+        if job.predictions:
+            record["predictions"] = test_predictions(Path(job.folder) / "model.pt", job.data, job.split["test"])
+        done_keys.add(job.key)
+        finished(record, replayed=True)
+    jobs_left = [job for job in jobs if job.key not in done_keys]
+    if kept:
+        print(f"resumed: {len(done_keys)} trainings kept, {len(jobs_left)} to run", flush=True)
     deadline = None if args.deadline is None else started + args.deadline
     if args.workers == 1 and deadline is None:
         init_worker()
-        for job in jobs:
+        for job in jobs_left:
             finished(run_job(job))
     else:
         import multiprocessing
 
         executor = ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=init_worker)
-        pending = {executor.submit(run_job, job) for job in jobs}
+        pending = {executor.submit(run_job, job) for job in jobs_left}
         try:
             while pending:
                 timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())

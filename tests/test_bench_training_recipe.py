@@ -1,0 +1,65 @@
+"""The recipe cross-validation benchmark (`benchmarks/bench_training_recipe.py`): paired comparison and resume."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training_recipe.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_training_recipe", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _record(recipe: str, fold: int, forces: float) -> dict:
+    return {"dataset": "d", "recipe": recipe, "fold": fold, "member": 0, "ok": True, "wall_s": 1.0, "steps": 10,
+            "epochs": 1, "plan": {"batch_size": 2}, "test_errors": {"forces": {"mae": {"S0": forces}}}}
+
+
+def test_paired_comparison_uses_ratios_over_the_same_folds(bench) -> None:
+    # folds differ 10x in difficulty; "a" is 20% better on every fold: ahead when paired, not when the raw spreads
+    # over folds are compared
+    scale = [1.0, 10.0, 3.0, 0.5]
+    records = [_record("a", k, 0.8 * s) for k, s in enumerate(scale)] + [_record("b", k, s) for k, s in enumerate(scale)]
+    records.append(_record("b", 9, 1.0))  # a fold only one recipe finished is left out of the pairing
+    row = bench.paired(bench.aggregate(records, {}))["d"]["a vs b"]["forces S0"]
+    assert row["folds"] == 4 and row["wins"] == 4
+    assert row["ratio"] == pytest.approx(0.8) and row["log_ratio_std"] == pytest.approx(0.0, abs=1e-12)
+    assert row["ahead_paired"] and not row["ahead_unpaired"]
+    records = [_record("a", k, s * f) for k, (s, f) in enumerate(zip(scale, [0.5, 1.5, 0.7, 1.2]))] + records[4:8]
+    row = bench.paired(bench.aggregate(records, {}))["d"]["a vs b"]["forces S0"]
+    assert row["wins"] == 2 and not row["ahead_paired"]
+
+
+def test_resume_keeps_finished_trainings_and_refuses_other_settings(bench, shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cv"
+    args = ["--datasets", "so2-lvc", "--folds", "2", "--steps", "3", "--width", "8", "--interactions", "1", "--n-rbf", "4",
+            "--recipes", "exsnn-v2,spainn", "--lvc-frames", "20", "--output", str(out)]
+    assert bench.main(args) == 0
+    lines = (out / "folds.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    # a run killed after two trainings, mid-way through writing the third line
+    (out / "folds.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])
+    kept = {(r["recipe"], r["fold"]): r["test_errors"] for r in map(json.loads, lines[:2])}
+    assert bench.main(args + ["--resume"]) == 0
+    records = [json.loads(line) for line in (out / "folds.jsonl").read_text().splitlines()]
+    assert sorted((r["recipe"], r["fold"]) for r in records) == sorted((r, f) for r in ("exsnn-v2", "spainn") for f in (0, 1))
+    for r in records:  # the kept ones are the earlier results, untouched
+        if (r["recipe"], r["fold"]) in kept:
+            assert r["test_errors"] == kept[(r["recipe"], r["fold"])]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] == 4
+    assert np.isfinite(summary["paired"]["so2-lvc"]["exsnn-v2 vs spainn"]["forces S0"]["ratio"])
+    with pytest.raises(SystemExit, match="--steps"):
+        bench.main([a if a != "3" else "4" for a in args] + ["--resume"])
