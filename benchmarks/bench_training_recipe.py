@@ -428,9 +428,10 @@ def markdown(summary: dict[str, Any], header: str, zero: dict[str, list[str]] | 
     return "\n".join(lines)
 
 
-#: arguments that change what a training computes: a resumed run must have the same
-RESUME_KEYS = ("datasets", "recipes", "folds", "val_fraction", "steps", "epochs", "width", "interactions", "n_rbf", "cutoff",
-               "committee", "committee_recipes", "seed", "ch2nh2_db", "lvc_template", "lvc_frames", "lvc_spread", "lvc_seed")
+#: arguments that change what a training computes: a resumed run must have the same (datasets, recipes and committees
+#: may grow: the trainings they add run, the others are kept)
+RESUME_KEYS = ("folds", "val_fraction", "steps", "epochs", "width", "interactions", "n_rbf", "cutoff", "seed", "ch2nh2_db",
+               "lvc_template", "lvc_frames", "lvc_spread", "lvc_seed")
 
 
 def earlier_records(out: Path, args: argparse.Namespace) -> list[dict[str, Any]]:

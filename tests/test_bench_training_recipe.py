@@ -42,7 +42,7 @@ def test_paired_comparison_uses_ratios_over_the_same_folds(bench) -> None:
     assert row["wins"] == 2 and not row["ahead_paired"]
 
 
-def test_resume_keeps_finished_trainings_and_refuses_other_settings(bench, shared_data: Path, tmp_path: Path) -> None:
+def test_resume_keeps_finished_trainings_adds_members_and_refuses_other_settings(bench, shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "cv"
     args = ["--datasets", "so2-lvc", "--folds", "2", "--steps", "3", "--width", "8", "--interactions", "1", "--n-rbf", "4",
             "--recipes", "exsnn-v2,spainn", "--lvc-frames", "20", "--output", str(out)]
@@ -61,5 +61,11 @@ def test_resume_keeps_finished_trainings_and_refuses_other_settings(bench, share
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] == 4
     assert np.isfinite(summary["paired"]["so2-lvc"]["exsnn-v2 vs spainn"]["forces S0"]["ratio"])
+    # a committee added later trains only the new members and analyses the kept first ones with them
+    assert bench.main(args + ["--resume", "--committee", "2"]) == 0
+    records = [json.loads(line) for line in (out / "folds.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and sorted(r["fold"] for r in records if r["member"] == 1) == [0, 1]
+    committee = json.loads((out / "summary.json").read_text())["results"]["so2-lvc"]["exsnn-v2"]["committee"]
+    assert committee["members"] == 2 and committee["folds"] == 2
     with pytest.raises(SystemExit, match="--steps"):
         bench.main([a if a != "3" else "4" for a in args] + ["--resume"])
