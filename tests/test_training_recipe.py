@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,9 @@ def test_legacy_and_default_recipes(lvc12: Path, tmp_path: Path) -> None:
     factor = warmup_cosine(100, 10, 0.01)
     assert factor(0) == pytest.approx(1 / 11) and factor(10) == pytest.approx(1.0) and factor(100) == pytest.approx(0.01)
     assert TrainingConfig(data="-", output="-", recipe="exsnn-v2").plan(1000).batch_size == 32
+    # the default since issue #18's cross-validation: exsnn-v2 with the peak learning rate doubled, nothing else
+    v2, v3 = RECIPES["exsnn-v2"], RECIPES["exsnn-v3"]
+    assert DEFAULT_RECIPE == "exsnn-v3" and replace(v2, description=v3.description, learning_rate=1e-3) == v3
 
 
 def test_explicit_values_win_and_one_budget_replaces_the_other() -> None:
