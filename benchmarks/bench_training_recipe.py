@@ -43,8 +43,8 @@ time per fold on CH2NH2+, 1.5x on SO2). exsnn-v3 was run as `exsnn-v2+learning_r
 
 CH2NH2+: exsnn-v3 ahead of SPaiNN's recipe on all nine properties, paired over folds (MAE ratios 0.49-0.77, 44 of
 45 fold comparisons won), and of exsnn-v2 on 43 of 45. SO2: ahead of SPaiNN's recipe on S0 energies, S2 forces and
-the couplings, not by more than the spread on S1/S2 energies and S0/S1 forces (ratios 0.48-0.95, single training
-seeds; one fold's S2 energies 53 meV against 8 for exsnn-v2).
+the 01 and 12 couplings, not by more than the spread on S1/S2 energies, S0/S1 forces and the (zero) 02 coupling
+(ratios 0.40-0.95, single training seeds; one fold's S2 energies 53 meV against 8 for exsnn-v2).
 """
 
 from __future__ import annotations
