@@ -109,6 +109,10 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
                         tmp_path / "c.toml").committee.diabatic_coupling_weight == 0.01
     with pytest.raises(ConfigurationError, match=r"\[committee\] diabatic_coupling_weight.*diabatic"):
         parse_config(good.replace("members = 2", "members = 2\ndiabatic_coupling_weight = 0.01"), tmp_path / "c.toml")
+    assert parse_config(good.replace("initial_state = 2", "initial_state = 2\nground_state_end_fs = 10"),
+                        tmp_path / "c.toml").dynamics.ground_state_end_fs == 10.0
+    with pytest.raises(ConfigurationError, match=r"\[dynamics\] ground_state_end_fs"):
+        parse_config(good.replace("initial_state = 2", "initial_state = 2\nground_state_end_fs = -1.0"), tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[dynamics\] speed"):
         parse_config(good.replace("initial_state = 2", "initial_state = 2\nspeed = 3"), tmp_path / "c.toml")
     bad = tmp_path / "bad.toml"
@@ -215,6 +219,41 @@ def test_lifetimes_asked_for_must_agree_too() -> None:
     assert slow["longer_than_run"] and slow["error_fs"] > 20
     same = decide(record(10.0), record(10.0), 3, 3, 100, asked)
     assert same.stop == "converged" and same.lifetime_gap_fs <= 0
+
+
+def test_trajectories_relaxed_to_s0_stay_there_in_populations_and_lifetimes() -> None:
+    """A campaign's record stops where a trajectory ended (active -1 after it). Those that ended as RELAXED (after
+    `ground_state_end_fs` in S0) count as S0 from then on: populations, bands and fitted lifetimes are those of the
+    same ensemble recorded to the end; a trajectory stopped as uncertain is left out as before."""
+    from exsnn.active.config import StoppingConfig
+    from exsnn.active.decide import decide, population_bands, settled_active
+    from exsnn.dynamics.state import RELAXED, UNCERTAIN
+
+    time_fs = np.arange(0, 80.5, 0.5)
+    B = 200
+    to_s1 = -12.0 * np.log(1 - (np.arange(B) + 0.5) / B)  # S2 -> S1 at 12 fs, then S1 -> S0 at 25 fs
+    to_s0 = to_s1 + -25.0 * np.log(1 - ((np.arange(B) * 37) % B + 0.5) / B)
+    full = np.where(time_fs[:, None] >= to_s0, 0, np.where(time_fs[:, None] >= to_s1, 1, 2))
+    ends = np.searchsorted(time_fs, to_s0 + 10.0)  # the step 10 fs after the arrival in S0
+    cut = full.copy()
+    status = np.zeros_like(full)
+    for b in range(B):
+        if ends[b] < len(time_fs):
+            cut[ends[b] + 1:, b] = -1
+            status[ends[b]:, b] = RELAXED
+    assert (status[-1] == RELAXED).sum() > 100
+    record = {"time_fs": time_fs, "active": cut, "status": status}
+    assert np.array_equal(settled_active(record), full)
+    reference = {"time_fs": time_fs, "active": full, "status": np.zeros_like(full)}
+    p, se, _ = population_bands(record, 3)
+    p_full, se_full, _ = population_bands(reference, 3)
+    assert np.allclose(p, p_full) and np.allclose(se, se_full)
+    asked = StoppingConfig(max_iterations=50, label_budget=10_000, kinetics="S2->S1->S0")
+    taus = decide(record, None, 3, 0, 100, asked).lifetimes
+    assert taus == decide(reference, None, 3, 0, 100, asked).lifetimes
+    assert abs(taus["S2->S1"]["tau_fs"] - 12.0) < 2.0 and abs(taus["S1->S0"]["tau_fs"] - 25.0) < 4.0
+    uncertain = {**record, "status": np.where(status == RELAXED, UNCERTAIN, status)}  # not carried on
+    assert np.array_equal(settled_active(uncertain), cut)
 
 
 @pytest.mark.slow

@@ -68,8 +68,13 @@ def test_import_append_and_overwrite(tmp_path: Path) -> None:
 def test_main_job_ch2nh2_photodynamics_on_the_shipped_committee(tmp_path: Path) -> None:
     """`exsnn demo` (the README's first command) with fewer trajectories: CH2NH2+ from S2 on the shipped committee,
     populations and lifetimes printed, every file it names written."""
-    result = exsnn("demo", "--trajectories", "6", "--duration", "4", "--output", tmp_path / "demo", "--threads", "1")
+    bad = exsnn("demo", "--ground-state-end", "0", "--output", tmp_path / "bad")
+    assert bad.returncode == 2 and "--ground-state-end" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    result = exsnn("demo", "--trajectories", "6", "--duration", "4", "--output", tmp_path / "demo", "--threads", "1",
+                   "--ground-state-end", "10")
     assert result.returncode == 0, result.stderr
+    assert "ground_state_end_fs = 10.0" in (tmp_path / "demo" / "dynamics.toml").read_text()
     assert "CH2NH2+ photodynamics" in result.stdout and "S2->S1: tau =" in result.stdout
     lines = [line for line in result.stdout.splitlines() if line.strip().startswith("0.0 ")]
     assert lines and lines[0].split()[1:] == ["0.000", "0.000", "1.000"]  # everything starts in S2

@@ -235,6 +235,7 @@ BAD_VALUES = [
     ("[integrator]", "max_energy_drift_ev = nan", "[integrator] max_energy_drift_ev"),
     ("[integrator]", "forced_hop_gap_ev = -0.1", "[integrator] forced_hop_gap_ev"),
     ("[integrator]", "substeps = 0", "[integrator] substeps"),
+    ("[integrator]", "ground_state_end_fs = 0.0", "[integrator] ground_state_end_fs"),
     ("[integrator]", "compile = 1", "[integrator] compile"),
     ("[integrator]", 'decoherence = "afssh-typo"', "[integrator] decoherence"),
     ("[initial_conditions]", "seed = -1", "[initial_conditions] seed"),

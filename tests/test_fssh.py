@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from exsnn.dynamics.initial_conditions import wigner_harmonic
 from exsnn.dynamics.scattering import run_scattering, sample_initial_conditions
 from exsnn.dynamics.settings import FSSHSettings
 from exsnn.dynamics.sign_tracking import track_signs
+from exsnn.dynamics.state import EnsembleState
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.potentials.lvc import LVCPotential
 from exsnn.potentials.tully import TULLY_MODELS, TullyPotential
@@ -262,6 +264,50 @@ def test_forced_hop_to_ground_below_the_gap() -> None:
     assert events.kind.tolist() == [1] and events.trajectory.tolist() == [0] and events.source.tolist() == [1]
     assert (state.coefficients[0].abs() ** 2).tolist() == pytest.approx([1.0, 0.0])
     assert engine.total_energy(state)[0].item() == pytest.approx(before[0].item(), abs=1e-7)
+
+
+def test_trajectories_end_after_the_set_time_in_the_ground_state_and_only_then() -> None:
+    """SHARC's killafter: a trajectory ends (RELAXED) once it has stayed `ground_state_end` in S0; a stint in S0 that
+    ends with a hop back up does not count. Up to its end every trajectory is the one of a run without the setting."""
+    from exsnn.dynamics.fssh import RELAXED
+
+    def run(ground_state_end: float | None, restart_at: int | None = None) -> tuple[EnsembleState, np.ndarray]:
+        engine = FSSHEngine(TullyPotential("tully1"), FSSHSettings(dt=2.0, n_steps=3000, box=12.0, seed=5,
+                                                                    ground_state_end=ground_state_end))
+        positions, velocities = sample_initial_conditions(100, 10.0, 2000.0, 5)
+        state = engine.initial_state(positions, velocities, torch.ones(100, dtype=torch.long))  # upper state
+        history = [state.active.clone()]
+        if restart_at is not None:  # continue from a copy of what a checkpoint stores, as a resumed run does
+            while state.step < restart_at:
+                engine.step(state)
+                history.append(state.active.clone())
+            state = EnsembleState(step=state.step, **{k: v.clone() for k, v in state.tensors().items()})
+        engine.run(state, lambda s, _: history.append(s.active.clone()))
+        return state, torch.stack(history).numpy()
+
+    k = 80  # steps of 2 a.u.: the stints in S0 of this ensemble that end with a hop back up last 53-104 steps
+    free, reference = run(None)
+    ended, history = run(k * 2.0)
+    back_up_in_time = 0
+    for b in range(100):
+        a = reference[:, b]
+        run_length = np.zeros(len(a), dtype=int)  # steps in S0 since the last arrival there
+        for t in range(1, len(a)):
+            run_length[t] = run_length[t - 1] + 1 if a[t] == 0 else 0
+        reached = np.flatnonzero(run_length >= k)
+        stints_up = np.flatnonzero((a[1:] != 0) & (a[:-1] == 0))  # hops back up
+        if len(reached):
+            t_end = int(reached[0])
+            assert int(ended.status[b]) == RELAXED and int(ended.active[b]) == 0
+            assert np.array_equal(history[: t_end + 1, b], a[: t_end + 1])  # the same trajectory up to its end
+        else:
+            assert int(ended.status[b]) == int(free.status[b]) != RELAXED
+            assert np.array_equal(history[:, b], a)
+        back_up_in_time += int(len(stints_up) > 0 and (not len(reached) or stints_up[0] < reached[0]))
+    assert int((ended.status == RELAXED).sum()) >= 20
+    resumed, resumed_history = run(k * 2.0, restart_at=1500)  # mid-stint for some: their count must carry over
+    assert torch.equal(resumed.status, ended.status) and np.array_equal(resumed_history, history)
+    assert back_up_in_time >= 3  # trajectories whose S0 stint ended before k steps: the count was reset for them
 
 
 def test_energy_drift_beyond_the_limit_marks_the_trajectory_failed() -> None:

@@ -38,6 +38,8 @@ duration_fs = 30.0
 # file = "initial_conditions.xyz" # frames (and velocities, if the file has them) instead of Wigner sampling
 driver = "mean"                 # "members": trajectory t on member t mod K alone; "hamiltonian": mean diabatic H (diabatic head)
 member_runs = true              # each member also drives the ensemble alone: model uncertainty of the populations
+# ground_state_end_fs = 10.0    # end a trajectory after this long in S0 (SHARC's killafter): no labels from the hot
+#                               # ground state after the photoreaction; it stays in S0 in the populations
 
 [selection]
 budget = 20                     # labels per iteration
@@ -134,6 +136,7 @@ class DynamicsSection:
     file: str | None = None  # initial conditions from this file's frames instead of Wigner sampling of the oracle
     driver: str = "mean"  # "members" / "hamiltonian": how the committee drives (exsnn.model.potential, `driver`)
     member_runs: bool = True  # every member drives the ensemble alone too (the committee spread of the populations)
+    ground_state_end_fs: float | None = None  # end a trajectory after this long in S0 (FSSHSettings.ground_state_end)
 
 
 @dataclass
@@ -266,6 +269,8 @@ def _check(config: CampaignConfig) -> None:
     need(config.dynamics.driver in DRIVERS, "[dynamics] driver", f"must be one of {DRIVERS}, got {config.dynamics.driver!r}")
     need(config.dynamics.driver != "hamiltonian" or config.committee.head == "diabatic", "[dynamics] driver",
          "'hamiltonian' averages the members' diabatic Hamiltonians: it needs [committee] head = 'diabatic'")
+    need(config.dynamics.ground_state_end_fs is None or config.dynamics.ground_state_end_fs > 0,
+         "[dynamics] ground_state_end_fs", "must be positive (leave it out to never end trajectories in S0)")
     need(config.dynamics.dt_fs > 0 and config.dynamics.duration_fs >= config.dynamics.dt_fs, "[dynamics] dt_fs/duration_fs",
          "need 0 < dt_fs <= duration_fs")
     need(config.selection.budget >= 1 and config.selection.per_trajectory >= 1 and config.selection.test_every >= 2,

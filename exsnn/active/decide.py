@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from exsnn.active.config import StoppingConfig
-from exsnn.active.simulate import UNCERTAIN
 from exsnn.analysis.kinetics import KineticNetwork, bootstrap_kinetics, fit_kinetics, parse_network
+from exsnn.dynamics.state import RELAXED, UNCERTAIN
 
 
 def classical_populations(active: np.ndarray, n_states: int, n_bootstrap: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -48,10 +48,23 @@ def classical_populations(active: np.ndarray, n_states: int, n_bootstrap: int = 
     return mean(np.arange(B)), samples.std(axis=0)
 
 
+def settled_active(record: dict[str, np.ndarray]) -> np.ndarray:
+    """Active states (T, B) of the record, with the trajectories that ended as RELAXED kept in S0 after their end
+    (the record has -1 there, as for every ended trajectory)."""
+    active = np.array(record["active"], copy=True)
+    relaxed = np.asarray(record["status"])[-1] == RELAXED
+    if relaxed.any():
+        valid = active >= 0
+        last = len(active) - 1 - np.argmax(valid[::-1], axis=0)  # (B,) last recorded step
+        after = (np.arange(len(active))[:, None] > last[None, :]) & relaxed[None, :]
+        active[after] = 0
+    return active
+
+
 def population_bands(record: dict[str, np.ndarray], n_states: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """P (T, N), the combined standard error sqrt(bootstrap^2 + members^2) (T, N), and the committee spread alone
     (T, N; None when the members did not run alone)."""
-    p, se = classical_populations(record["active"], n_states)
+    p, se = classical_populations(settled_active(record), n_states)
     members = record.get("member_populations")
     if members is None or len(members) < 2:
         return p, se, None
@@ -64,7 +77,7 @@ def lifetime_bands(record: dict[str, np.ndarray], network: KineticNetwork, n_boo
     """Time constants (E,) in fs fitted to the populations of the trajectories that ran to the end, and their
     standard errors (E,): bootstrap over those trajectories combined with the spread of the members' own fits (when
     the iteration ran them). None with fewer than 2 finished trajectories."""
-    active = record["active"]
+    active = settled_active(record)
     finished = active[-1] >= 0
     if finished.sum() < 2:
         return None

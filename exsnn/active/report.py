@@ -12,7 +12,7 @@ import numpy as np
 from exsnn.active.decide import population_bands
 from exsnn.active.measure import MEASURES, TO_REPORT, Thresholds
 from exsnn.active.select import descriptor
-from exsnn.active.simulate import UNCERTAIN
+from exsnn.dynamics.state import RELAXED, UNCERTAIN
 
 UNITS = {"energies": "eV", "forces": "eV/Angstrom", "couplings": "eV/Angstrom"}
 
@@ -134,7 +134,8 @@ def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: 
     lines = [f"# Campaign iteration {iteration}", "", title, "",
              f"- labels in the dataset: {summary['n_labels']} ({summary['n_test']} held out for testing)",
              f"- trajectories: {len(status)}, reached the end without crossing an upper threshold: "
-             f"{int((status != UNCERTAIN).sum())}, stopped as uncertain: {int((status == UNCERTAIN).sum())}",
+             f"{int((status != UNCERTAIN).sum())} (of them relaxed to S0 before the end: {int((status == RELAXED).sum())}), "
+             f"stopped as uncertain: {int((status == UNCERTAIN).sum())}",
              f"- thresholds ({thresholds.source}):"]
     for measure in MEASURES:
         lines.append(f"  - {measure}: lower {thresholds.lower[measure] * TO_REPORT[measure]:.4g}, upper "

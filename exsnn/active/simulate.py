@@ -5,7 +5,10 @@ The committee is wrapped in a potential that keeps, for every structure of the e
 asking for NACs), the three disagreement measures of `exsnn.active.measure`, keyed by trajectory id. After each step
 the loop stores positions, active states, populations, gaps, disagreement and the spread of the members' hopping
 probabilities out of the active state (`measure.hop_disagreement`, with the step's velocities and coefficients); a running trajectory whose
-disagreement exceeds an upper threshold stops there with status UNCERTAIN (what would follow is not trusted).
+disagreement exceeds an upper threshold stops there with status UNCERTAIN (what would follow is not trusted). With
+`[dynamics] ground_state_end_fs` a trajectory that has stayed that long in S0 ends as RELAXED (SHARC's killafter): its
+record stops there (no frames to select from the hot ground state) and the populations keep it in S0
+(`exsnn.active.decide.settled_active`).
 
 With `[dynamics] member_runs` (default on) every member also drives the same initial conditions alone, to the end:
 the spread of their populations is the model part of the uncertainty of the committee's populations (the trajectory
@@ -29,13 +32,11 @@ from exsnn.active.measure import Thresholds, disagreement, hop_disagreement
 from exsnn.active.sample import dynamics_initial_conditions
 from exsnn.dynamics.fssh import FSSHEngine, populations
 from exsnn.dynamics.settings import FSSHSettings
-from exsnn.dynamics.state import RUNNING
+from exsnn.dynamics.state import RUNNING, UNCERTAIN
 from exsnn.model.potential import ModelPotential, model_files
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.units import FS_IN_AU_TIME
 
-#: status of a trajectory stopped because the committee disagreed beyond the upper threshold
-UNCERTAIN = 5
 #: the keys of the record that populations, their bands and the stopping rule need (`exsnn.active.decide`)
 POPULATION_KEYS = ("time_fs", "active", "status", "member_populations")
 RECORD_FILE = "dynamics.npz"
@@ -72,7 +73,8 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
     recorder = RecordingCommittee(potential)
     d = config.dynamics
     n_steps = int(round(d.duration_fs / d.dt_fs))
-    settings = FSSHSettings(dt=d.dt_fs * FS_IN_AU_TIME, n_steps=n_steps, seed=config.run.seed * 1000 + iteration)
+    settings = FSSHSettings(dt=d.dt_fs * FS_IN_AU_TIME, n_steps=n_steps, seed=config.run.seed * 1000 + iteration,
+                            ground_state_end=None if d.ground_state_end_fs is None else d.ground_state_end_fs * FS_IN_AU_TIME)
     engine = FSSHEngine(recorder, settings)
     positions, velocities = dynamics_initial_conditions(config, oracle, iteration)
     B, n = positions.shape[:2]

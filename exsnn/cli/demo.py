@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help="ch2nh2: another committee or model folder, e.g. one from `exsnn campaign export` "
                         "(default: the shipped datasets/ch2nh2_sacasscf/committee)")
+    p.add_argument("--ground-state-end", type=float, default=None, metavar="FS",
+                   help="ch2nh2: end a trajectory after FS fs in S0 (SHARC's killafter); it stays in S0 in the populations")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.set_defaults(run=run_demo)
 
@@ -64,6 +66,7 @@ def run_ch2nh2(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model else CH2NH2 / "committee"
     job = PhotodynamicsJob(potential=f"model:{model}", modes=str(CH2NH2 / "modes.json"),
                            n_trajectories=args.trajectories, duration_fs=args.duration, seed=args.seed, initial_state=2,
+                           ground_state_end_fs=args.ground_state_end,
                            molecule="CH2NH2+", state_labels=labels,
                            model_name="committee of 4 PaiNN models, SA-3-CASSCF(6,4)/6-31G* labels" if not args.model
                            else f"{model}")

@@ -23,6 +23,7 @@ rescale = "nac"            # or "velocity"
 frustrated = "keep"        # "keep", "reflect", "reflect_gradv"
 # forced_hop_gap_ev = 0.1  # hop to S0 when the active state is closer than this to S0
 # box_bohr = 50.0          # end trajectories that leave the box
+# ground_state_end_fs = 10.0  # end a trajectory after this long in S0 (SHARC's killafter); it stays in S0
 max_energy_drift_ev = 0.2  # stop and mark failed beyond this total-energy change
 # substeps = 20            # electronic substeps (default: chosen automatically per trajectory)
 # compile = true           # fuse the integrator's arithmetic with torch.compile (for GPUs)
@@ -62,7 +63,8 @@ _SECTIONS = {
     "potential": {"spec", "device"},
     "initial_conditions": {"sampling", "file", "momentum", "n_trajectories", "initial_state", "seed"},
     "integrator": {"dt_fs", "duration_fs", "decoherence", "edc_c", "rescale", "couplings", "frustrated", "forced_hop_gap_ev",
-                   "box_bohr", "max_energy_drift_ev", "substeps", "compile", "sign_bisections", "sign_min_cosine"},
+                   "box_bohr", "max_energy_drift_ev", "substeps", "compile", "sign_bisections", "sign_min_cosine",
+                   "ground_state_end_fs"},
     "output": {"file", "record_every", "geometry_every", "checkpoint_every"},
 }
 SAMPLINGS = ("wigner", "file", "scattering")
@@ -75,6 +77,7 @@ _INTEGRATOR_KEYS: dict[str, tuple[str, type, float | None]] = {
     "frustrated": ("frustrated", str, None),
     "forced_hop_gap_ev": ("forced_hop_gap", float, EV_IN_HARTREE),
     "box_bohr": ("box", float, 1.0),
+    "ground_state_end_fs": ("ground_state_end", float, FS_IN_AU_TIME),
     "max_energy_drift_ev": ("max_energy_drift", float, EV_IN_HARTREE),
     "substeps": ("substeps", int, None),
     "compile": ("compile", bool, None),

@@ -14,7 +14,8 @@ GPU: the engine that orchestrates one nuclear step of every running trajectory (
 5. a decoherence correction (`decoherence.SCHEMES[settings.decoherence]`);
 6. optional forced hop to S0 below a gap (`hopping.forced_hops_to_ground`);
 7. a trajectory for which any potential call of the step failed (non-finite output) goes back to its last good step
-   and ends as ELECTRONIC_FAILURE (`failures`); the others end by time, box or energy drift (`termination`).
+   and ends as ELECTRONIC_FAILURE (`failures`); the others end by time, box or energy drift, or after
+   `ground_state_end` in S0 (`termination`).
 
 The engine's arithmetic is per trajectory (see `electronic` and `state`): a trajectory's numbers do not depend on the
 trajectories beside it in the batch as long as the potential's do not; random numbers never do, so a run resumes
@@ -23,6 +24,7 @@ bit-identically. This module re-exports the names that other code imports from i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -52,6 +54,7 @@ from exsnn.dynamics.state import (
     FORCED_HOP,
     FSSH_HOP,
     LEFT_BOX,
+    RELAXED,
     RUNNING,
     STATUS_NAMES,
     EnsembleState,
@@ -61,12 +64,12 @@ from exsnn.dynamics.state import (
     populations,
     total_energy,
 )
-from exsnn.dynamics.termination import update_status
+from exsnn.dynamics.termination import ground_state_steps, relax, update_status
 from exsnn.errors import ElectronicStructureError
 from exsnn.potentials.base import Potential, PotentialOutput
 
 __all__ = [
-    "ELECTRONIC_FAILURE", "FAILED", "FAILED_STATUSES", "FINISHED", "FORCED_HOP", "FSSH_HOP", "LEFT_BOX", "RUNNING",
+    "ELECTRONIC_FAILURE", "FAILED", "FAILED_STATUSES", "FINISHED", "FORCED_HOP", "FSSH_HOP", "LEFT_BOX", "RELAXED", "RUNNING",
     "STATUS_NAMES", "EnsembleState", "FSSHEngine", "HopEvents", "StepObserver", "kinetic_energy", "populations",
     "state_signs_from_vectors", "step_uniforms", "velocity_couplings",
 ]
@@ -139,6 +142,7 @@ class FSSHEngine:
             if curvature else velocity_couplings(velocities, nacs),
             previous_gaps=torch.full((len(states), self.pairs.n_pairs), torch.nan, dtype=torch.float64, device=self.device)
             if curvature else None,
+            ground_steps=None if self.settings.ground_state_end is None else torch.zeros_like(states),
         )
 
     def _nacs_or_zeros(self, out: PotentialOutput, positions: torch.Tensor) -> torch.Tensor:
@@ -286,7 +290,18 @@ class FSSHEngine:
                                      state.total_energy0, state.step, s.n_steps, s.box, s.max_energy_drift)
         if any_broken:
             state.status[run[broken & running[run]]] = ELECTRONIC_FAILURE  # only trajectories that were running
+        if s.ground_state_end is not None:
+            if state.ground_steps is None:  # a checkpoint written without the setting: count from here
+                state.ground_steps = torch.zeros_like(state.active)
+            state.ground_steps = ground_state_steps(state.ground_steps, running, state.active)
+            state.status = relax(state.status, state.ground_steps, self.steps_to_relax)
         return hops
+
+    @property
+    def steps_to_relax(self) -> int:
+        """Steps in S0 after which a trajectory ends as RELAXED (`settings.ground_state_end`; at least 1)."""
+        assert self.settings.ground_state_end is not None
+        return max(1, math.ceil(self.settings.ground_state_end / self.settings.dt - 1e-9))
 
     def _uniforms(self, step: int, n_total: int) -> torch.Tensor:
         """`step_uniforms` of the step on the engine's device (on a GPU through pinned memory, without waiting)."""
@@ -322,8 +337,10 @@ class FSSHEngine:
     def run(
         self, state: EnsembleState, observer: StepObserver | None = None, progress: Callable[[int], None] | None = None
     ) -> EnsembleState:
-        """Step until every trajectory has ended or `n_steps` is reached; call `observer` after each step."""
-        while state.step < self.settings.n_steps and bool((state.status == RUNNING).any()):
+        """Step until every trajectory has ended or `n_steps` is reached; call `observer` after each step. Trajectories
+        that relaxed to S0 (`settings.ground_state_end`) still count in the populations: with any of them the steps go
+        on to `n_steps` (without potential calls once none is running), so the records cover the whole time."""
+        while state.step < self.settings.n_steps and bool(((state.status == RUNNING) | (state.status == RELAXED)).any()):
             hops = self.step(state)
             if observer is not None:
                 observer(state, hops)

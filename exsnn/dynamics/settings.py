@@ -50,6 +50,10 @@ class FSSHSettings:
     sign_bisections: for a potential without state vectors, how many times a step may be halved to follow the states'
     signs where a coupling's NACs at its two ends make a cosine below `sign_min_cosine` (`exsnn.dynamics.sign_tracking`;
     each halving costs one potential call of the unsure trajectories; 0: align the two ends directly).
+    ground_state_end: a trajectory that has been in S0 for this long (atomic time units, counted from its last
+    arrival there, or from the start for one started in S0) ends with status RELAXED and stays in S0 in the
+    populations, as SHARC's `killafter` (None: never). It saves the hot ground-state dynamics after the photoreaction,
+    which decides nothing about the excited states unless a trajectory hops back up.
     """
 
     dt: float
@@ -69,6 +73,7 @@ class FSSHSettings:
     compile: bool = False
     sign_bisections: int = 4
     sign_min_cosine: float = 0.97
+    ground_state_end: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,12 +88,12 @@ class FSSHSettings:
         if self.couplings == "curvature" and self.rescale != "velocity":
             raise ConfigurationError("curvature-driven couplings have no coupling vector to rescale along: set rescale "
                                      "to 'velocity'", where="rescale")
-        for name in ("dt", "edc_c", "forced_hop_gap", "box", "max_energy_drift", "max_substep_angle"):
+        for name in ("dt", "edc_c", "forced_hop_gap", "box", "max_energy_drift", "max_substep_angle", "ground_state_end"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ConfigurationError(f"must be a finite number, got {value!r}", where=name)
         positive = {"dt": self.dt, "box": self.box, "max_energy_drift": self.max_energy_drift,
-                    "max_substep_angle": self.max_substep_angle}
+                    "max_substep_angle": self.max_substep_angle, "ground_state_end": self.ground_state_end}
         for name, value in positive.items():
             if value is not None and value <= 0:
                 raise ConfigurationError(f"must be positive, got {value!r}", where=name)

@@ -16,8 +16,13 @@ from typing import Protocol
 import torch
 
 RUNNING, FINISHED, LEFT_BOX, FAILED, ELECTRONIC_FAILURE = 0, 1, 2, 3, 4
+#: stopped by an active-learning campaign where its committee disagreed too much (`exsnn.active.simulate`)
+UNCERTAIN = 5
+#: ended after `FSSHSettings.ground_state_end` in S0 (SHARC's `killafter`): it stays in S0 in the populations
+RELAXED = 6
 STATUS_NAMES = {RUNNING: "running", FINISHED: "finished", LEFT_BOX: "left box", FAILED: "failed (energy drift)",
-                ELECTRONIC_FAILURE: "failed (electronic structure)"}
+                ELECTRONIC_FAILURE: "failed (electronic structure)", UNCERTAIN: "stopped (committee uncertain)",
+                RELAXED: "relaxed to S0"}
 FAILED_STATUSES = (FAILED, ELECTRONIC_FAILURE)  # trajectories left out of population averages
 
 FSSH_HOP, FORCED_HOP = 0, 1  # HopEvents.kind
@@ -35,11 +40,12 @@ class EnsembleState:
     energies: torch.Tensor  # (B, N) Hartree
     forces: torch.Tensor  # (B, n, 3) active-state forces, Hartree / Bohr
     nacs: torch.Tensor  # (B, P, n, 3) sign-aligned NACs at the current positions, 1 / Bohr
-    status: torch.Tensor  # (B,) long, RUNNING / FINISHED / LEFT_BOX / FAILED / ELECTRONIC_FAILURE
+    status: torch.Tensor  # (B,) long, RUNNING / FINISHED / LEFT_BOX / FAILED / ELECTRONIC_FAILURE / RELAXED
     total_energy0: torch.Tensor  # (B,) Hartree
     state_vectors: torch.Tensor | None = None  # (B, K, N) sign-tracked state vectors, when the potential gives them
     couplings: torch.Tensor | None = None  # (B, P) v . d_ij at the current step (kept to avoid recomputing it)
     previous_gaps: torch.Tensor | None = None  # (B, P) |E_j - E_i| one step back (curvature couplings; NaN: unknown)
+    ground_steps: torch.Tensor | None = None  # (B,) long: steps spent in S0 since the last arrival (ground_state_end)
     trajectory_ids: torch.Tensor | None = None  # (B,) ids in the original ensemble after `select` (None: 0..B-1)
     n_total: int | None = None  # size of the original ensemble (random numbers are drawn for all of it)
 

@@ -33,7 +33,8 @@ from exsnn.units import HARTREE_IN_EV
 class PhotodynamicsJob:
     """What to simulate. potential: a potential spec with transition dipoles (model:FOLDER, lvc:FILE); modes: the
     ground-state modes file; initial_state: the excited state every trajectory starts in (1 = S1); times in fs,
-    temperature in K, spectral line width (FWHM) in eV."""
+    temperature in K, spectral line width (FWHM) in eV; ground_state_end_fs: end a trajectory after this long in S0
+    (SHARC's killafter; it stays in S0 in the populations; None: never)."""
 
     potential: str
     modes: str
@@ -50,6 +51,7 @@ class PhotodynamicsJob:
     model_name: str = ""  # how titles name the potential (default: its own description)
     state_labels: list[str] = field(default_factory=list)
     n_bootstrap: int = 500
+    ground_state_end_fs: float | None = None
 
     def check(self) -> None:
         if self.n_trajectories < 2:
@@ -60,6 +62,8 @@ class PhotodynamicsJob:
         if self.initial_state < 1:
             raise ConfigurationError(f"the initial state must be an excited state (1 = S1), got {self.initial_state}",
                                      where="--state")
+        if self.ground_state_end_fs is not None and not self.ground_state_end_fs > 0:
+            raise ConfigurationError(f"must be positive, got {self.ground_state_end_fs} fs", where="--ground-state-end")
         if self.fwhm_ev <= 0:
             raise ConfigurationError(f"the line width must be positive, got {self.fwhm_ev} eV", where="--fwhm")
 
@@ -75,7 +79,8 @@ def dynamics_input(job: PhotodynamicsJob, initial_conditions: Path, run_file: Pa
         "[potential]", f"spec = {_toml_string(job.potential)}", f"device = {_toml_string(job.device)}", "",
         "[initial_conditions]", 'sampling = "file"', f"file = {_toml_string(str(initial_conditions))}",
         f"n_trajectories = {job.n_trajectories}", f"initial_state = {job.initial_state}", f"seed = {job.seed}", "",
-        "[integrator]", f"dt_fs = {job.dt_fs!r}", f"duration_fs = {job.duration_fs!r}", "",
+        "[integrator]", f"dt_fs = {job.dt_fs!r}", f"duration_fs = {job.duration_fs!r}",
+        *([] if job.ground_state_end_fs is None else [f"ground_state_end_fs = {job.ground_state_end_fs!r}"]), "",
         "[output]", f"file = {_toml_string(str(run_file))}", "geometry_every = 2", "",
     ])
 
