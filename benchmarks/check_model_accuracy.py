@@ -31,6 +31,7 @@ from exsnn.active.label import label_structures, labelled_tags, oracle_metadata
 from exsnn.active.measure import committee_errors
 from exsnn.analysis.records import read_run
 from exsnn.data import read_frames
+from exsnn.dynamics.state import RUNNING
 from exsnn.model.potential import ModelPotential
 from exsnn.potentials.spec import load_potential
 from exsnn.units import HARTREE_IN_EV
@@ -49,14 +50,16 @@ def pick_geometries(run: Path, n_hops: int, n_random: int, seed: int) -> tuple[n
             chosen.append(hop_positions[k])
             kinds.append("hop")
     if n_random and len(records.positions):
-        final = records.status[-1]
-        good = np.flatnonzero(~np.isin(final, (3, 4)))  # not failed
-        G = len(records.positions)
-        for _ in range(n_random):
-            b, g = rng.choice(good), rng.integers(1, G) if G > 1 else 0
-            if np.all(np.isfinite(records.positions[g, b])):
-                chosen.append(records.positions[g, b])
-                kinds.append("random")
+        # snapshots (g, b) of trajectories that did not fail, taken while they ran: a trajectory that ended early
+        # (e.g. relaxed to S0) keeps its last geometry in the later snapshots, which would weigh it again
+        record = np.clip(np.searchsorted(records.step, records.geometry_step) - 1, 0, None)  # (G,) the record before
+        ran = (records.status[record] == RUNNING) & (records.geometry_step > 0)[:, None]  # (G, B)
+        ran &= ~records.failed()[None, :]
+        ran &= np.isfinite(records.positions).all(axis=(2, 3))
+        pool = np.argwhere(ran)
+        for g, b in pool[rng.choice(len(pool), min(n_random, len(pool)), replace=False)]:
+            chosen.append(records.positions[g, b])
+            kinds.append("random")
     return np.array(chosen), kinds
 
 

@@ -84,6 +84,18 @@ def test_main_job_ch2nh2_photodynamics_on_the_shipped_committee(tmp_path: Path) 
         assert str(tmp_path / "demo" / name) in result.stdout
 
 
+def test_main_job_names_the_states_of_a_four_state_model(tmp_path: Path) -> None:
+    """`exsnn demo --model` with a committee of four states (the SA-4 campaign's): every state is named S0-S3 in the
+    excitations and the population table (the three default names gave an IndexError before)."""
+    committee = Path(__file__).parents[1] / "datasets/ch2nh2_sacasscf/campaign_sa4/iteration_007/committee"
+    result = exsnn("demo", "--model", committee, "--trajectories", "4", "--duration", "2", "--output", tmp_path / "demo",
+                   "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert "S3: excitation" in result.stdout
+    header = next(line for line in result.stdout.splitlines() if line.strip().startswith("time/fs"))
+    assert header.split()[1:] == ["S0", "S1", "S2", "S3"]
+
+
 def test_demo_runs_and_says_where_it_wrote(tmp_path: Path) -> None:
     result = exsnn("demo", "tully", "--output", tmp_path / "demo")
     assert result.returncode == 0, result.stderr

@@ -75,7 +75,7 @@ def run_ch2nh2(args: argparse.Namespace) -> int:
                                          "the shipped SA-3-CASSCF(6,4)/6-31G* committee (datasets/ch2nh2_sacasscf)"))
     result = run_photodynamics(job, out)
     print("\npopulations (active state; bands in the plot and table):")
-    print("\n".join(format_populations(result, labels)))
+    print("\n".join(format_populations(result, result["state_labels"])))
     print("\nlifetimes (sequential first-order fit, bootstrap errors over trajectories):")
     print("\n".join(format_lifetimes(result)))
     print(f"\nexsnn demo wrote ({time.perf_counter() - start:.0f} s):")

@@ -114,7 +114,8 @@ def run_photodynamics(job: PhotodynamicsJob, out: str | Path, say: Callable[[str
     out.mkdir(parents=True, exist_ok=True)
     name = job.molecule or "the molecule"
     model_name = job.model_name or potential.describe()
-    labels = job.state_labels or [f"S{s}" for s in range(potential.n_states)]
+    # names given for another number of states (a default written for three) give way to S0, S1, ...
+    labels = job.state_labels if len(job.state_labels) == potential.n_states else [f"S{s}" for s in range(potential.n_states)]
     files: dict[str, str] = {}
 
     sample = sample_wigner(modes, job.n_trajectories, seed=job.seed, temperature=job.temperature)
@@ -154,7 +155,7 @@ def run_photodynamics(job: PhotodynamicsJob, out: str | Path, say: Callable[[str
               "populations_quantum": analysis["populations_quantum"], "lifetimes": analysis["lifetimes"],
               "kinetic_model": analysis["kinetic_model"], "spectrum_peaks_ev": spectrum.peaks_ev(),
               "excitation_ev_mean": [float(x) for x in np.nanmean(dE, axis=0)],
-              "trajectories_excluded": analysis["trajectories_excluded"], "files": files}
+              "trajectories_excluded": analysis["trajectories_excluded"], "state_labels": labels, "files": files}
     summary_path = out / "photodynamics.json"
     summary_path.write_text(json.dumps(result) + "\n")
     files["summary (JSON)"] = str(summary_path)
