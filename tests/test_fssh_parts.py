@@ -49,6 +49,53 @@ def test_propagation_converges_to_the_exact_propagator_at_second_order() -> None
     assert errors[0] / errors[1] == pytest.approx(4.0, rel=0.05) and errors[1] / errors[2] == pytest.approx(4.0, rel=0.05)
 
 
+def test_two_states_propagate_exactly_and_their_substeps_bound_the_remaining_error() -> None:
+    """Two states: one substep is exp(-i H dt) c to round-off for a constant H; for H changing linearly over the step
+    the error falls as n_sub^-4 (fourth-order Magnus exponential) and the automatic count keeps it below the angle^3
+    it is sized by, over random steps of every strength; the hopping probability is the active state's relative
+    population loss."""
+    table = PairTable(2)
+    dt = 40.0
+    E = torch.tensor([[0.0, 0.012]], dtype=torch.float64)
+    T = torch.tensor([[0.004]], dtype=torch.float64)
+    c0 = torch.tensor([[0.3 + 0.1j, 0.8 - 0.2j]], dtype=torch.complex128)
+    c0 = c0 / torch.linalg.vector_norm(c0)
+    c, g = propagate_coefficients(c0, torch.tensor([0]), E, E, T, T, torch.tensor([1]), dt, table)
+    assert torch.linalg.vector_norm(c[0] - exact_step(c0[0], E[0], T[0], dt, 2)).item() < 1e-14
+    lost = (c0[0, 0].abs() ** 2 - c[0, 0].abs() ** 2) / c0[0, 0].abs() ** 2
+    assert lost.item() > 0.1 and g[0, 1].item() == pytest.approx(lost.item(), rel=1e-12) and g[0, 0].item() == 0.0
+
+    E_new, T_new = torch.tensor([[0.0, 0.004]], dtype=torch.float64), torch.tensor([[0.012]], dtype=torch.float64)
+    reference = c0[0]
+    fine = 4000  # many exact mid-point steps of the linearly changing H
+    for k in range(fine):
+        f = (k + 0.5) / fine
+        reference = exact_step(reference, E[0] + f * (E_new - E)[0], T[0] + f * (T_new - T)[0], dt / fine, 2)
+    errors = []
+    for n_sub in (1, 2, 4):
+        c, _ = propagate_coefficients(c0, torch.tensor([0]), E, E_new, T, T_new, torch.tensor([n_sub]), dt, table)
+        assert abs(torch.linalg.vector_norm(c).item() - 1.0) < 1e-14
+        errors.append(torch.linalg.vector_norm(c[0] - reference).item())
+    assert errors[0] / errors[1] == pytest.approx(16.0, rel=0.1) and errors[1] / errors[2] == pytest.approx(16.0, rel=0.1)
+    angle, worst, counts = 0.05, 0.0, []
+    rng = np.random.default_rng(0)
+    for _ in range(60):  # random steps from nearly free to strongly coupled and fast-changing
+        scale, step = 10 ** rng.uniform(-4, -1.3), float(rng.choice([5.0, 20.0, 40.0]))
+        E0 = torch.tensor([[0.0, rng.normal() * scale]], dtype=torch.float64)
+        E1 = E0 + torch.as_tensor(rng.normal(size=(1, 2)) * scale * 0.3)
+        T0 = torch.tensor([[rng.normal() * scale]], dtype=torch.float64)
+        T1 = T0 + rng.normal() * scale * 0.5
+        n_auto = auto_substeps(E0, E1, T0, T1, step, angle)
+        c, _ = propagate_coefficients(c0, torch.tensor([0]), E0, E1, T0, T1, n_auto, step, table)
+        reference = c0[0]
+        for k in range(400):
+            f = (k + 0.5) / 400
+            reference = exact_step(reference, E0[0] + f * (E1 - E0)[0], T0[0] + f * (T1 - T0)[0], step / 400, 2)
+        worst = max(worst, torch.linalg.vector_norm(c[0] - reference).item())
+        counts.append(int(n_auto))
+    assert worst < angle**3 and max(counts) > 2 and counts.count(1) > 30
+
+
 def test_hopping_probability_is_the_fewest_switches_flux() -> None:
     """Over a short step g_aj = 2 Re(c_a* c_j) T_aj dt / |c_a|^2 (Tully 1990, Eq. 19), clipped at zero."""
     table = PairTable(2)
@@ -355,4 +402,4 @@ def test_a_trajectory_does_not_depend_on_its_batch() -> None:
         assert torch.equal(alone.positions[0], batch.positions[0]) and torch.equal(alone.active[0], batch.active[0])
         changed = changed or abs(alone.coefficients[0, 1].abs().item() - 0.6) > 1e-2
     assert changed  # the probe's own coupling moves its population: the comparison is not trivial
-    assert most_substeps[0] <= 3 and most_substeps[1:15].min() > 20  # its neighbours needed far more substeps
+    assert most_substeps[0] <= 3 and most_substeps[1:15].min() >= 10  # its neighbours needed far more substeps
