@@ -87,6 +87,28 @@ def test_run_file_contents_and_analysis(shared_data: Path, tmp_path: Path) -> No
     assert np.all(table[:, [2, 5, 8]] <= table[:, [1, 4, 7]] + 1e-12) and np.all(table[:, [3, 6, 9]] >= table[:, [1, 4, 7]] - 1e-12)
 
 
+def test_trajectories_relaxed_to_s0_are_recorded_to_the_end_and_counted_in_s0(shared_data: Path, tmp_path: Path) -> None:
+    """`ground_state_end_fs`: started in S0 (SO2 LVC; its S0 is far below S1), every trajectory ends after 5 fs there
+    as "relaxed to S0"; the run still records the whole 20 fs, the relaxed trajectories frozen and counted in S0 by
+    the summary and the analysis (not left out as failed ones are)."""
+    config = write_config(tmp_path, shared_data, "run", n=10, duration=20.0)
+    config.write_text(config.read_text().replace('initial_state = "S2"', 'initial_state = "S0"')
+                      .replace('decoherence = "edc"', 'decoherence = "edc"\nground_state_end_fs = 5.0'))
+    result = exsnn("dynamics", config, "--json", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status_counts"] == {"relaxed to S0": 10} and summary["classical_populations"] == [1.0, 0.0, 0.0]
+    data = all_datasets(tmp_path / "run.h5")
+    assert data["steps/active"].shape == (41, 10) and data["steps/step"][-1] == 40
+    status = data["steps/status"]
+    assert (status[:10] == 0).all() and (status[10:] == 6).all()  # RELAXED after 10 steps of 0.5 fs
+    assert np.array_equal(data["geometries/positions"][-1], data["geometries/positions"][2])  # frozen from 5 fs on
+    analyzed = exsnn("analyze", tmp_path / "run.h5")
+    assert analyzed.returncode == 0, analyzed.stderr
+    table = np.loadtxt(tmp_path / "run_populations.txt")
+    assert np.allclose(table[:, 1], 1.0)  # every trajectory counts, in S0
+
+
 def test_resume_after_sigkill_is_bit_identical(shared_data: Path, tmp_path: Path) -> None:
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference_dir.mkdir()
