@@ -33,7 +33,8 @@ class FSSHSettings:
 
     dt: nuclear time step (atomic time units). n_steps: steps to run. substeps: electronic substeps per nuclear
     step (energies and v.d interpolated linearly; None: chosen every step for each trajectory on its own, so that its
-    coupling rotation |v.d| dtau and splitting-error scale sqrt(dE |v.d|) dtau stay below `max_substep_angle`).
+    coupling rotation |v.d| dtau and splitting-error scale sqrt(dE |v.d|) dtau stay below `max_substep_angle`; two
+    states take exact fourth-order substeps sized by `electronic.auto_substeps`' error estimate).
     rescale: direction of the kinetic-energy adjustment after a hop ('nac' or 'velocity'). frustrated: 'keep' the
     velocity, 'reflect' its component along the rescaling direction, or 'reflect_gradv' (reflect only when the grad-V
     criterion of Jasper and Truhlar holds). decoherence: a name of `exsnn.dynamics.decoherence.SCHEMES`: 'edc'
