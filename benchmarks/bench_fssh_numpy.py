@@ -34,10 +34,11 @@ Two states since 2026-12-06 (`exsnn.dynamics.electronic.two_state_substep`): the
 the fourth-order Magnus generator in closed form and the hopping probability the active state's population loss, so
 a Tully-1 trajectory needs 1 substep on most steps (k = 20, dt = 20 a.u., 4,000 trajectories: 1.07 substeps per
 trajectory-step on average, 1.37 with the split-operator substeps, whose count was set by the coupling angle and
-splitting error). Same command, 20,000 trajectories, best of 3, on the 2-core machine with
-two other single-threaded jobs running: exsnn 45 us CPU per trajectory against NumPy's 14 (3.26x; wall 3.10x); with
-one substep forced 2.81x. The transmitted lower-state share at dt = 20 a.u. is 0.493 +- 0.004 (split-operator
-substeps: 0.492; NumPy's single mid-point exponential with trapezoid probabilities: 0.481; converged, dt = 2: 0.498).
+splitting error). Same command, 20,000 trajectories, best of 3, on the 2-core machine with two other single-threaded
+jobs running: exsnn 45 us CPU per trajectory against NumPy's 14 (3.26x; wall 3.10x; one substep forced: 2.81x); the
+split-operator version under the same load 56 us against 15 (3.81x; wall 3.61x). The transmitted lower-state share at
+dt = 20 a.u. is 0.493 +- 0.004 (split-operator substeps: 0.490; NumPy's single mid-point exponential with trapezoid
+probabilities: 0.481; converged, dt = 2: 0.498).
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ def auto_substeps(
     max_angle^3 (the estimate's constant is fitted to the error of single substeps; the checks are in the tests), and
     the coupling rotation |T| dtau below 2 max_angle, which resolves the hopping probabilities: on Tully 1 (k = 20,
     dt = 20 a.u., 20,000 trajectories) the transmitted lower-state share is 0.512 without that limit, 0.493 with it,
-    0.488 at max_angle, 0.492 with the split-operator substeps used before, and 0.498 +- 0.003 converged (dt = 2)
+    0.488 at max_angle, 0.490 with the split-operator substeps used before, and 0.498 +- 0.003 converged (dt = 2)
     (`benchmarks/bench_fssh_numpy.py`)."""
     if T_old.shape[1] == 0:
         return torch.ones(len(E_old), dtype=torch.long, device=E_old.device)
