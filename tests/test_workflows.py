@@ -41,3 +41,16 @@ def test_photodynamics_job_on_lvc(shared_data: Path, tmp_path: Path) -> None:
     assert json.loads(Path(files["summary (JSON)"]).read_text())["lifetimes"] == result["lifetimes"]
     assert len(format_populations(result, ["S0", "S1", "S2"], every_fs=2.0)) == 1 + 4
     assert len(format_lifetimes(result)) == 2
+
+
+def test_state_names_that_do_not_fit_the_potential_are_refused_before_any_output(shared_data: Path, tmp_path: Path) -> None:
+    import pytest
+
+    from exsnn.errors import ConfigurationError
+
+    template = shared_data / "schnarc" / "lvc_so2_3s" / "LVC.template"
+    job = PhotodynamicsJob(potential=f"lvc:{template}", modes=str(template), n_trajectories=4, duration_fs=1.0,
+                           state_labels=["S0", "S1"])  # SO2's LVC model has three states
+    with pytest.raises(ConfigurationError, match="2 state names for the 3 states"):
+        run_photodynamics(job, tmp_path / "job", say=lambda line: None)
+    assert not (tmp_path / "job").exists()

@@ -62,12 +62,11 @@ def run_ch2nh2(args: argparse.Namespace) -> int:
     from exsnn.workflows.photodynamics import PhotodynamicsJob, format_lifetimes, format_populations, run_photodynamics
 
     out = Path(args.output or "exsnn-output/demo")
-    labels = ["S0", "S1", "S2"]
     model = Path(args.model) if args.model else CH2NH2 / "committee"
     job = PhotodynamicsJob(potential=f"model:{model}", modes=str(CH2NH2 / "modes.json"),
                            n_trajectories=args.trajectories, duration_fs=args.duration, seed=args.seed, initial_state=2,
                            ground_state_end_fs=args.ground_state_end,
-                           molecule="CH2NH2+", state_labels=labels,
+                           molecule="CH2NH2+",
                            model_name="committee of 4 PaiNN models, SA-3-CASSCF(6,4)/6-31G* labels" if not args.model
                            else f"{model}")
     start = time.perf_counter()

@@ -110,12 +110,14 @@ def run_photodynamics(job: PhotodynamicsJob, out: str | Path, say: Callable[[str
     prefix, sep, argument = job.potential.partition(":")
     if sep and argument and prefix in ("model", "lvc") and not Path(argument).is_absolute():
         job = replace(job, potential=f"{prefix}:{resolve_path(argument, Path.cwd())}")  # the caller's job is left as given
+    if job.state_labels and len(job.state_labels) != potential.n_states:
+        raise ConfigurationError(f"{len(job.state_labels)} state names for the {potential.n_states} states of "
+                                 f"{potential.describe()}", where="state_labels")
+    labels = job.state_labels or [f"S{s}" for s in range(potential.n_states)]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name = job.molecule or "the molecule"
     model_name = job.model_name or potential.describe()
-    # names given for another number of states (a default written for three) give way to S0, S1, ...
-    labels = job.state_labels if len(job.state_labels) == potential.n_states else [f"S{s}" for s in range(potential.n_states)]
     files: dict[str, str] = {}
 
     sample = sample_wigner(modes, job.n_trajectories, seed=job.seed, temperature=job.temperature)
