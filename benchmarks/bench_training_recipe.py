@@ -67,7 +67,7 @@ import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -79,6 +79,12 @@ PROPERTIES = ("energies", "forces", "nacs")
 
 
 # ----------------------------------------------------------------------------------------------------------- data
+def refuse(message: str) -> NoReturn:
+    """A usage error: the message on stderr, exit status 2 (as exsnn's commands), before anything is written."""
+    print(f"bench_training_recipe.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def make_ch2nh2(path: Path, source: Path = CH2NH2_DB) -> None:
     from exsnn.data import append_frames
     from exsnn.data.importers import detect_format, import_file
@@ -117,7 +123,7 @@ def prepare_datasets(names: list[str], folder: Path, args: argparse.Namespace) -
         else:
             path = Path(name)  # any exsnn dataset
             if not path.exists():
-                raise SystemExit(f"unknown dataset {name!r}: ch2nh2, so2-lvc or the path of an exsnn HDF5 dataset")
+                refuse(f"unknown dataset {name!r}: ch2nh2, so2-lvc or the path of an exsnn HDF5 dataset")
         paths[name] = path
     return paths
 
@@ -472,8 +478,8 @@ def earlier_records(out: Path, args: argparse.Namespace) -> list[dict[str, Any]]
     before = json.loads(summary.read_text()).get("arguments", {})
     changed = [key for key in RESUME_KEYS if before.get(key) != getattr(args, key)]
     if changed:
-        raise SystemExit(f"--resume: {out} was run with other settings ({', '.join(f'--{k.replace('_', '-')}' for k in changed)}); "
-                         "use another --output")
+        refuse(f"--resume: {out} was run with other settings ({', '.join(f'--{k.replace('_', '-')}' for k in changed)}); "
+               "use another --output")
     records = []
     for line in folds.read_text().splitlines():
         try:
@@ -537,10 +543,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             TrainingConfig(data="-", output="-", recipe=name, **overrides)
         except (ConfigurationError, TypeError) as exc:
-            raise SystemExit(f"--recipes {label}: {exc} (recipes: {sorted(RECIPES)})") from None
+            refuse(f"--recipes {label}: {exc} (recipes: {sorted(RECIPES)})")
     committee_recipes = set(args.committee_recipes.split(",") if args.committee_recipes else recipes[:1])
     if args.folds < 2 or args.committee < 1 or args.workers < 1:
-        raise SystemExit("--folds >= 2, --committee >= 1 and --workers >= 1 are needed")
+        refuse("--folds >= 2, --committee >= 1 and --workers >= 1 are needed")
+    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    for name in names:
+        if name not in ("ch2nh2", "so2-lvc") and not Path(name).exists():
+            refuse(f"--datasets: unknown dataset {name!r}: ch2nh2, so2-lvc or the path of an exsnn HDF5 dataset")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     described = {r: RECIPES[parse_recipe(r)[0]].description + (f" (changed: {parse_recipe(r)[1]})" if "+" in r else "")
@@ -551,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.workers} workers x 1 thread", flush=True)
     from exsnn.data.store import count_frames
 
-    datasets = prepare_datasets([d.strip() for d in args.datasets.split(",") if d.strip()], out / "data", args)
+    datasets = prepare_datasets(names, out / "data", args)
     info["zero_reference_columns"] = {name: zero_columns(path) for name, path in datasets.items()}
     network = {"n_atom_basis": args.width, "n_interactions": args.interactions, "n_rbf": args.n_rbf, "cutoff": args.cutoff}
     jobs: list[Job] = []

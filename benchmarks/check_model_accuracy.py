@@ -32,6 +32,7 @@ from exsnn.active.measure import committee_errors
 from exsnn.analysis.records import read_run
 from exsnn.data import read_frames
 from exsnn.dynamics.state import RUNNING
+from exsnn.errors import ExsnnError
 from exsnn.model.potential import ModelPotential
 from exsnn.potentials.spec import load_potential
 from exsnn.units import HARTREE_IN_EV
@@ -98,19 +99,25 @@ def main() -> None:
     parser.add_argument("-o", "--output", required=True, help="folder: reference.h5 (resumable) and accuracy.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if not args.recorded and not args.reference:
+        parser.error("--reference is needed unless --recorded")
     out = Path(args.output)
+    try:  # the run file, the model and the reference are read before anything is written
+        numbers = read_run(Path(args.run)).numbers
+        ModelPotential(args.model, numbers, dtype=torch.float64)
+        if args.recorded:
+            table = compare_recorded(Path(args.run), args.model)
+        else:
+            positions, kinds = pick_geometries(Path(args.run), args.hops, args.random, args.seed)
+            spec = args.reference if args.executor == "serial" else f"{args.reference},executor={args.executor}"
+            reference = load_potential(spec, Path.cwd(), "cpu", numbers=numbers)
+    except ExsnnError as exc:
+        parser.exit(2, f"check_model_accuracy.py: error: {exc}\n")
     out.mkdir(parents=True, exist_ok=True)
     if args.recorded:
-        table = compare_recorded(Path(args.run), args.model)
         print(json.dumps(table, indent=1))
         (out / "accuracy_recorded.json").write_text(json.dumps(table, indent=1) + "\n")
         return
-    if not args.reference:
-        parser.error("--reference is needed unless --recorded")
-    positions, kinds = pick_geometries(Path(args.run), args.hops, args.random, args.seed)
-    numbers = read_run(Path(args.run)).numbers
-    spec = args.reference if args.executor == "serial" else f"{args.reference},executor={args.executor}"
-    reference = load_potential(spec, Path.cwd(), "cpu", numbers=numbers)
     data = out / "reference.h5"
     tags = [{"iteration": 0, "index": k, "kind": kind} for k, kind in enumerate(kinds)]
     print(f"{len(positions)} geometries ({kinds.count('hop')} at hops, {kinds.count('random')} random); "

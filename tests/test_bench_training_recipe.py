@@ -42,7 +42,8 @@ def test_paired_comparison_uses_ratios_over_the_same_folds(bench) -> None:
     assert row["wins"] == 2 and not row["ahead_paired"]
 
 
-def test_resume_keeps_finished_trainings_adds_members_and_refuses_other_settings(bench, shared_data: Path, tmp_path: Path) -> None:
+def test_resume_keeps_finished_trainings_adds_members_and_refuses_other_settings(
+        bench, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cv"
     args = ["--datasets", "so2-lvc", "--folds", "2", "--steps", "3", "--width", "8", "--interactions", "1", "--n-rbf", "4",
             "--recipes", "exsnn-v2,spainn", "--lvc-frames", "20", "--output", str(out)]
@@ -67,5 +68,9 @@ def test_resume_keeps_finished_trainings_adds_members_and_refuses_other_settings
     assert len(records) == 6 and sorted(r["fold"] for r in records if r["member"] == 1) == [0, 1]
     committee = json.loads((out / "summary.json").read_text())["results"]["so2-lvc"]["exsnn-v2"]["committee"]
     assert committee["members"] == 2 and committee["folds"] == 2
-    with pytest.raises(SystemExit, match="--steps"):
+    with pytest.raises(SystemExit) as refused:
         bench.main([a if a != "3" else "4" for a in args] + ["--resume"])
+    assert refused.value.code == 2 and "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # an unknown dataset is refused before the output folder exists
+        bench.main(["--datasets", "so2-lvc,no_such.h5", "--output", str(tmp_path / "unknown")])
+    assert refused.value.code == 2 and "no_such.h5" in capsys.readouterr().err and not (tmp_path / "unknown").exists()
