@@ -9,11 +9,13 @@ couplings as a symmetric sequence of plane rotations (exp(-T dtau) is a real rot
 half a step of phases. The norm is kept to round-off and the error per substep is O(dtau^3). The fewest-switches
 probabilities g_aj = max(0, 2 Re(c_a* c_j) T_aj dtau / |c_a|^2) are summed over the substeps.
 
-Two states take an exact substep instead (`two_state_substep`): exp(-i H dtau) of the substep's mid-point H in closed
-form (H - mean energy = delta sigma_z + T sigma_y, whose square is (delta^2 + T^2) times the identity), and the hopping
-probability as the population the active state lost over the substep divided by its population at the start (for two
-states that loss is exactly the fewest-switches flux into the other state). The only error left is the change of H
-within a step (the mid-point rule's O(dtau^3) commutator term), so `auto_substeps` sizes their substeps by that alone.
+Two states take an exact substep instead (`two_state_substep`): exp(-i (H - mean energy) dtau) of the substep's
+mid-point H in closed form (H - mean energy = delta sigma_z + T sigma_y, whose square is (delta^2 + T^2) times the
+identity) with the fourth-order Magnus commutator term, and the hopping probability as the population the active state
+lost over the substep divided by its population at the start (for two states that loss is exactly the fewest-switches
+flux into the other state). Their coefficients leave out the global phase of the mean energy (nothing observable
+depends on it; N states leave out that of the active state's energy). `auto_substeps` sizes their substeps by the
+error of the fourth-order exponential and by the coupling rotation.
 
 Batch independence: the arithmetic is elementwise per trajectory in real float64 (complex products are written
 out, rotations act on real and imaginary parts; torch's vectorised and scalar complex products round differently),
@@ -126,45 +128,55 @@ def substep_function(n_states: int, rotations: list[tuple[int, int, int]], rotat
 
 def two_state_substep(X: torch.Tensor, probabilities: torch.Tensor, inputs: torch.Tensor, active: torch.Tensor,
                       inverse_n: torch.Tensor, k: int, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One exact substep of m two-state trajectories (arguments and results as `substep_function`'s): c <- exp(-i H
-    dtau) c with H = diag(E) - i T at the substep's mid-point, in closed form; the probability of hopping out of the
-    active state a is max(0, |c_a|^2 before - after) / |c_a|^2 before."""
-    E0, dE, T0, dT = inputs.split([2, 2, 1, 1], dim=0)
+    """One exact substep of m two-state trajectories: c <- exp(-i (H - mean energy) dtau) c with H = diag(E) - i T at
+    the substep's mid-point, in closed form, plus the fourth-order Magnus commutator term. X (2, 2, m) real and
+    imaginary parts of the coefficients, probabilities (1, m) the active state's relative population losses summed so
+    far, inputs (6, m) as `two_state_inputs` lays them out, active (m,), inverse_n (m,) 1 / substeps, k the substep's
+    number, dt the nuclear step. The loss of the substep is max(0, |c_a|^2 before - after) / |c_a|^2 before: for two
+    states exactly the fewest-switches flux into the other state. Written as one pass per multiply-add (addcmul),
+    which keeps the arithmetic elementwise and the same bits at any batch position."""
+    delta0, d_delta, T0, dT, twist_rate, sign = inputs.unbind(0)
     dtau = inverse_n * dt
     f = inverse_n * (k + 0.5)  # (m,) mid-point of the substep as a fraction of the step
-    e0, e1 = torch.addcmul(E0, dE, f).unbind(0)
-    T = torch.addcmul(T0[0], dT[0], f)
-    delta = (e0 - e1).mul_(0.5)
-    # the commutator term of the fourth-order Magnus exponential: sigma_x with dtau^2 / 6 (delta T' - T delta'), the
-    # bracket constant along the step (delta, T linear): (delta_0 dT - T_0 d_delta) / dt from the step's start
-    d_delta = (dE[0] - dE[1]).mul_(0.5)
-    twist = (0.5 * (E0[0] - E0[1]) * dT[0] - T0[0] * d_delta).mul_(dtau * dtau * (1.0 / (6.0 * dt)))
-    omega_tau = torch.sqrt(delta * delta + T * T + twist * twist).mul_(dtau)
+    delta = torch.addcmul(delta0, d_delta, f)
+    T = torch.addcmul(T0, dT, f)
+    twist = twist_rate * (dtau * dtau)  # the commutator term: sigma_x with dtau^2 / 6 (delta T' - T delta')
+    omega_tau = torch.addcmul(torch.addcmul(delta * delta, T, T), twist, twist).sqrt_().mul_(dtau)
     cos = torch.cos(omega_tau)
     sin_over_omega = torch.sinc(omega_tau.mul_(1 / math.pi)).mul_(dtau)  # sin(omega dtau) / omega (dtau at omega 0)
     ds, ts, xs = delta.mul_(sin_over_omega), T.mul_(sin_over_omega), twist.mul_(sin_over_omega)
     a0, a1 = X[0].unbind(0)  # real parts of c_0, c_1
     b0, b1 = X[1].unbind(0)  # imaginary parts
-    # (cos - i ds) c_0 - (ts + i xs) c_1 and (ts - i xs) c_0 + (cos + i ds) c_1, then the mean energy's phase
-    # exp(-i (e0 + e1) dtau / 2)
-    re0, im0 = cos * a0 + ds * b0 - ts * a1 + xs * b1, cos * b0 - ds * a0 - ts * b1 - xs * a1
-    re1, im1 = ts * a0 + cos * a1 - ds * b1 + xs * b0, ts * b0 + cos * b1 + ds * a1 - xs * a0
-    phase = (e0 + e1).mul_(-0.5 * dtau)
-    cp, sp = torch.cos(phase), torch.sin(phase)
+    # c_0 <- (cos - i ds) c_0 - (ts + i xs) c_1 and c_1 <- (ts - i xs) c_0 + (cos + i ds) c_1
     new = torch.empty_like(X)
-    torch.mul(re0, cp, out=new[0, 0]).sub_(im0 * sp)
-    torch.mul(re1, cp, out=new[0, 1]).sub_(im1 * sp)
-    torch.mul(re0, sp, out=new[1, 0]).add_(im0 * cp)
-    torch.mul(re1, sp, out=new[1, 1]).add_(im1 * cp)
-    on_one = active == 1
-    before = torch.where(on_one, a1 * a1 + b1 * b1, a0 * a0 + b0 * b0)  # the phase leaves populations alone
-    after = torch.where(on_one, re1 * re1 + im1 * im1, re0 * re0 + im0 * im0)
-    lost = before.sub(after).clamp_min_(0.0).div_(before.clamp_min(1e-300))
-    one = on_one.to(lost.dtype)
-    out = probabilities.clone()
-    out[0].addcmul_(lost, one)  # into state 0 from state 1
-    out[1].addcmul_(lost, 1.0 - one)
-    return new, out
+    re0, re1, im0, im1 = new[0, 0], new[0, 1], new[1, 0], new[1, 1]
+    torch.mul(cos, a0, out=re0).addcmul_(ds, b0).addcmul_(ts, a1, value=-1.0).addcmul_(xs, b1)
+    torch.mul(cos, b0, out=im0).addcmul_(ds, a0, value=-1.0).addcmul_(ts, b1, value=-1.0).addcmul_(xs, a1, value=-1.0)
+    torch.mul(cos, a1, out=re1).addcmul_(ts, a0).addcmul_(ds, b1, value=-1.0).addcmul_(xs, b0)
+    torch.mul(cos, b1, out=im1).addcmul_(ts, b0).addcmul_(ds, a1).addcmul_(xs, a0, value=-1.0)
+    # what state 0 gained is what state 1 lost (the step is unitary); sign = +1 on state 1, -1 on state 0
+    before0 = torch.addcmul(a0 * a0, b0, b0)
+    gained0 = torch.addcmul(re0 * re0, im0, im0).sub_(before0)
+    before = torch.where(active == 1, torch.addcmul(a1 * a1, b1, b1), before0)
+    lost = gained0.mul_(sign).clamp_min_(0.0).div_(before.clamp_min_(1e-300))
+    return new, probabilities + lost
+
+
+def two_state_inputs(E_old: torch.Tensor, E_new: torch.Tensor, T_old: torch.Tensor, T_new: torch.Tensor,
+                     active: torch.Tensor, dt: float) -> torch.Tensor:
+    """The rows (6, B) that `two_state_substep` reads, from energies (B, 2) and couplings (B, 1) at the step's ends and
+    the active states (B,): delta = (E_0 - E_1) / 2 at the start and its change, T at the start and its change, the
+    rate of the Magnus commutator term (delta_0 dT - T_0 d_delta) / (6 dt) (constant along a step over which delta
+    and T change linearly; times dtau^2 it is the substep's sigma_x term), and +1 / -1 for trajectories on state 1 /
+    state 0."""
+    gap_old = E_old[:, 0] - E_old[:, 1]
+    delta0 = gap_old * 0.5
+    d_delta = (E_new[:, 0] - E_new[:, 1]).sub_(gap_old).mul_(0.5)
+    T0 = T_old[:, 0]
+    dT = T_new[:, 0] - T0
+    twist_rate = (delta0 * dT).sub_(T0 * d_delta).mul_(1.0 / (6.0 * dt))
+    sign = (active == 1).to(torch.float64).mul_(2.0).sub_(1.0)
+    return torch.stack([delta0, d_delta, T0, dT, twist_rate, sign])
 
 
 def velocity_couplings(velocities: torch.Tensor, nacs: torch.Tensor) -> torch.Tensor:
@@ -284,21 +296,23 @@ def propagate_coefficients(
     B, N = coefficients.shape
     if B == 0:
         return coefficients, torch.zeros((0, N), dtype=torch.float64, device=coefficients.device)
-    dT = T_new - T_old
-    # state-major layout (rows, B): real parts, imaginary parts, E - E_a (a global phase), dE (N rows each), T, dT
-    # (P each), and the active state's row of T and of dT (N each)
+    # state-major layout (rows, B): real parts, imaginary parts; then E - E_a (a global phase), dE (N rows each), T,
+    # dT (P each), and the active state's row of T and of dT (N each); two states: `two_state_inputs`
     coefficients = coefficients.resolve_conj()
-    parts = (coefficients.real, coefficients.imag, E_old - E_old.gather(1, active[:, None]), E_new - E_old, T_old, dT,
-             *(table.active_rows((T_old, dT), active) if N != 2 else ()))  # two states: exact substeps need no rows
-    X = torch.cat([part.T for part in parts[:2]], dim=0).view(2, N, B)  # two blocks: neither is a view of the other
-    inputs = torch.cat([part.T for part in parts[2:]], dim=0)
+    X = torch.cat([coefficients.real.T, coefficients.imag.T], dim=0).view(2, N, B)  # neither part a view of the other
+    if N == 2:
+        inputs = two_state_inputs(E_old, E_new, T_old, T_new, active, dt)
+    else:
+        dT = T_new - T_old
+        parts = (E_old - E_old.gather(1, active[:, None]), E_new - E_old, T_old, dT, *table.active_rows((T_old, dT), active))
+        inputs = torch.cat([part.T for part in parts], dim=0)
+    n_rows = 1 if N == 2 else N  # probabilities summed over the substeps: two states, the active state's loss only
     inverse_n = n_substeps.to(torch.float64).reciprocal()
     counts = torch.bincount(n_substeps).cpu().numpy()  # how many take k substeps: all the host needs, in one transfer
     taken = np.nonzero(counts)[0]
     n_min, n_max = int(taken[0]), int(taken[-1])
     substep = substep or table.substep
-    X, probabilities = _substeps(X, None, inputs, active, inverse_n, dt, table, range(n_min), [B] * n_min,
-                                 substep)
+    X, probabilities = _substeps(X, None, inputs, active, inverse_n, dt, n_rows, range(n_min), [B] * n_min, substep)
     if n_max > n_min:  # the others go on, longest first, so that those still integrating are a prefix
         at_least = np.cumsum(counts[::-1])[::-1]  # [k]: trajectories with k or more substeps
         still = at_least[n_min + 1:].tolist()  # trajectories with more than k substeps, k = n_min .. n_max - 1
@@ -308,13 +322,15 @@ def propagate_coefficients(
         else:  # the same rows in the same order, without asking the device how many there are
             rows = torch.argsort(n_substeps, descending=True, stable=True)[: still[0]]
         more_X, more_probabilities = _substeps(_columns(X, rows), _columns(probabilities, rows), _columns(inputs, rows),
-                                               active[rows], inverse_n[rows], dt, table, range(n_min, n_max), still,
+                                               active[rows], inverse_n[rows], dt, n_rows, range(n_min, n_max), still,
                                                substep)
         X, probabilities = _put_columns(X, rows, more_X), _put_columns(probabilities, rows, more_probabilities)
     out = torch.empty((B, N), dtype=torch.complex128, device=X.device)  # (B, N) from the state-major (2, N, B)
     parts = torch.view_as_real(out)
     parts[..., 0].copy_(X[0].T)
     parts[..., 1].copy_(X[1].T)
+    if N == 2:  # the loss goes into the other state
+        return out, torch.zeros((B, 2), dtype=torch.float64, device=X.device).scatter_(1, (1 - active)[:, None], probabilities.T)
     return out, probabilities.T
 
 
@@ -332,15 +348,15 @@ def _put_columns(values: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor
 
 def _substeps(
     X: torch.Tensor, probabilities: torch.Tensor | None, inputs: torch.Tensor, active: torch.Tensor,
-    inverse_n: torch.Tensor, dt: float, table: PairTable, substeps: range, still: list[int], substep: SubstepFunction,
+    inverse_n: torch.Tensor, dt: float, n_rows: int, substeps: range, still: list[int], substep: SubstepFunction,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Substeps `substeps` of m trajectories: X (2, N, m) real and imaginary parts of the coefficients, probabilities
-    (N, m) summed so far (None: none yet), inputs (rows, m) as laid out by `propagate_coefficients`, active (m,),
+    (n_rows, m) summed so far (None: none yet), inputs (rows, m) as laid out by `propagate_coefficients`, active (m,),
     1 / n_substeps (m,); the first still[i] trajectories take substep substeps[i], each through `substep` (the
     table's `substep_function`, eager or fused). Returns the coefficients and the summed probabilities."""
-    N, m = X.shape[1], X.shape[2]
+    m = X.shape[2]
     if probabilities is None:
-        probabilities = torch.zeros((N, m), dtype=X.dtype, device=X.device)
+        probabilities = torch.zeros((n_rows, m), dtype=X.dtype, device=X.device)
     done_X: list[torch.Tensor] = []  # results of trajectories that finished early, the last ones first
     done_probabilities: list[torch.Tensor] = []
     for k, count in zip(substeps, still):
