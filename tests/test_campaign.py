@@ -573,3 +573,17 @@ def test_hop_disagreement_is_the_spread_of_the_population_flux_out_of_the_active
     np.testing.assert_allclose(hop_disagreement(flipped, velocities, coefficients, active, dt), spread)
     swap = torch.stack([torch.zeros_like(nacs), nacs])[:, None]
     np.testing.assert_allclose(hop_disagreement(swap, velocities, coefficients, active, dt), spread)
+
+
+def test_a_moved_campaign_takes_its_relative_paths_from_the_folder_beside_it(tmp_path: Path) -> None:
+    """A campaign cloned or moved to another machine, where the folder of its original TOML file (source.json) does
+    not exist, resolves the file's relative paths (modes, initial geometries) from the folder that holds it."""
+    from exsnn.active.campaign import open_campaign
+
+    shipped = Path(__file__).parents[1] / "datasets/ch2nh2_sacasscf/campaign_sa4"
+    moved = tmp_path / "elsewhere" / "campaign_sa4"
+    moved.mkdir(parents=True)
+    shutil.copy2(shipped / "campaign.toml", moved / "campaign.toml")
+    (moved / "source.json").write_text(json.dumps({"config_dir": str(tmp_path / "gone"), "config_name": "campaign_sa4.toml"}))
+    _, config = open_campaign(moved)
+    assert config.resolve("modes_sa4.json") == tmp_path / "elsewhere" / "modes_sa4.json"

@@ -96,6 +96,29 @@ def test_main_job_names_the_states_of_a_four_state_model(tmp_path: Path) -> None
     assert header.split()[1:] == ["S0", "S1", "S2", "S3"]
 
 
+def test_main_job_runs_an_exported_committee_as_its_campaign_ran_it(tmp_path: Path) -> None:
+    """`exsnn campaign export` records how the campaign ran its dynamics (ORIGIN.json's "run_as", with its modes file
+    copied beside it), and `exsnn demo --model` on the export runs that way: the SA-4 campaign's members driver, its
+    10 fs end in S0 and its SA-4 modes; a broken ORIGIN.json is refused before any output."""
+    campaign = Path(__file__).parents[1] / "datasets/ch2nh2_sacasscf/campaign_sa4"
+    shipped = tmp_path / "shipped"
+    exported = exsnn("campaign", "export", campaign, "-o", shipped, "--iteration", "7")
+    assert exported.returncode == 0, exported.stderr
+    run_as = json.loads((shipped / "ORIGIN.json").read_text())["run_as"]
+    assert run_as["driver"] == "members" and run_as["ground_state_end_fs"] == 10.0 and run_as["initial_state"] == 2
+    assert (shipped / "modes.json").read_bytes() == (campaign.parent / "modes_sa4.json").read_bytes()
+    result = exsnn("demo", "--model", shipped, "--trajectories", "4", "--duration", "2", "--output", tmp_path / "demo",
+                   "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert "the members driver" in result.stdout and "end after 10 fs" in result.stdout
+    toml = (tmp_path / "demo" / "dynamics.toml").read_text()
+    assert "ground_state_end_fs = 10.0" in toml and f"model:{shipped},driver=members" in toml
+    (shipped / "ORIGIN.json").write_text("{not json")
+    broken = exsnn("demo", "--model", shipped, "--trajectories", "4", "--output", tmp_path / "broken")
+    assert broken.returncode == 2 and "ORIGIN.json" in broken.stderr and "Traceback" not in broken.stderr
+    assert not (tmp_path / "broken").exists()
+
+
 def test_demo_runs_and_says_where_it_wrote(tmp_path: Path) -> None:
     result = exsnn("demo", "tully", "--output", tmp_path / "demo")
     assert result.returncode == 0, result.stderr

@@ -98,7 +98,10 @@ def open_campaign(root: str | Path) -> tuple[CampaignDirectory, CampaignConfig]:
     if not directory.config.exists() or not (directory.root / "source.json").exists():
         raise DataError(directory.root, "campaign.toml", "not a campaign directory (start one with `exsnn campaign run`)")
     source = json.loads((directory.root / "source.json").read_text())
-    return directory, parse_config(directory.config.read_text(), Path(source["config_dir"]) / source["config_name"])
+    config_dir = Path(source["config_dir"])
+    if not config_dir.is_dir():  # the campaign was moved or cloned elsewhere: its file's folder was beside it
+        config_dir = directory.root.parent
+    return directory, parse_config(directory.config.read_text(), config_dir / source["config_name"])
 
 
 def _load_record(path: Path) -> dict[str, np.ndarray] | None:

@@ -2,8 +2,11 @@
 
 The export is a committee folder (loadable as `model:FOLDER`) with only what running it needs, each member's
 `model.pt` and `test_errors.txt`, plus `committee.json` and `ORIGIN.json` (the campaign, the iteration, the labels the
-committee was trained on and its test errors on the campaign's held-out frames). By default the newest committee
-the campaign has finished training is exported, so a campaign still in progress can ship an interim model.
+committee was trained on and its test errors on the campaign's held-out frames). ORIGIN.json's "run_as" says how the
+campaign ran the committee's dynamics: the initial state, the driver, the time step, the end in S0 and the oracle,
+and the harmonic modes file of its Wigner sampling (copied beside it as `modes.json`), so `exsnn demo --model FOLDER`
+runs it the same way (`run_as`). By default the newest committee the campaign has finished training is exported, so a
+campaign still in progress can ship an interim model.
 
 The folder is written under a temporary name and renamed when complete; an existing folder is replaced only when it
 is itself an export (it holds ORIGIN.json) or empty, so a mistyped `-o` never deletes unrelated files.
@@ -17,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from exsnn.active.campaign import open_campaign
+from exsnn.active.config import CampaignConfig
 from exsnn.active.train import committee_folder
 from exsnn.data.splits import load_split
-from exsnn.errors import ConfigurationError
+from exsnn.errors import ConfigurationError, DataError
 from exsnn.model.training import MODEL_FILE
 
 ORIGIN_FILE = "ORIGIN.json"
+MODES_FILE = "modes.json"
 MEMBER_FILES = (MODEL_FILE, "test_errors.txt")
 
 
@@ -51,6 +56,34 @@ def _origin(root: Path, iteration: int, committee: Path, history: list[dict[str,
     return {**origin, "note": note}
 
 
+def _run_as(config: CampaignConfig, modes: Path | None) -> dict[str, Any]:
+    """How the campaign's dynamics ran its committees (ORIGIN.json's "run_as")."""
+    d = config.dynamics
+    run_as: dict[str, Any] = {"initial_state": d.initial_state, "driver": d.driver, "dt_fs": d.dt_fs,
+                              "ground_state_end_fs": d.ground_state_end_fs, "oracle": config.oracle.spec}
+    if modes is not None:
+        run_as["modes"] = MODES_FILE
+    return run_as
+
+
+def run_as(folder: str | Path) -> dict[str, Any]:
+    """ORIGIN.json's "run_as" of an exported committee folder ({} for any other model), with "modes" as a full path;
+    DataError if ORIGIN.json is there but cannot be read."""
+    folder = Path(folder)
+    origin = folder / ORIGIN_FILE
+    if not folder.is_dir() or not origin.exists():
+        return {}
+    try:
+        settings = json.loads(origin.read_text()).get("run_as", {})
+    except (OSError, ValueError, AttributeError) as error:
+        raise DataError(origin, "", f"cannot read the export's origin: {error}") from None
+    if not isinstance(settings, dict):
+        raise DataError(origin, "run_as", "must be a table of settings")
+    if settings.get("modes"):
+        settings["modes"] = str(folder / settings["modes"])
+    return settings
+
+
 def export_committee(root: str | Path, output: str | Path, iteration: int | None = None) -> dict[str, Any]:
     """Copy a trained committee of the campaign at `root` into `output`; return what ORIGIN.json says.
     iteration: which one (default: the newest fully trained)."""
@@ -70,6 +103,10 @@ def export_committee(root: str | Path, output: str | Path, iteration: int | None
                                  source=str(output))
     committee = committee_folder(directory.iteration(iteration))
     origin = _origin(root, iteration, committee, directory.read_state().history)
+    modes = config.resolve(config.initial.modes) if config.initial.modes is not None else None
+    if modes is not None and not modes.is_file():
+        raise DataError(modes, "", "the campaign's modes file ([initial] modes) is missing: the export would not run as the campaign ran")
+    origin["run_as"] = _run_as(config, modes)
     staging = output.with_name(f".{output.name}.export.tmp")
     if staging.exists():
         shutil.rmtree(staging)
@@ -80,6 +117,8 @@ def export_committee(root: str | Path, output: str | Path, iteration: int | None
             if (committee / f"member_{k}" / name).exists():
                 shutil.copy2(committee / f"member_{k}" / name, staging / f"member_{k}" / name)
     shutil.copy2(committee / "committee.json", staging / "committee.json")
+    if modes is not None:
+        shutil.copy2(modes, staging / MODES_FILE)
     (staging / ORIGIN_FILE).write_text(json.dumps(origin, indent=2) + "\n")
     if output.exists():
         shutil.rmtree(output)

@@ -59,19 +59,28 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_ch2nh2(args: argparse.Namespace) -> int:
     import time
 
+    from exsnn.active.export import run_as
     from exsnn.workflows.photodynamics import PhotodynamicsJob, format_lifetimes, format_populations, run_photodynamics
 
     out = Path(args.output or "exsnn-output/demo")
-    model = Path(args.model) if args.model else CH2NH2 / "committee"
-    job = PhotodynamicsJob(potential=f"model:{model}", modes=str(CH2NH2 / "modes.json"),
-                           n_trajectories=args.trajectories, duration_fs=args.duration, seed=args.seed, initial_state=2,
-                           ground_state_end_fs=args.ground_state_end,
+    spec = args.model or str(CH2NH2 / "committee")
+    folder = Path(spec.split(",")[0])  # a spec may carry options: FOLDER,driver=members
+    settings = run_as(folder)  # how the campaign ran this committee, for an export (exsnn campaign export)
+    options = "" if "," in spec or not settings.get("driver") or settings["driver"] == "mean" else f",driver={settings['driver']}"
+    ground_state_end = args.ground_state_end if args.ground_state_end is not None else settings.get("ground_state_end_fs")
+    job = PhotodynamicsJob(potential=f"model:{spec}{options}", modes=settings.get("modes") or str(CH2NH2 / "modes.json"),
+                           n_trajectories=args.trajectories, duration_fs=args.duration, seed=args.seed,
+                           initial_state=int(settings.get("initial_state", 2)),
+                           dt_fs=float(settings.get("dt_fs", 0.5)),
+                           ground_state_end_fs=ground_state_end,
                            molecule="CH2NH2+",
-                           model_name="committee of 4 PaiNN models, SA-3-CASSCF(6,4)/6-31G* labels" if not args.model
-                           else f"{model}")
+                           model_name=describe_committee(folder, settings) if not args.model else spec)
+    where = f"the model in {spec}" if args.model else f"the shipped {job.model_name} (datasets/ch2nh2_sacasscf)"
+    end = "never" if ground_state_end is None else f"after {ground_state_end:g} fs"
+    how = (f"; run as its campaign ran it (ORIGIN.json): from S{job.initial_state}, the {settings.get('driver', 'mean')} "
+           f"driver, trajectories in S0 end {end}" if settings else "")
+    print(f"CH2NH2+ photodynamics on {where}{how}")
     start = time.perf_counter()
-    print("CH2NH2+ photodynamics on " + (f"the model in {model}" if args.model else
-                                         "the shipped SA-3-CASSCF(6,4)/6-31G* committee (datasets/ch2nh2_sacasscf)"))
     result = run_photodynamics(job, out)
     print("\npopulations (active state; bands in the plot and table):")
     print("\n".join(format_populations(result, result["state_labels"])))
@@ -81,6 +90,19 @@ def run_ch2nh2(args: argparse.Namespace) -> int:
     for label, path in result["files"].items():
         print(f"  {label:28s} {path}")
     return 0
+
+
+def describe_committee(folder: Path, settings: dict) -> str:
+    """How plot titles name the shipped committee: its members and the oracle of its campaign."""
+    import json
+
+    members = len(json.loads((folder / "committee.json").read_text()).get("members", [])) if (folder / "committee.json").exists() else 0
+    oracle = str(settings.get("oracle", "SA-3-CASSCF(6,4)/6-31G*"))
+    if oracle.startswith("pyscf:"):  # pyscf:casscf(6,4)/6-31g*,states=4,...: SA-4-CASSCF(6,4)/6-31G*
+        method, _, rest = oracle[len("pyscf:"):].partition(",")
+        states = next((part.split("=")[1] for part in rest.split(",") if part.startswith("states=")), "")
+        oracle = (f"SA-{states}-" if states else "") + method.upper()
+    return f"committee of {members} PaiNN models, {oracle} labels"
 
 
 def run_dynamics_part(out: Path) -> dict[str, str]:
