@@ -505,7 +505,8 @@ def test_pyscf_oracle_samples_from_a_modes_file(tmp_path: Path) -> None:
 
 def test_members_of_another_architecture_do_not_warm_start(tmp_path: Path) -> None:
     """After campaign.toml changes the architecture (e.g. to the diabatic head), the previous members cannot start
-    the new ones; the same architecture can. Model files without the newer keys read as their defaults."""
+    the new ones; the same architecture can, also from an iteration before one with another architecture. Model
+    files without the newer keys read as their defaults."""
     import torch
 
     from exsnn.active.train import same_architecture, warm_start_from
@@ -518,11 +519,19 @@ def test_members_of_another_architecture_do_not_warm_start(tmp_path: Path) -> No
     member = tmp_path / "iteration_000" / "committee" / "member_1"
     member.mkdir(parents=True)
     (member / "model.pt").write_bytes((tmp_path / "model.pt").read_bytes())
-    assert warm_start_from(tmp_path / "iteration_000", 1, architecture, warm_start=True) == member / "model.pt"
-    assert warm_start_from(tmp_path / "iteration_000", 1, architecture, warm_start=False) is None  # [committee] warm_start
+    first = [tmp_path / "iteration_000"]
+    assert warm_start_from(first, 1, architecture, warm_start=True) == member / "model.pt"
+    assert warm_start_from(first, 1, architecture, warm_start=False) is None  # [committee] warm_start
     assert warm_start_from(None, 1, architecture, warm_start=True) is None
-    assert warm_start_from(tmp_path / "iteration_000", 1, ArchitectureConfig(n_atom_basis=8, n_interactions=1, cutoff=8.0),
-                           warm_start=True) is None
+    assert warm_start_from(first, 1, ArchitectureConfig(n_atom_basis=8, n_interactions=1, cutoff=8.0), warm_start=True) is None
+    # an iteration with another architecture in between: the newest earlier member of this one starts it
+    other = ArchitectureConfig(n_atom_basis=8, n_interactions=1, cutoff=8.0)
+    between = tmp_path / "iteration_001" / "committee" / "member_1"
+    between.mkdir(parents=True)
+    save_network(MultiStateNetwork(NetworkConfig(**other.as_dict(), n_states=3)), between / "model.pt")
+    earlier = [tmp_path / "iteration_001", tmp_path / "iteration_000"]
+    assert warm_start_from(earlier, 1, architecture, warm_start=True) == member / "model.pt"
+    assert warm_start_from(earlier, 1, other, warm_start=True) == between / "model.pt"
     assert not same_architecture(tmp_path / "model.pt", ArchitectureConfig(n_atom_basis=16, n_interactions=1, cutoff=8.0,
                                                                            head="diabatic"))
     assert not same_architecture(tmp_path / "model.pt", ArchitectureConfig(n_atom_basis=32, n_interactions=1, cutoff=8.0))

@@ -143,11 +143,11 @@ class Campaign:
 
     def _train(self, state: CampaignState) -> None:
         i = state.iteration
-        previous = self.directory.iteration(i - 1) if i > 0 else None
+        earlier = [self.directory.iteration(k) for k in range(i - 1, -1, -1)]  # newest first
         self.say(f"iteration {i}: training {self.config.committee.members} committee members on "
-                 f"{self._count()} labels" + (" (warm start where the previous members have the same architecture)"
-                                              if previous and self.config.committee.warm_start else ""))
-        train_committee(self.directory.data, self.directory.iteration(i), previous, self.config, i)
+                 f"{self._count()} labels" + (" (warm start from the newest earlier members of the same architecture)"
+                                              if earlier and self.config.committee.warm_start else ""))
+        train_committee(self.directory.data, self.directory.iteration(i), earlier, self.config, i)
         state.phase = "simulate"
 
     def _committee(self, i: int) -> ModelPotential:

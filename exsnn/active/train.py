@@ -5,13 +5,15 @@ from dynamics, so test errors measure where the dynamics goes).
 A member counts as trained when its model.pt exists. A member whose training was interrupted is trained again from
 the start (not from its last checkpoint), so a resumed campaign gives the same weights as an uninterrupted one. When
 the architecture in campaign.toml was changed between iterations (e.g. `head = "diabatic"`), the previous members
-cannot start the new ones: those are trained from scratch, with the first iteration's epochs.
+cannot start the new ones: they start from the newest earlier iteration whose members have the new architecture, or
+from scratch (with the first iteration's epochs) when there is none.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,17 +60,25 @@ def same_architecture(model_file: Path, architecture: ArchitectureConfig) -> boo
     return all(stored.get(key) == value for key, value in architecture.as_dict().items())
 
 
-def warm_start_from(previous_dir: Path | None, member: int, architecture: ArchitectureConfig, warm_start: bool) -> Path | None:
-    """The previous iteration's model file that starts member `member`, or None (from scratch): none in the first
-    iteration, with `[committee] warm_start = false`, or when campaign.toml changed the architecture."""
-    if previous_dir is None or not warm_start:
+def warm_start_from(earlier: Sequence[Path] | None, member: int, architecture: ArchitectureConfig,
+                    warm_start: bool) -> Path | None:
+    """The model file that starts member `member`: that member of the newest earlier iteration (`earlier`, newest
+    first) whose members have the architecture asked for, so a campaign that changed its architecture for a while and
+    changed it back continues its earlier members; None (from scratch) in the first iteration, with `[committee]
+    warm_start = false`, or when no earlier member has this architecture."""
+    if not earlier or not warm_start:
         return None
-    previous = committee_folder(previous_dir) / f"member_{member}" / MODEL_FILE
-    return previous if same_architecture(previous, architecture) else None
+    for folder in earlier:
+        candidate = committee_folder(folder) / f"member_{member}" / MODEL_FILE
+        if candidate.exists() and same_architecture(candidate, architecture):
+            return candidate
+    return None
 
 
-def train_committee(data: Path, iteration_dir: Path, previous_dir: Path | None, config: CampaignConfig, iteration: int) -> Path:
-    """Train the members that are not trained yet; return the committee folder (loadable as `model:FOLDER`)."""
+def train_committee(data: Path, iteration_dir: Path, earlier: Sequence[Path] | None, config: CampaignConfig,
+                    iteration: int) -> Path:
+    """Train the members that are not trained yet, warm-started from the earlier iterations' folders `earlier` (newest
+    first; None: from scratch); return the committee folder (loadable as `model:FOLDER`)."""
     folder = committee_folder(iteration_dir)
     c = config.committee
     split = campaign_split(data, seed=config.run.seed * 7919 + iteration)
@@ -81,7 +91,7 @@ def train_committee(data: Path, iteration_dir: Path, previous_dir: Path | None, 
         member.mkdir(parents=True)
         save_split(split, member / "split.npz")
         architecture = committee_architecture(c)
-        previous = warm_start_from(previous_dir, k, architecture, c.warm_start)
+        previous = warm_start_from(earlier, k, architecture, c.warm_start)
         training = TrainingConfig(
             data=str(data), output=str(member), recipe=c.recipe, bootstrap=c.bootstrap,
             network=architecture,
