@@ -318,9 +318,10 @@ def spread(values: np.ndarray) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def aggregate(records: list[dict[str, Any]], committees: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def aggregate(records: list[dict[str, Any]], committees: dict[str, dict[str, Any]], order: list[str] | None = None) -> dict[str, Any]:
     """Mean and standard deviation over folds per dataset, recipe, property and column; a fold's MAE is the mean over
-    the members it trained (wall time and steps: its first member's)."""
+    the members it trained (wall time and steps: its first member's). Recipes come in `order` (the --recipes order,
+    whose first is the one `paired` compares with the others), then any others kept from an earlier run."""
     out: dict[str, Any] = {}
     members: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for record in records:
@@ -335,7 +336,9 @@ def aggregate(records: list[dict[str, Any]], committees: dict[str, dict[str, Any
                for p in PROPERTIES if p in first["test_errors"]}
         entry["folds"].append({"fold": fold, "wall_s": first["wall_s"], "steps": first["steps"], "epochs": first["epochs"],
                                "batch_size": first["plan"]["batch_size"], "members": len(group), "mae": mae})
-    for recipes in out.values():
+    rank = {name: k for k, name in enumerate(order or [])}
+    for dataset, recipes in list(out.items()):
+        out[dataset] = recipes = dict(sorted(recipes.items(), key=lambda item: rank.get(item[0], len(rank))))
         for entry in recipes.values():
             entry["folds"].sort(key=lambda f: f["fold"])
             for prop in PROPERTIES:
@@ -603,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "folds.jsonl").write_text("")
 
     def write_summary(final: bool) -> dict[str, Any]:
-        summary = aggregate(records, committees)
+        summary = aggregate(records, committees, recipes)
         info["elapsed_s"] = time.perf_counter() - started
         info["finished"] = sum(r["ok"] for r in records)
         info["failed"] = sum(not r["ok"] for r in records)

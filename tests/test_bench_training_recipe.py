@@ -40,6 +40,11 @@ def test_paired_comparison_uses_ratios_over_the_same_folds(bench) -> None:
     records = [_record("a", k, s * f) for k, (s, f) in enumerate(zip(scale, [0.5, 1.5, 0.7, 1.2]))] + records[4:8]
     row = bench.paired(bench.aggregate(records, {}))["d"]["a vs b"]["forces S0"]
     assert row["wins"] == 2 and not row["ahead_paired"]
+    # the --recipes order decides which recipe the others are compared with, not the order the trainings finished in
+    # (a resumed run adds a new first recipe after the kept ones)
+    later = [_record("c", k, 0.5 * s) for k, s in enumerate(scale)]
+    compared = bench.paired(bench.aggregate(records + later, {}, ["c", "a", "b"]))["d"]
+    assert list(compared) == ["c vs a", "c vs b"] and compared["c vs b"]["forces S0"]["wins"] == 4
 
 
 def test_resume_keeps_finished_trainings_adds_members_and_refuses_other_settings(
