@@ -63,6 +63,14 @@ spread on eight of nine (energies 7.5 / 10.7 / 15.3 against 17.6 / 26.9 / 29.4 m
 meV/Angstrom (ratio 0.97, 3 of 5 folds won). SPaiNN's committee disagreement ranks its errors worse: Spearman 0.25 /
 0.67 / 0.63 (CH2NH2+) and 0.21 / 0.62 / 0.71 (SO2), energies / forces / NACs, against exsnn-v3's 0.50 / 0.81 / 0.82
 and 0.63 / 0.77 / 0.92.
+
+Forces weighted 8 instead of 4 (`exsnn-v2+learning_rate=0.001+max_steps=2000+weights.forces=8`, three seeds, the
+same folds, resumed into a copy of that run): on SO2 ahead of SPaiNN's recipe on all nine properties, paired and
+unpaired (ratios 0.28-0.71; forces 63 / 98 / 107 against 86 / 165 / 177 meV/Angstrom, energies 7.9 / 8.0 / 11.5
+meV), and ahead of exsnn-v3 on S0/S1 forces; on CH2NH2+ (four folds, stopped there) the energies lose what the
+forces gain: S0 energies 150 +- 25 meV against 77 for exsnn-v3 and 167 for SPaiNN (ratio 0.96, 2 of 4 folds won),
+forces 288 / 312 / 409 against 309 / 300 / 435. Not adopted: the weight that wins SO2's S0 forces costs CH2NH2+'s
+energies.
 """
 
 from __future__ import annotations
