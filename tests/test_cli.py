@@ -113,10 +113,13 @@ def test_main_job_runs_an_exported_committee_as_its_campaign_ran_it(tmp_path: Pa
     assert "the members driver" in result.stdout and "end after 10 fs" in result.stdout
     toml = (tmp_path / "demo" / "dynamics.toml").read_text()
     assert "ground_state_end_fs = 10.0" in toml and f"model:{shipped},driver=members" in toml
-    (shipped / "ORIGIN.json").write_text("{not json")
-    broken = exsnn("demo", "--model", shipped, "--trajectories", "4", "--output", tmp_path / "broken")
-    assert broken.returncode == 2 and "ORIGIN.json" in broken.stderr and "Traceback" not in broken.stderr
-    assert not (tmp_path / "broken").exists()
+    origin = json.loads((shipped / "ORIGIN.json").read_text())
+    for text, field in (("{not json", "ORIGIN.json"), (json.dumps({**origin, "run_as": {**run_as, "initial_state": "S2"}}),
+                                                        "run_as.initial_state")):
+        (shipped / "ORIGIN.json").write_text(text)
+        broken = exsnn("demo", "--model", shipped, "--trajectories", "4", "--output", tmp_path / "broken")
+        assert broken.returncode == 2 and field in broken.stderr and "Traceback" not in broken.stderr, broken.stderr
+        assert not (tmp_path / "broken").exists()
 
 
 def test_demo_runs_and_says_where_it_wrote(tmp_path: Path) -> None:

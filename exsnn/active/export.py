@@ -24,6 +24,7 @@ from exsnn.active.config import CampaignConfig
 from exsnn.active.train import committee_folder
 from exsnn.data.splits import load_split
 from exsnn.errors import ConfigurationError, DataError
+from exsnn.model.potential import DRIVERS
 from exsnn.model.training import MODEL_FILE
 
 ORIGIN_FILE = "ORIGIN.json"
@@ -79,9 +80,29 @@ def run_as(folder: str | Path) -> dict[str, Any]:
         raise DataError(origin, "", f"cannot read the export's origin: {error}") from None
     if not isinstance(settings, dict):
         raise DataError(origin, "run_as", "must be a table of settings")
+    _check_run_as(settings, origin)
     if settings.get("modes"):
         settings["modes"] = str(folder / settings["modes"])
     return settings
+
+
+def _check_run_as(settings: dict[str, Any], origin: Path) -> None:
+    """DataError naming the field of `run_as` whose value cannot be run."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+    state = settings.get("initial_state", 2)
+    checks = {
+        "initial_state": (isinstance(state, int) and not isinstance(state, bool) and state >= 1, "an excited state index (1 = S1)"),
+        "driver": (settings.get("driver", "mean") in DRIVERS, f"one of {DRIVERS}"),
+        "dt_fs": (number(settings.get("dt_fs", 0.5)), "a positive time step in fs"),
+        "ground_state_end_fs": (settings.get("ground_state_end_fs") is None or number(settings["ground_state_end_fs"]),
+                                "a positive time in fs or null"),
+        "modes": (settings.get("modes") is None or isinstance(settings["modes"], str), "a file name beside ORIGIN.json"),
+    }
+    for field, (ok, wanted) in checks.items():
+        if not ok:
+            raise DataError(origin, f"run_as.{field}", f"must be {wanted}, got {settings.get(field)!r}")
 
 
 def export_committee(root: str | Path, output: str | Path, iteration: int | None = None) -> dict[str, Any]:

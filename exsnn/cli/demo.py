@@ -70,8 +70,7 @@ def run_ch2nh2(args: argparse.Namespace) -> int:
     ground_state_end = args.ground_state_end if args.ground_state_end is not None else settings.get("ground_state_end_fs")
     job = PhotodynamicsJob(potential=f"model:{spec}{options}", modes=settings.get("modes") or str(CH2NH2 / "modes.json"),
                            n_trajectories=args.trajectories, duration_fs=args.duration, seed=args.seed,
-                           initial_state=int(settings.get("initial_state", 2)),
-                           dt_fs=float(settings.get("dt_fs", 0.5)),
+                           initial_state=settings.get("initial_state", 2), dt_fs=settings.get("dt_fs", 0.5),
                            ground_state_end_fs=ground_state_end,
                            molecule="CH2NH2+",
                            model_name=describe_committee(folder, settings) if not args.model else spec)
