@@ -102,9 +102,12 @@ def test_legacy_and_default_recipes(lvc12: Path, tmp_path: Path) -> None:
     factor = warmup_cosine(100, 10, 0.01)
     assert factor(0) == pytest.approx(1 / 11) and factor(10) == pytest.approx(1.0) and factor(100) == pytest.approx(0.01)
     assert TrainingConfig(data="-", output="-", recipe="exsnn-v2").plan(1000).batch_size == 32
-    # the default since issue #18's cross-validation: exsnn-v2 with the peak learning rate doubled, nothing else
-    v2, v3 = RECIPES["exsnn-v2"], RECIPES["exsnn-v3"]
-    assert DEFAULT_RECIPE == "exsnn-v3" and replace(v2, description=v3.description, learning_rate=1e-3) == v3
+    # issue #18's cross-validation: exsnn-v3 is exsnn-v2 with the peak learning rate doubled, the default exsnn-v4 is
+    # exsnn-v3 with the forces weighted 6, nothing else
+    v2, v3, v4 = RECIPES["exsnn-v2"], RECIPES["exsnn-v3"], RECIPES["exsnn-v4"]
+    assert replace(v2, description=v3.description, learning_rate=1e-3) == v3
+    assert DEFAULT_RECIPE == "exsnn-v4" and replace(v3, description=v4.description, weights={**v3.weights, "forces": 6.0}) == v4
+    assert v4.weights["forces"] == 6.0 and v3.weights["forces"] == 4.0
 
 
 def test_explicit_values_win_and_one_budget_replaces_the_other() -> None:

@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="TOML file with any TrainingConfig field; flags override it")
     p.add_argument("--committee", type=int, default=1, help="train K models with seeds seed..seed+K-1 (default 1)")
     p.add_argument("--bootstrap", action="store_true", default=None, help="committee members train on bootstrap samples")
-    p.add_argument("--recipe", help="named training defaults: exsnn-v3 (default), exsnn-v2, exsnn-v1 (before issue "
+    p.add_argument("--recipe", help="named training defaults: exsnn-v4 (default), exsnn-v3, exsnn-v2, exsnn-v1 (before issue "
                                     "#18), spainn (SPaiNN's tutorial recipe); the options below override single values of it")
     p.add_argument("--epochs", dest="max_epochs", type=int, help="epoch budget (alone, it replaces the recipe's step budget)")
     p.add_argument("--steps", dest="max_steps", type=int_or_auto,
