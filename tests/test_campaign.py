@@ -113,6 +113,12 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
                         tmp_path / "c.toml").dynamics.ground_state_end_fs == 10.0
     with pytest.raises(ConfigurationError, match=r"\[dynamics\] ground_state_end_fs"):
         parse_config(good.replace("initial_state = 2", "initial_state = 2\nground_state_end_fs = -1.0"), tmp_path / "c.toml")
+    with pytest.raises(ConfigurationError, match=r"\[thresholds\] upper_cap_energies_ev"):  # a cap below the floor
+        parse_config(good.replace("[stopping]", "[thresholds]\nupper_cap_energies_ev = 0.05\n\n[stopping]"), tmp_path / "c.toml")
+    diabatic_dipoles = "members = 2\nhead = 'diabatic'\ndipoles = true\ndiabatic_dipoles = true"
+    assert parse_config(good.replace("members = 2", diabatic_dipoles), tmp_path / "c.toml").committee.diabatic_dipoles
+    with pytest.raises(ConfigurationError, match=r"\[committee\] diabatic_dipoles"):  # they need the diabatic head
+        parse_config(good.replace("members = 2", "members = 2\ndipoles = true\ndiabatic_dipoles = true"), tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[dynamics\] speed"):
         parse_config(good.replace("initial_state = 2", "initial_state = 2\nspeed = 3"), tmp_path / "c.toml")
     bad = tmp_path / "bad.toml"
@@ -167,6 +173,26 @@ def test_gap_share_spends_part_of_the_budget_in_the_hopping_region() -> None:
     near = [b for b, t in zip(seeded["trajectory"].tolist(), seeded["step"].tolist()) if t in (3, 4)]
     assert len(near) == 2 and set(near) <= {4, 5}
     assert sorted(select(record, np.array([16, 8, 8]), thresholds, config, 4, labelled)["step"].tolist()) == [8, 8, 8, 8]
+
+
+def test_calibrated_thresholds_are_capped_and_say_so() -> None:
+    """A committee unsure everywhere calibrates loose thresholds (the SA-4 CH2NH2+ campaign's iteration 12: lower /
+    upper 1.16 / 4.64 eV on the energies, 24 eV/Angstrom on the forces); the caps (PyRAI2MD's record / stop values by
+    default) bound both and the source says which bound. Thresholds below the caps, and fixed ones, are untouched."""
+    from exsnn.active.config import ThresholdConfig
+    from exsnn.active.measure import bounded_thresholds
+    from exsnn.units import HARTREE_IN_EV
+
+    loose = {"energies": 0.0426, "forces": 0.1154, "couplings": 0.01}  # atomic units
+    t = bounded_thresholds(loose, ThresholdConfig(), "calibrated")
+    assert t.upper["energies"] * HARTREE_IN_EV == pytest.approx(1.361) and t.lower["energies"] * HARTREE_IN_EV == pytest.approx(0.544)
+    assert t.upper["forces"] == pytest.approx(0.15, rel=1e-3) and t.lower["forces"] == pytest.approx(0.06, rel=1e-3)
+    assert t.lower["couplings"] == 0.01 and t.upper["couplings"] == pytest.approx(0.04)  # below its caps: 4 x lower
+    assert "energies lower" in t.source and "forces upper" in t.source and "couplings" not in t.source
+    tight = {"energies": 1e-4, "forces": 1e-4, "couplings": 1e-4}
+    assert bounded_thresholds(tight, ThresholdConfig(), "calibrated").lower == tight
+    fixed = bounded_thresholds(loose, ThresholdConfig(mode="fixed"), "fixed")
+    assert fixed.lower == loose and fixed.upper["energies"] == pytest.approx(4 * 0.0426)
 
 
 def test_convergence_needs_narrow_population_bands() -> None:

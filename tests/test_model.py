@@ -16,6 +16,7 @@ from scipy.spatial.transform import Rotation
 
 from exsnn.data import DatasetMetadata, append_frames
 from exsnn.data.frame import Frame
+from exsnn.data.properties import dipole_pairs
 from exsnn.data.torch_data import ExcitedStateTorchDataset
 from exsnn.dynamics.initial_conditions import wigner_harmonic
 from exsnn.errors import DataError
@@ -27,7 +28,8 @@ from exsnn.potentials.lvc import LVCPotential
 torch.manual_seed(0)
 
 
-def small_network(dipoles: bool = True, representation: str = "painn", head: str = "adiabatic") -> MultiStateNetwork:
+def small_network(dipoles: bool = True, representation: str = "painn", head: str = "adiabatic",
+                  diabatic_dipoles: bool = False) -> MultiStateNetwork:
     """head: adiabatic, diabatic, diabatic-indexed (the diabatic head with indexed couplings) or diabatic-symmetric
     (indexed, with the exchange of the hydrogens on C and of those on N declared and the 1-2 coupling odd under it)."""
     torch.manual_seed(1)
@@ -46,6 +48,7 @@ def small_network(dipoles: bool = True, representation: str = "painn", head: str
         cutoff=8.0,
         dipoles=dipoles,
         representation=representation,
+        diabatic_dipoles=diabatic_dipoles,
         energy_mean_per_atom=[-1.0, -0.9, -0.8],
         energy_std_per_atom=0.1,
         coupling_scale=0.05,
@@ -74,9 +77,11 @@ GEOMETRY = torch.tensor(
 )
 
 
-@pytest.mark.parametrize(("representation", "head"), [("painn", "adiabatic"), ("so3net", "adiabatic"), ("painn", "diabatic")])
+@pytest.mark.parametrize(("representation", "head"), [("painn", "adiabatic"), ("so3net", "adiabatic"), ("painn", "diabatic"),
+                                                      ("painn", "diabatic-dipoles")])
 def test_energies_invariant_and_vectors_equivariant(representation: str, head: str) -> None:
-    net = small_network(representation=representation, head=head)
+    net = small_network(representation=representation, head=head.removesuffix("-dipoles"),
+                        diabatic_dipoles=head.endswith("-dipoles"))
     base = net(molecule_batch(GEOMETRY), forces="all")
     rotation = torch.tensor(Rotation.random(random_state=3).as_matrix())
     moved = net(
@@ -197,6 +202,54 @@ def test_declared_exchange_makes_couplings_exactly_odd_or_even() -> None:
     rotation = torch.tensor(Rotation.random(random_state=7).as_matrix())
     symmetric = net(molecule_batch(planar @ rotation.T + 0.7), forces=None)["hamiltonian"][0]
     assert symmetric[1, 2].abs() < 1e-12 and symmetric[0, 1].abs() > 1e-4
+
+
+def test_diabatic_dipoles_are_the_quasi_diabatic_ones_in_the_adiabatic_states() -> None:
+    """With diabatic dipoles the adiabatic dipole matrix is U^T mu^d U with the Hamiltonian's eigenvectors: per
+    Cartesian component its trace and Frobenius norm are those of the diabatic matrix, and each element is the
+    eigenvector sandwich."""
+    net = small_network(head="diabatic", diabatic_dipoles=True)
+    out = net(molecule_batch(GEOMETRY), forces=None)
+    pairs = dipole_pairs(3)
+
+    def full(upper: torch.Tensor) -> torch.Tensor:  # (Pd, 3) -> (3, 3, 3) symmetric in the states
+        matrix = torch.zeros((3, 3, 3), dtype=upper.dtype)
+        for k, (i, j) in enumerate(pairs):
+            matrix[i, j] = matrix[j, i] = upper[k]
+        return matrix
+
+    diabatic, adiabatic, U = full(out["diabatic_dipoles"][0]), full(out["dipoles"][0]), out["state_vectors"][0]
+    assert (diabatic - adiabatic).abs().max() > 1e-3  # the rotation is not the identity here
+    for c in range(3):
+        torch.testing.assert_close(adiabatic[:, :, c].trace(), diabatic[:, :, c].trace(), atol=1e-12, rtol=0)
+        torch.testing.assert_close(adiabatic[:, :, c].norm(), diabatic[:, :, c].norm(), atol=1e-12, rtol=0)
+        torch.testing.assert_close(adiabatic[:, :, c], U.T @ diabatic[:, :, c] @ U, atol=1e-12, rtol=0)
+    from exsnn.errors import ConfigurationError
+
+    for values in (dict(head="adiabatic", dipoles=True), dict(head="diabatic", dipoles=False)):
+        with pytest.raises(ConfigurationError) as caught:
+            NetworkConfig(n_states=3, diabatic_dipoles=True, **values)
+        assert caught.value.where == "diabatic_dipoles"
+
+
+def test_diabatic_transition_dipole_of_an_odd_pair_is_odd_under_the_exchange() -> None:
+    """With the hydrogen exchange declared and the 1-2 pair odd under it, the 1-2 diabatic transition dipole changes
+    sign when the exchange is applied and the other diabatic dipoles stay; at a planar geometry the exchange maps onto
+    itself (the mirror y -> -y) the odd transition dipole is perpendicular to the mirror (along y) and the even ones lie
+    in it, as selection rules require of states of different and equal symmetry, although the network is untrained."""
+    net = small_network(head="diabatic-symmetric", diabatic_dipoles=True)
+    swapped = GEOMETRY[torch.tensor([0, 1, 3, 2, 5, 4])]
+    base = net(molecule_batch(GEOMETRY), forces=None)["diabatic_dipoles"][0]  # (Pd, 3): 00 01 02 11 12 22
+    moved = net(molecule_batch(swapped), forces=None)["diabatic_dipoles"][0]
+    parity = torch.tensor([1.0, 1.0, 1.0, 1.0, -1.0, 1.0], dtype=torch.float64)[:, None]
+    torch.testing.assert_close(moved, parity * base, atol=1e-12, rtol=0)
+    assert base[4].norm() > 1e-4
+    planar = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 2.5], [0.0, 1.8, -1.0], [0.0, -1.8, -1.0], [0.0, 1.7, 3.4],
+                           [0.0, -1.7, 3.4]], dtype=torch.float64)
+    rotation = torch.tensor(Rotation.random(random_state=8).as_matrix())
+    dipoles = net(molecule_batch(planar @ rotation.T + 0.4), forces=None)["diabatic_dipoles"][0] @ rotation  # back
+    assert dipoles[4, [0, 2]].abs().max() < 1e-12 and dipoles[4, 1].abs() > 1e-4
+    assert dipoles[[0, 1, 2, 3, 5], 1].abs().max() < 1e-12
 
 
 def test_declared_exchange_is_checked_against_the_molecule_and_states() -> None:

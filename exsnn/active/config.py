@@ -29,6 +29,8 @@ threads = 1
 # indexed_couplings = true      # its couplings weighed per atom position: may change sign when equivalent atoms swap
 # exchange = [[1, 2]]           # with indexed couplings: atom positions (0-based) one symmetry operation swaps...
 # odd_couplings = [[1, 2]]      # ...and the state pairs whose coupling changes sign under it (zero where symmetric)
+# dipoles = true                # also learn the dipole matrix (an oracle that labels it: pyscf, lvc with DMX/DMY/DMZ)
+# diabatic_dipoles = true       # diabatic head: dipoles from quasi-diabatic ones and H's eigenvectors (exsnn train --diabatic-dipoles)
 
 [dynamics]
 n_trajectories = 100
@@ -56,6 +58,12 @@ upper_factor = 4.0              # upper = max(factor x lower, floor)
 upper_floor_energies_ev = 0.1   # floors of the upper thresholds (eV, eV/Angstrom, eV/Angstrom)
 upper_floor_forces_ev_a = 1.0
 upper_floor_couplings_ev_a = 1.0
+lower_cap_energies_ev = 0.544   # calibrated thresholds never rise above these caps (PyRAI2MD's record / stop values:
+lower_cap_forces_ev_a = 3.085   # 0.02 / 0.05 Hartree energies, 0.06 / 0.15 Hartree/Bohr gradients and couplings),
+lower_cap_couplings_ev_a = 3.085  # so a committee that is unsure everywhere does not calibrate itself loose
+upper_cap_energies_ev = 1.361
+upper_cap_forces_ev_a = 7.713
+upper_cap_couplings_ev_a = 7.713
 
 [stopping]
 finished_fraction = 0.95        # trajectories that reach the end without crossing the upper threshold
@@ -118,13 +126,14 @@ class CommitteeConfig:
     indexed_couplings: bool = False  # diabatic head: couplings weighed per atom position (exsnn train --indexed-couplings)
     exchange: list = field(default_factory=list)  # [[a, b], ...] atom positions swapped by a symmetry (exsnn train --exchange)
     odd_couplings: list = field(default_factory=list)  # [[i, j], ...] state pairs odd under it (exsnn train --odd-couplings)
+    diabatic_dipoles: bool = False  # diabatic head with dipoles: quasi-diabatic dipoles (exsnn train --diabatic-dipoles)
 
 
 def committee_architecture(c: CommitteeConfig) -> ArchitectureConfig:
     """The members' network architecture (its own checks raise ConfigurationError naming the field)."""
     return ArchitectureConfig(n_atom_basis=c.width, n_interactions=c.interactions, cutoff=c.cutoff, dipoles=c.dipoles,
                               head=c.head, indexed_couplings=c.indexed_couplings, exchange=c.exchange,
-                              odd_couplings=c.odd_couplings)
+                              odd_couplings=c.odd_couplings, diabatic_dipoles=c.diabatic_dipoles)
 
 
 @dataclass
@@ -159,6 +168,17 @@ class ThresholdConfig:
     upper_floor_energies_ev: float = 0.1
     upper_floor_forces_ev_a: float = 1.0
     upper_floor_couplings_ev_a: float = 1.0
+    # calibrated thresholds never rise above these caps: the committee's disagreement on held-out frames measures how
+    # good the committee is, not how much error the dynamics tolerates; a committee unsure everywhere (members 0.5-1 eV
+    # apart on typical frames) would otherwise let trajectories run on through regions no member knows. Defaults:
+    # PyRAI2MD's record / stop thresholds (0.02 / 0.05 Hartree for energies, 0.06 / 0.15 Hartree/Bohr for gradients and
+    # couplings; Li, Reiser, Lopez et al., Chem. Sci. 12, 5302 (2021)), in eV and eV/Angstrom
+    lower_cap_energies_ev: float = 0.544
+    lower_cap_forces_ev_a: float = 3.085
+    lower_cap_couplings_ev_a: float = 3.085
+    upper_cap_energies_ev: float = 1.361
+    upper_cap_forces_ev_a: float = 7.713
+    upper_cap_couplings_ev_a: float = 7.713
     energies_ev: float | None = None
     forces_ev_a: float | None = None
     couplings_ev_a: float | None = None
@@ -283,6 +303,12 @@ def _check(config: CampaignConfig) -> None:
             need(value is not None and value > 0, f"[thresholds] {key}", "needed (positive) with mode = 'fixed'")
     need(config.thresholds.k_mad > 0 and config.thresholds.upper_factor > 1, "[thresholds] k_mad/upper_factor",
          "need k_mad > 0 and upper_factor > 1")
+    for measure in ("energies_ev", "forces_ev_a", "couplings_ev_a"):
+        lower_cap, upper_cap = (getattr(config.thresholds, f"{kind}_cap_{measure}") for kind in ("lower", "upper"))
+        floor = getattr(config.thresholds, f"upper_floor_{measure}")
+        need(0 < lower_cap <= upper_cap and upper_cap >= floor, f"[thresholds] upper_cap_{measure}",
+             f"caps must be positive with lower_cap <= upper_cap and upper_cap >= upper_floor (got {lower_cap:g}, "
+             f"{upper_cap:g}, floor {floor:g})")
     need(0 < config.stopping.finished_fraction <= 1, "[stopping] finished_fraction", "must lie in (0, 1]")
     need(config.stopping.max_iterations >= 1 and config.stopping.label_budget >= config.initial.n_frames,
          "[stopping] max_iterations/label_budget", "need max_iterations >= 1 and label_budget >= [initial] n_frames")

@@ -19,7 +19,9 @@ NAC spread far from a hop (c_j = 0, or v perpendicular to d) changes nothing.
 Thresholds (MLatom-style calibration, per property, adapted every iteration): lower = median + k MAD of the
 disagreement on frames the committee was not trained on (validation and held-out test frames), upper = factor x lower
 but never below a floor (by default 0.1 eV, 1 eV/Angstrom, 1 eV/Angstrom), so that thresholds that tighten as the
-committee improves keep selecting candidates without stopping trajectories the dynamics can trust.
+committee improves keep selecting candidates without stopping trajectories the dynamics can trust; and neither rises
+above a cap (by default PyRAI2MD's record / stop values, 0.02 / 0.05 Hartree and 0.06 / 0.15 Hartree/Bohr), so that a
+committee unsure everywhere does not calibrate itself loose.
 A structure whose disagreement exceeds `lower`
 is a labelling candidate; one that exceeds `upper` is not trusted (its trajectory stops there).
 """
@@ -135,13 +137,32 @@ def calibrate(potential: ModelPotential, arrays: FrameArrays, val: np.ndarray, c
         floors = np.array([1e-5, 1e-5, 1e-6])  # a committee that agrees perfectly on few frames still gets a band
         lower = dict(zip(MEASURES, np.maximum(median + config.k_mad * mad, floors).tolist()))
         source = f"calibrated: median + {config.k_mad:g} MAD of the disagreement on {len(val)} frames not trained on"
-    floors = {
-        "energies": config.upper_floor_energies_ev * EV_IN_HARTREE,
-        "forces": config.upper_floor_forces_ev_a / TO_REPORT["forces"],
-        "couplings": config.upper_floor_couplings_ev_a / TO_REPORT["couplings"],
-    }
+    return bounded_thresholds(lower, config, source)
+
+
+def bounded_thresholds(lower: dict[str, float], config: ThresholdConfig, source: str) -> Thresholds:
+    """Thresholds from the lower ones (atomic units, per measure): upper = factor x lower, at least the floor; in the
+    calibrated mode both capped (module docstring), and `source` says which caps bound."""
+    floors = in_atomic_units(config, "upper_floor")
     upper = {m: max(config.upper_factor * v, floors[m]) for m, v in lower.items()}
+    if config.mode != "fixed":
+        caps = {"lower": in_atomic_units(config, "lower_cap"), "upper": in_atomic_units(config, "upper_cap")}
+        capped = [f"{m} {kind}" for kind, values in (("lower", lower), ("upper", upper)) for m in MEASURES
+                  if values[m] > caps[kind][m]]
+        upper = {m: min(v, caps["upper"][m]) for m, v in upper.items()}
+        lower = {m: min(v, caps["lower"][m], upper[m]) for m, v in lower.items()}
+        if capped:
+            source += f"; capped ([thresholds] *_cap_*): {', '.join(capped)}"
     return Thresholds(lower=lower, upper=upper, source=source)
+
+
+def in_atomic_units(config: ThresholdConfig, prefix: str) -> dict[str, float]:
+    """The config's `prefix`_energies_ev, _forces_ev_a, _couplings_ev_a values in atomic units, per measure."""
+    return {
+        "energies": getattr(config, f"{prefix}_energies_ev") * EV_IN_HARTREE,
+        "forces": getattr(config, f"{prefix}_forces_ev_a") / TO_REPORT["forces"],
+        "couplings": getattr(config, f"{prefix}_couplings_ev_a") / TO_REPORT["couplings"],
+    }
 
 
 def committee_errors(

@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--odd-couplings", type=index_pairs, metavar="I-J[,K-L]",
                    help="with --exchange: state pairs whose diabatic coupling changes sign under it (exactly zero at "
                         "geometries the operation leaves unchanged); every other element is made even under it")
+    p.add_argument("--diabatic-dipoles", action="store_true", default=None,
+                   help="diabatic head with --dipoles: learn quasi-diabatic dipoles, rotated into the adiabatic states by "
+                        "the Hamiltonian's eigenvectors (dipole labels then tell crossing diabatic states from touching ones)")
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: no early stopping)")
@@ -96,7 +99,7 @@ def int_or_auto(text: str) -> int | str:
 
 FIELDS = ("recipe", "max_steps", "schedule", "warmup", "loss", "max_epochs", "batch_size", "learning_rate", "n_atom_basis",
           "n_interactions", "cutoff", "representation", "dipoles", "head", "indexed_couplings",
-          "exchange", "odd_couplings", "split", "seed", "patience", "double_precision", "threads",
+          "exchange", "odd_couplings", "diabatic_dipoles", "split", "seed", "patience", "double_precision", "threads",
           "accelerator", "devices", "progress_bar", "bootstrap", "energy_cap_ev", "energy_cap_width_ev")
 
 
@@ -109,7 +112,8 @@ FLAGS = {"recipe": "--recipe", "max_steps": "--steps", "schedule": "--schedule",
          "batch_size": "--batch-size", "learning_rate": "--lr", "n_atom_basis": "--width",
          "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "head": "--head",
          "indexed_couplings": "--indexed-couplings", "exchange": "--exchange", "odd_couplings": "--odd-couplings",
-         "split": "--split", "energy_cap_ev": "--energy-cap-ev", "energy_cap_width_ev": "--energy-cap-width-ev",
+         "diabatic_dipoles": "--diabatic-dipoles", "split": "--split", "energy_cap_ev": "--energy-cap-ev",
+         "energy_cap_width_ev": "--energy-cap-width-ev",
          "seed": "--seed", "patience": "--patience", "threads": "--threads", "devices": "--devices"}
 
 

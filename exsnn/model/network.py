@@ -26,6 +26,15 @@ vector output per geometry cannot follow; eigenvectors of a smooth H do it exact
 diabatisation-by-fitting models, e.g. Guan, Zhang, Yarkony's neural-network diabatic potentials, J. Chem. Phys. 150,
 101101 (2019)). Only the adiabatic labels are fitted, so H is one of many quasi-diabatic Hamiltonians consistent
 with them.
+
+With `diabatic_dipoles` (diabatic head and dipoles) the dipole head gives instead a quasi-diabatic dipole matrix
+mu^d (B, N, N, 3) and the adiabatic dipoles are mu_ij = U_i^T mu^d U_j, tied to the same state vectors as the energies
+and couplings. Energies, forces and sign-free NACs cannot tell quasi-diabatic states that cross at a seam from ones
+that only touch there; the states' dipoles can: across a true seam the adiabatic states exchange character (a bright
+state's transition dipole moves from one adiabat to the other), which smooth diabatic dipoles give only with crossing
+diabatic states. (Diabatisation by multipole moments rests on the same property: the DQ-phi method, Hoyer, Xu, Ma,
+Gagliardi, Truhlar, J. Chem. Phys. 141, 114104 (2014).) With indexed couplings the diabatic transition dipoles are
+weighed per atom position too, with the couplings' symmetry under a declared exchange of atoms.
 """
 
 from __future__ import annotations
@@ -65,6 +74,9 @@ class ArchitectureConfig:
     # operation leaves unchanged, so the intersection seam there is a true one (see `symmetrise_couplings`).
     exchange: list[list[int]] = field(default_factory=list)
     odd_couplings: list[list[int]] = field(default_factory=list)
+    # diabatic head with dipoles: the dipole head predicts quasi-diabatic dipoles, rotated into the adiabatic states by
+    # the Hamiltonian's eigenvectors (module docstring)
+    diabatic_dipoles: bool = False
 
     def __post_init__(self) -> None:
         if self.representation not in ("painn", "so3net"):
@@ -75,6 +87,9 @@ class ArchitectureConfig:
         if self.indexed_couplings and self.head != "diabatic":
             raise ConfigurationError("indexed couplings belong to the diabatic head (head = 'diabatic')",
                                      where="indexed_couplings")
+        if self.diabatic_dipoles and not (self.dipoles and self.head == "diabatic"):
+            raise ConfigurationError("diabatic dipoles need the diabatic head and dipoles (head = 'diabatic', dipoles = true)",
+                                     where="diabatic_dipoles")
         self.exchange = [list(pair) for pair in self.exchange]
         self.odd_couplings = [list(pair) for pair in self.odd_couplings]
         if (self.exchange or self.odd_couplings) and not self.indexed_couplings:
@@ -169,7 +184,10 @@ class MultiStateNetwork(nn.Module):
             self.hamiltonian_head = None
             self.energy_head = spk.nn.build_mlp(n_in=F, n_out=N, n_layers=2)
             self.nac_head = spk.nn.build_gated_equivariant_mlp(n_in=F, n_out=n_pairs(N), n_layers=2) if N > 1 else None
-        self.dipole_head = spk.nn.build_gated_equivariant_mlp(n_in=F, n_out=n_dipole_pairs(N), n_layers=2) if config.dipoles else None
+        # diabatic dipoles with indexed couplings: one output per atom position for the transition dipoles (P * n more)
+        extra = n_pairs(N) * len(config.molecule) if config.diabatic_dipoles and config.indexed_couplings else 0
+        self.dipole_head = (spk.nn.build_gated_equivariant_mlp(n_in=F, n_out=n_dipole_pairs(N) + extra, n_layers=2)
+                            if config.dipoles else None)
         mean = config.energy_mean_per_atom or [0.0] * N
         self.register_buffer("energy_mean", torch.tensor(mean, dtype=torch.float64))
         self.register_buffer("energy_std", torch.tensor(config.energy_std_per_atom, dtype=torch.float64))
@@ -232,7 +250,7 @@ class MultiStateNetwork(nn.Module):
         """Everything but the forces: energies (B, N), smooth_nacs and nacs (A, P, 3), dipoles (B, Pd, 3) when
         configured (the part that `torch.compile` may compile; forces are derivatives of its energies). The diabatic
         head gives instead energies, hamiltonian (B, N, N), hamiltonian_elements (B, Pd) and state_vectors U (B, N, N):
-        its couplings and forces need dH/dR (`forward`)."""
+        its couplings and forces need dH/dR (`forward`); with diabatic dipoles also diabatic_dipoles (B, Pd, 3)."""
         positions = batch[structure.R]
         inputs = self.features(batch)
         scalar = inputs["scalar_representation"]
@@ -253,9 +271,23 @@ class MultiStateNetwork(nn.Module):
             charges, vectors = self.dipole_head((scalar, inputs["vector_representation"]))
             centre = spk.nn.scatter_add(positions, idx_m, dim_size=n_molecules) / batch[structure.n_atoms][:, None].to(dtype)
             relative = positions - centre[idx_m]
-            atomwise = charges[:, None, :] * relative[:, :, None] + vectors  # (A, 3, Pd)
-            out["dipoles"] = spk.nn.scatter_add(atomwise, idx_m, dim_size=n_molecules).permute(0, 2, 1)
+            atomwise = charges[:, None, :] * relative[:, :, None] + vectors  # (A, 3, Pd) or (A, 3, Pd + P n) indexed
+            if self.config.diabatic_dipoles and self.config.indexed_couplings:
+                atomwise = self.indexed_off_diagonal(atomwise, n_molecules)
+            dipoles = spk.nn.scatter_add(atomwise, idx_m, dim_size=n_molecules).permute(0, 2, 1)  # (B, Pd, 3)
+            if self.config.diabatic_dipoles:
+                out["diabatic_dipoles"] = dipoles
+                dipoles = self.adiabatic_dipoles(dipoles, out["state_vectors"])
+            out["dipoles"] = dipoles
         return out
+
+    def adiabatic_dipoles(self, diabatic: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Upper-triangle quasi-diabatic dipoles (B, Pd, 3) -> adiabatic ones mu_ij = U_i^T mu^d U_j (B, Pd, 3), with the
+        Hamiltonian's eigenvectors U (B, N, N) (columns)."""
+        N = self.n_states
+        full = diabatic[:, self.hamiltonian_columns].reshape(len(diabatic), N, N, 3)
+        rotated = torch.einsum("bki,bklc,blj->bijc", vectors, full, vectors)
+        return rotated[:, self.dipole_pairs[:, 0], self.dipole_pairs[:, 1]]
 
     def diabatic_energies(self, scalar: torch.Tensor, idx_m: torch.Tensor, n_molecules: int) -> dict[str, torch.Tensor]:
         """Quasi-diabatic H (B, N, N) from the scalar features (A, F), its eigenvalues (B, N) ascending and
@@ -267,21 +299,7 @@ class MultiStateNetwork(nn.Module):
         outputs = self.hamiltonian_head(scalar) * self.energy_std.to(dtype)  # (A, Pd) or (A, Pd + P n) indexed
         atomic = torch.cat([outputs[:, : len(shift)] + shift, outputs[:, len(shift):]], dim=1)
         if self.config.indexed_couplings:
-            n, Pd = len(self.config.molecule), len(self.hamiltonian_diagonal)
-            if atomic.shape[0] != n * n_molecules:
-                raise ConfigurationError(f"the model was trained with indexed couplings on one molecule of {n} atoms; "
-                                         f"this batch has {atomic.shape[0]} atoms in {n_molecules} structures",
-                                         where="indexed_couplings")
-            # atoms of a structure are contiguous and in order: atom k of a structure takes its own slot k of the
-            # off-diagonal outputs (A, n, P); the diagonal stays one function of every atom's features
-            slots = atomic[:, Pd:].reshape(len(atomic), n, -1)
-            position = torch.arange(len(atomic), device=atomic.device) % n
-            rows = torch.arange(len(atomic), device=atomic.device)
-            own = slots[rows, position]  # (A, P)
-            if self.config.exchange:
-                own = self.symmetrise_couplings(own, slots[rows, self.exchange_image[position]])
-            atomic = atomic[:, :Pd].clone()
-            atomic[:, ~self.hamiltonian_diagonal] = own
+            atomic = self.indexed_off_diagonal(atomic, n_molecules)
         elements = spk.nn.scatter_add(atomic, idx_m, dim_size=n_molecules)  # (B, Pd)
         hamiltonian = elements[:, self.hamiltonian_columns].reshape(n_molecules, N, N)
         # a structure with non-finite elements (NaN positions) gets NaN energies and vectors, as the adiabatic head
@@ -294,8 +312,28 @@ class MultiStateNetwork(nn.Module):
         return {"energies": energies.to(dtype), "hamiltonian": hamiltonian, "hamiltonian_elements": elements,
                 "state_vectors": vectors.to(dtype)}
 
+    def indexed_off_diagonal(self, atomic: torch.Tensor, n_molecules: int) -> torch.Tensor:
+        """Per-atom upper-triangle shares (A, ..., Pd + P n) -> (A, ..., Pd): atom k of a structure takes its own slot
+        k of the off-diagonal outputs (made even or odd under a declared exchange); the diagonal stays one function of
+        every atom's features."""
+        n, Pd = len(self.config.molecule), len(self.hamiltonian_diagonal)
+        if atomic.shape[0] != n * n_molecules:
+            raise ConfigurationError(f"the model was trained with indexed couplings on one molecule of {n} atoms; "
+                                     f"this batch has {atomic.shape[0]} atoms in {n_molecules} structures",
+                                     where="indexed_couplings")
+        # atoms of a structure are contiguous and in order
+        slots = atomic[..., Pd:].reshape(*atomic.shape[:-1], n, -1)  # (A, ..., n, P)
+        position = torch.arange(len(atomic), device=atomic.device) % n
+        rows = torch.arange(len(atomic), device=atomic.device)
+        own = slots.movedim(-2, 1)[rows, position]  # (A, ..., P)
+        if self.config.exchange:
+            own = self.symmetrise_couplings(own, slots.movedim(-2, 1)[rows, self.exchange_image[position]])
+        result = atomic[..., :Pd].clone()
+        result[..., ~self.hamiltonian_diagonal] = own
+        return result
+
     def symmetrise_couplings(self, own: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """Per-atom coupling shares (A, P) made even or odd under the declared exchange of atoms.
+        """Per-atom coupling shares (A, ..., P) made even or odd under the declared exchange of atoms.
 
         Exchanging the atoms moves each atom into its partner's position without changing any atom's invariant
         features, so the exchanged geometry's share of atom k is its output for the partner's slot (`image`, (A, P)).
