@@ -19,7 +19,7 @@ from exsnn.data.frame import Frame
 from exsnn.data.properties import dipole_pairs
 from exsnn.data.torch_data import ExcitedStateTorchDataset
 from exsnn.dynamics.initial_conditions import wigner_harmonic
-from exsnn.errors import DataError
+from exsnn.errors import ConfigurationError, DataError
 from exsnn.model.loss import EnergyWindow, LabelScales, LossWeights, compute_loss, pair_weights
 from exsnn.model.network import MultiStateNetwork, NetworkConfig
 from exsnn.potentials.labelling import label_frames
@@ -495,6 +495,29 @@ def test_training_checkpoints_resume_and_model_potential(lvc_dataset: Path, tmp_
     )
     # the trained model drives surface hopping (geometries from the dataset itself)
     assert_drives_surface_hopping(out, lvc_dataset, tmp_path)
+
+
+def test_checkpoint_metric_keeps_the_epoch_with_the_best_validation_energies_and_forces(lvc_dataset: Path,
+                                                                                        tmp_path: Path) -> None:
+    """--checkpoint-metric energies_forces keeps the epoch whose weighted validation energy + force terms are lowest
+    (what the dynamics runs on), whatever the other terms did; an unknown metric is a ConfigurationError."""
+    from exsnn.model.training import TrainingConfig
+
+    out = tmp_path / "run"
+    result = exsnn("train", lvc_dataset, "-o", out, "--epochs", 6, "--width", 16, "--interactions", 1, "--batch-size", 8,
+                   "--threads", 1, "--no-progress", "--cutoff", 8.0, "--dipoles", "--checkpoint-metric", "energies_forces",
+                   "--force-weight", 3)
+    assert result.returncode == 0, result.stderr
+    with open(out / "logs" / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("val_energies_forces")]
+    values = np.array([float(row["val_energies_forces"]) for row in rows])
+    parts = np.array([float(row["val_energies"]) + 3 * float(row["val_forces"]) for row in rows])
+    np.testing.assert_allclose(values, parts, rtol=1e-5)
+    kept = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)["epoch"]
+    assert kept == int(rows[int(np.argmin(values))]["epoch"])
+    with pytest.raises(ConfigurationError) as caught:
+        TrainingConfig(data="d.h5", output="o", checkpoint_metric="dipoles")
+    assert caught.value.where == "checkpoint_metric"
 
 
 @pytest.mark.filterwarnings("ignore:.*short_distance:exsnn.errors.ExsnnWarning")  # the far data is meant to be far

@@ -31,6 +31,7 @@ threads = 1
 # odd_couplings = [[1, 2]]      # ...and the state pairs whose coupling changes sign under it (zero where symmetric)
 # dipoles = true                # also learn the dipole matrix (an oracle that labels it: pyscf, lvc with DMX/DMY/DMZ)
 # diabatic_dipoles = true       # diabatic head: dipoles from quasi-diabatic ones and H's eigenvectors (exsnn train --diabatic-dipoles)
+# checkpoint_metric = "energies_forces"  # keep / stop members on the validation energies and forces, not the whole loss
 
 [dynamics]
 n_trajectories = 100
@@ -85,6 +86,7 @@ from pathlib import Path
 from typing import Any
 
 from exsnn.errors import ConfigurationError
+from exsnn.model.loss import CHECKPOINT_METRICS
 from exsnn.model.network import HEADS, ArchitectureConfig
 from exsnn.model.potential import DRIVERS
 
@@ -127,6 +129,7 @@ class CommitteeConfig:
     exchange: list = field(default_factory=list)  # [[a, b], ...] atom positions swapped by a symmetry (exsnn train --exchange)
     odd_couplings: list = field(default_factory=list)  # [[i, j], ...] state pairs odd under it (exsnn train --odd-couplings)
     diabatic_dipoles: bool = False  # diabatic head with dipoles: quasi-diabatic dipoles (exsnn train --diabatic-dipoles)
+    checkpoint_metric: str | None = None  # "loss" or "energies_forces" (exsnn train --checkpoint-metric); None: the recipe's
 
 
 def committee_architecture(c: CommitteeConfig) -> ArchitectureConfig:
@@ -276,6 +279,8 @@ def _check(config: CampaignConfig) -> None:
          "[committee] diabatic_coupling_weight", "needs head = 'diabatic'")
     need(0 <= config.selection.gap_share <= 1, "[selection] gap_share", "must lie in [0, 1]")
     need(config.committee.head in HEADS, "[committee] head", f"must be one of {HEADS}, got {config.committee.head!r}")
+    need(config.committee.checkpoint_metric in (None, *CHECKPOINT_METRICS), "[committee] checkpoint_metric",
+         f"must be one of {list(CHECKPOINT_METRICS)}, got {config.committee.checkpoint_metric!r}")
     need(not config.committee.indexed_couplings or config.committee.head == "diabatic", "[committee] indexed_couplings",
          "needs head = 'diabatic'")
     try:

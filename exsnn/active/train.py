@@ -102,6 +102,7 @@ def train_committee(data: Path, iteration_dir: Path, earlier: Sequence[Path] | N
             weights={name: value for name, value in (("gaps", c.gap_weight), ("small_gaps", c.small_gap_weight),
                                                      ("diabatic_couplings", c.diabatic_coupling_weight))
                      if value > 0} or None,
+            checkpoint_metric=c.checkpoint_metric,
         )
         # model.pt is written last: a member killed before it is retrained from the start on resume
         train(training, resume=False)

@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--diabatic-dipoles", action="store_true", default=None,
                    help="diabatic head with --dipoles: learn quasi-diabatic dipoles, rotated into the adiabatic states by "
                         "the Hamiltonian's eigenvectors (dipole labels then tell crossing diabatic states from touching ones)")
+    p.add_argument("--checkpoint-metric", choices=("loss", "energies_forces"),
+                   help="what keeps the best checkpoint and stops early: the whole validation loss (recipes' default) or "
+                        "its energy and force terms (what the dynamics runs on)")
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: no early stopping)")
@@ -99,7 +102,8 @@ def int_or_auto(text: str) -> int | str:
 
 FIELDS = ("recipe", "max_steps", "schedule", "warmup", "loss", "max_epochs", "batch_size", "learning_rate", "n_atom_basis",
           "n_interactions", "cutoff", "representation", "dipoles", "head", "indexed_couplings",
-          "exchange", "odd_couplings", "diabatic_dipoles", "split", "seed", "patience", "double_precision", "threads",
+          "exchange", "odd_couplings", "diabatic_dipoles", "checkpoint_metric", "split", "seed", "patience",
+          "double_precision", "threads",
           "accelerator", "devices", "progress_bar", "bootstrap", "energy_cap_ev", "energy_cap_width_ev")
 
 
@@ -113,7 +117,7 @@ FLAGS = {"recipe": "--recipe", "max_steps": "--steps", "schedule": "--schedule",
          "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "head": "--head",
          "indexed_couplings": "--indexed-couplings", "exchange": "--exchange", "odd_couplings": "--odd-couplings",
          "diabatic_dipoles": "--diabatic-dipoles", "split": "--split", "energy_cap_ev": "--energy-cap-ev",
-         "energy_cap_width_ev": "--energy-cap-width-ev",
+         "energy_cap_width_ev": "--energy-cap-width-ev", "checkpoint_metric": "--checkpoint-metric",
          "seed": "--seed", "patience": "--patience", "threads": "--threads", "devices": "--devices"}
 
 

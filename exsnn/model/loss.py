@@ -14,6 +14,10 @@ from exsnn.data.properties import DIPOLES, ENERGIES, FORCES, NACS, dipole_pairs,
 from exsnn.model.phase_free import pair_sign_table, per_sample_pair_errors, phase_free_squared_error, sign_vector_histogram
 from exsnn.units import ANGSTROM_IN_BOHR, HARTREE_IN_EV
 
+#: checkpoint metric -> the logged validation value it monitors (`Recipe.checkpoint_metric`): the whole loss, or its
+#: energy and force terms with their weights (`MultiStateTask` logs both)
+CHECKPOINT_METRICS = {"loss": "val_loss", "energies_forces": "val_energies_forces"}
+
 
 @dataclass
 class LossWeights:

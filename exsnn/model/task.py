@@ -56,6 +56,9 @@ class MultiStateTask(pl.LightningModule):
         self.log(f"{stage}_loss", loss, prog_bar=stage != "test", batch_size=size, on_epoch=True, on_step=False)
         for name, value in parts.items():
             self.log(f"{stage}_{name}", value, batch_size=size, on_epoch=True, on_step=False)
+        # the part of the loss the dynamics runs on (a checkpoint metric, `Recipe.checkpoint_metric`)
+        dynamics = self.weights.energies * parts["energies"] + self.weights.forces * parts.get("forces", 0.0 * loss)
+        self.log(f"{stage}_energies_forces", dynamics, batch_size=size, on_epoch=True, on_step=False)
         if stage == "test":
             self.test_table.update({k: v.detach() for k, v in out.items()}, batch)
         return loss

@@ -18,7 +18,7 @@ from exsnn.data.properties import DIPOLES, ENERGIES, FORCES, NACS, state_pairs
 from exsnn.data.store import read_frames
 from exsnn.data.torch_data import ExcitedStateDataModule
 from exsnn.errors import ConfigurationError, DataError, ExsnnWarning
-from exsnn.model.loss import EnergyWindow, LabelScales, LossWeights, format_error_table, loss_scales
+from exsnn.model.loss import CHECKPOINT_METRICS, EnergyWindow, LabelScales, LossWeights, format_error_table, loss_scales
 from exsnn.model.network import ArchitectureConfig, MultiStateNetwork, NetworkConfig, check_coupling_symmetry
 from exsnn.model.task import MultiStateTask
 from exsnn.units import EV_IN_HARTREE
@@ -46,6 +46,10 @@ class Recipe:
     warmup: float = 0.0  # fraction of the step budget spent ramping the learning rate up linearly (cosine schedule)
     final_lr_factor: float = 0.01  # the cosine schedule ends at learning_rate * final_lr_factor
     weight_decay: float = 0.01  # AdamW (torch's default, as SchNetPack/SPaiNN use it)
+    # what picks the kept checkpoint and stops early: "loss" (the whole validation loss) or "energies_forces" (its
+    # energy and force terms with their weights: what the dynamics runs on; the dipole and coupling terms, noisy on
+    # small validation sets, then only shape the training)
+    checkpoint_metric: str = "loss"
 
 
 #: issue #18's first step-budgeted recipe (kept by name: campaigns that pin it train as they were validated)
@@ -132,6 +136,7 @@ class TrainingConfig:
     final_lr_factor: float | None = None
     weight_decay: float | None = None
     loss: str | None = None
+    checkpoint_metric: str | None = None
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     bootstrap: bool = False
@@ -155,7 +160,7 @@ class TrainingConfig:
         recipe = RECIPES[self.recipe]
         epochs_given, steps_given = self.max_epochs is not None, self.max_steps is not None
         for name in ("batch_size", "learning_rate", "schedule", "patience", "lr_patience", "lr_factor", "warmup",
-                     "final_lr_factor", "weight_decay", "loss"):
+                     "final_lr_factor", "weight_decay", "loss", "checkpoint_metric"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(recipe, name))
         if not epochs_given and not steps_given:  # given only one budget, the recipe's other one does not apply
@@ -186,6 +191,9 @@ class TrainingConfig:
                 raise ConfigurationError(f"must be a non-negative integer (epochs), got {value!r}", where=name)
         if self.schedule not in SCHEDULES:
             raise ConfigurationError(f"unknown schedule {self.schedule!r}; expected one of {list(SCHEDULES)}", where="schedule")
+        if self.checkpoint_metric not in CHECKPOINT_METRICS:
+            raise ConfigurationError(f"unknown checkpoint metric {self.checkpoint_metric!r}; expected one of "
+                                     f"{list(CHECKPOINT_METRICS)}", where="checkpoint_metric")
         if self.loss not in LOSS_MODES:
             raise ConfigurationError(f"unknown loss {self.loss!r}; expected one of {list(LOSS_MODES)}", where="loss")
         checks = {
@@ -563,8 +571,9 @@ def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
     if config.init_from and not (resume and (out / "checkpoints" / "last.ckpt").exists()):
         warm_start(task.network, config.init_from)
     checkpoints = out / "checkpoints"
+    monitor = CHECKPOINT_METRICS[config.checkpoint_metric]  # type: ignore[index]
     callbacks = [
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_loss", save_top_k=1),
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, save_top_k=1),
         # last.ckpt after every epoch, whatever the validation loss did (Lightning's save_last wrote it only together
         # with a new best, so a resumed run restarted from the best epoch and retrained the rest)
         ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
@@ -574,7 +583,7 @@ def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
     if plan.max_steps is not None:
         callbacks.append(StopAtStepBudget(plan.max_steps))
     if config.patience:  # 0: no early stopping (the best validation epoch is still the model kept)
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=config.patience))  # type: ignore[arg-type]
+        callbacks.append(EarlyStopping(monitor=monitor, patience=config.patience))  # type: ignore[arg-type]
     csv_logger = CSVLogger(out, name="logs", version="")
     loggers: list[Any] = [csv_logger, TensorBoardLogger(out, name="tensorboard", version="")]
     trainer = pl.Trainer(
