@@ -6,6 +6,9 @@ bands of the S0 energy above its lowest value in the dataset (how far from the g
 
     python benchmarks/check_gap_fit.py DATA.h5 --split SPLIT.npz MODEL.pt [MODEL.pt ...] [--small 0.5] [--json OUT]
 
+A MODEL may also be a Lightning checkpoint of `exsnn train` (OUT/checkpoints/last.ckpt or best.ckpt): its network
+weights are read into the configuration of the run's OUT/model.pt (e.g. to compare the last step with the kept one).
+
 Used for the CH2NH2+ campaign data (datasets/ch2nh2_sacasscf/README.md): a model trained without the gap term
 (`exsnn train --gap-weight 0`) predicts 0.7-2.5 eV for S2-S1 gaps that are 0.06-0.41 eV in its own training set.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +71,21 @@ def gap_report(model: str, data: Path, split: dict[str, np.ndarray], small_ev: f
     return result
 
 
+def model_file(model: str, folder: Path) -> str:
+    """`model` itself, or for a Lightning checkpoint a model file in `folder` with the checkpoint's network weights and
+    the rest of the run's model.pt (OUT/checkpoints/X.ckpt -> OUT/model.pt)."""
+    path = Path(model)
+    if path.suffix != ".ckpt":
+        return model
+    stored = torch.load(path.parents[1] / "model.pt", map_location="cpu", weights_only=False)
+    weights = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    stored["state_dict"] = {name.removeprefix("network."): value for name, value in weights.items()
+                            if name.startswith("network.")}
+    out = folder / f"{path.parents[1].name}_{path.stem}.pt"
+    torch.save(stored, out)
+    return str(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
@@ -79,8 +98,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     split = load_split(args.split)
     everything = {}
+    folder = Path(tempfile.mkdtemp(prefix="check_gap_fit_"))
     for model in args.models:
-        report = gap_report(model, args.data, split, args.small)
+        report = gap_report(model_file(model, folder), args.data, split, args.small)
         everything[model] = report
         print(model)
         for part, r in report.items():
