@@ -115,6 +115,10 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
         parse_config(good.replace("initial_state = 2", "initial_state = 2\nground_state_end_fs = -1.0"), tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[thresholds\] upper_cap_energies_ev"):  # a cap below the floor
         parse_config(good.replace("[stopping]", "[thresholds]\nupper_cap_energies_ev = 0.05\n\n[stopping]"), tmp_path / "c.toml")
+    metric = "members = 2\ncheckpoint_metric = 'energies_forces'"
+    assert parse_config(good.replace("members = 2", metric), tmp_path / "c.toml").committee.checkpoint_metric == "energies_forces"
+    with pytest.raises(ConfigurationError, match=r"\[committee\] checkpoint_metric"):
+        parse_config(good.replace("members = 2", "members = 2\ncheckpoint_metric = 'dipoles'"), tmp_path / "c.toml")
     diabatic_dipoles = "members = 2\nhead = 'diabatic'\ndipoles = true\ndiabatic_dipoles = true"
     assert parse_config(good.replace("members = 2", diabatic_dipoles), tmp_path / "c.toml").committee.diabatic_dipoles
     with pytest.raises(ConfigurationError, match=r"\[committee\] diabatic_dipoles"):  # they need the diabatic head

@@ -129,7 +129,7 @@ class CommitteeConfig:
     exchange: list = field(default_factory=list)  # [[a, b], ...] atom positions swapped by a symmetry (exsnn train --exchange)
     odd_couplings: list = field(default_factory=list)  # [[i, j], ...] state pairs odd under it (exsnn train --odd-couplings)
     diabatic_dipoles: bool = False  # diabatic head with dipoles: quasi-diabatic dipoles (exsnn train --diabatic-dipoles)
-    checkpoint_metric: str | None = None  # "loss" or "energies_forces" (exsnn train --checkpoint-metric); None: the recipe's
+    checkpoint_metric: str = "loss"  # or "energies_forces": keep / stop members on those terms (exsnn train --checkpoint-metric)
 
 
 def committee_architecture(c: CommitteeConfig) -> ArchitectureConfig:
@@ -279,7 +279,7 @@ def _check(config: CampaignConfig) -> None:
          "[committee] diabatic_coupling_weight", "needs head = 'diabatic'")
     need(0 <= config.selection.gap_share <= 1, "[selection] gap_share", "must lie in [0, 1]")
     need(config.committee.head in HEADS, "[committee] head", f"must be one of {HEADS}, got {config.committee.head!r}")
-    need(config.committee.checkpoint_metric in (None, *CHECKPOINT_METRICS), "[committee] checkpoint_metric",
+    need(config.committee.checkpoint_metric in CHECKPOINT_METRICS, "[committee] checkpoint_metric",
          f"must be one of {list(CHECKPOINT_METRICS)}, got {config.committee.checkpoint_metric!r}")
     need(not config.committee.indexed_couplings or config.committee.head == "diabatic", "[committee] indexed_couplings",
          "needs head = 'diabatic'")
