@@ -29,12 +29,14 @@ with them.
 
 With `diabatic_dipoles` (diabatic head and dipoles) the dipole head gives instead a quasi-diabatic dipole matrix
 mu^d (B, N, N, 3) and the adiabatic dipoles are mu_ij = U_i^T mu^d U_j, tied to the same state vectors as the energies
-and couplings. Energies, forces and sign-free NACs cannot tell quasi-diabatic states that cross at a seam from ones
-that only touch there; the states' dipoles can: across a true seam the adiabatic states exchange character (a bright
-state's transition dipole moves from one adiabat to the other), which smooth diabatic dipoles give only with crossing
-diabatic states. (Diabatisation by multipole moments rests on the same property: the DQ-phi method, Hoyer, Xu, Ma,
-Gagliardi, Truhlar, J. Chem. Phys. 141, 114104 (2014).) With indexed couplings the diabatic transition dipoles are
-weighed per atom position too, with the couplings' symmetry under a declared exchange of atoms.
+and couplings, so the states' dipoles follow their character. Across a true seam the adiabatic states exchange
+character (a bright state's transition dipole moves from one adiabat to the other); constant diabatic dipoles give
+that only with crossing diabatic states, and a model whose diabatic states merely touch there must make its diabatic
+dipoles change across the seam instead. (Diabatisation by multipole moments rests on the same property: the DQ-phi
+method, Hoyer, Xu, Ma, Gagliardi, Truhlar, J. Chem. Phys. 141, 114104 (2014).) On SO2 LVC the dipole labels did not
+stop members from learning touching states (README, issue #14): the network bends its diabatic dipoles. With indexed
+couplings the diabatic transition dipoles are weighed per atom position too, with the couplings' symmetry under a
+declared exchange of atoms.
 """
 
 from __future__ import annotations
