@@ -199,6 +199,28 @@ def test_calibrated_thresholds_are_capped_and_say_so() -> None:
     assert fixed.lower == loose and fixed.upper["energies"] == pytest.approx(4 * 0.0426)
 
 
+def test_labels_above_their_trajectory_total_energy_are_counted() -> None:
+    """A dynamics label whose oracle energy of the trajectory's active state lies more than 0.1 eV above the
+    trajectory's total energy counts as a hole of the committee; labels of other iterations, without the total energy
+    (older records) or within the margin do not."""
+    from exsnn.active.report import labels_above_total_energy
+    from exsnn.data.frame import Frame, FrameArrays
+
+    def frame(energies: list[float], **tag: object) -> Frame:
+        return Frame(numbers=np.array([1, 1]), positions=np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.4]]),
+                     energies=np.array(energies), provenance={"campaign": {"kind": "dynamics", **tag}})
+
+    ev = 1 / 27.211386
+    frames = [frame([-1.0, -0.5], iteration=3, active=1, total_energy=-0.5 - 2 * ev),  # 2 eV above: a hole
+              frame([-1.0, -0.5], iteration=3, active=0, total_energy=-0.5 - 2 * ev),  # S0 lies below it
+              frame([-1.0, -0.5], iteration=3, active=1, total_energy=-0.5 - 0.05 * ev),  # within the margin
+              frame([-1.0, -0.5], iteration=3, active=1),  # no total energy recorded
+              frame([-1.0, -0.5], iteration=2, active=1, total_energy=-2.0)]  # another iteration
+    arrays = FrameArrays.from_frames(frames, 2)
+    assert labels_above_total_energy(arrays, 3) == {"n": 3, "above": 1, "largest_excess_eV": 2.0}
+    assert labels_above_total_energy(arrays, 2)["above"] == 1 and labels_above_total_energy(arrays, 4) is None
+
+
 def test_convergence_needs_narrow_population_bands() -> None:
     """Two iterations with the same populations converge only when the bands (trajectory bootstrap and committee
     spread) are narrow: a committee unsure everywhere has bands wide enough to contain any change."""
@@ -423,6 +445,16 @@ def test_shipped_lvc_campaign_converges_by_its_rule_and_errors_fall(shared_data:
     assert spread is not None and spread[-1].max() > 0
     np.testing.assert_allclose(combined, np.sqrt(bootstrap**2 + spread**2))
     assert "committee spread" in report
+    # every dynamics label carries its trajectory's active state and total energy, and each report counts the labels
+    # the oracle puts above that energy (where the committee's surfaces were too low)
+    tags = [json.loads(text)["campaign"] for text in arrays.provenance]
+    dynamics_tags = [t for t in tags if t["kind"] == "dynamics"]
+    assert dynamics_tags and all("active" in t and "total_energy" in t for t in dynamics_tags)
+    holes = json.loads((out / "iteration_000" / "summary.json").read_text())["labels_above_total_energy"]
+    assert holes["n"] == sum(t["iteration"] == 1 for t in dynamics_tags) and 0 <= holes["above"] <= holes["n"]
+    assert "above their trajectory's total energy" in (out / "iteration_000" / "report.md").read_text()
+    drift = np.nanmax(np.abs(record["total"] - record["total"][:1]), axis=0)  # conserved along each trajectory
+    assert np.isfinite(record["total"][0]).all() and np.nanmax(drift) < 0.2 / 27.2
     # the final committee taken out for production: same predictions, provenance recorded, nothing else replaced
     shipped = tmp_path / "shipped"
     result = exsnn("campaign", "export", out, "-o", shipped)

@@ -26,7 +26,7 @@ from exsnn.active.decide import Decision, decide
 from exsnn.active.label import label_structures, oracle_metadata
 from exsnn.active.layout import CampaignDirectory, CampaignState, save_npz_atomic, write_atomic_text
 from exsnn.active.measure import Thresholds, calibrate, committee_errors
-from exsnn.active.report import write_report
+from exsnn.active.report import labels_above_total_energy, write_report
 from exsnn.active.sample import campaign_modes, initial_geometries
 from exsnn.active.select import select
 from exsnn.active.simulate import POPULATIONS_FILE, RECORD_FILE, simulate
@@ -211,7 +211,9 @@ class Campaign:
         every = self.config.selection.test_every
         tags = [{"iteration": i + 1, "index": k, "kind": "dynamics", "split": "test" if k % every == every - 1 else "train",
                  "trajectory": int(chosen["trajectory"][k]), "step": int(chosen["step"][k]),
-                 "time_fs": float(chosen["step"][k] * self.config.dynamics.dt_fs), "score": float(chosen["score"][k])}
+                 "time_fs": float(chosen["step"][k] * self.config.dynamics.dt_fs), "score": float(chosen["score"][k]),
+                 **({"active": int(chosen["active"][k])} if "active" in chosen else {}),
+                 **({"total_energy": float(chosen["total"][k])} if "total" in chosen else {})}
                 for k in range(len(chosen["positions"]))]
         self.say(f"iteration {i}: labelling {len(tags)} geometries with the oracle")
         label_structures(self.directory.data, self.oracle, torch.as_tensor(chosen["positions"]), tags, self.metadata,
@@ -234,6 +236,7 @@ class Campaign:
                  f"{self.config.committee.members}, {self._count()} labels")
         labelled = np.stack([arrays.frame(k).positions for k in range(arrays.n_frames)])
         assert record is not None
+        summary["labels_above_total_energy"] = labels_above_total_energy(arrays, i + 1)
         write_report(folder, i, summary, record, previous, _load_thresholds(folder / "thresholds.json"), selection,
                      labelled, self.numbers, self.oracle.n_states, title)
         state.history = [h for h in state.history if h["iteration"] != i] + [summary]

@@ -12,7 +12,9 @@ import numpy as np
 from exsnn.active.decide import population_bands
 from exsnn.active.measure import MEASURES, TO_REPORT, Thresholds
 from exsnn.active.select import descriptor
+from exsnn.data.frame import FrameArrays
 from exsnn.dynamics.state import RELAXED, UNCERTAIN
+from exsnn.units import EV_IN_HARTREE, HARTREE_IN_EV
 
 UNITS = {"energies": "eV", "forces": "eV/Angstrom", "couplings": "eV/Angstrom"}
 
@@ -121,6 +123,31 @@ def hop_spread_summary(record: dict[str, np.ndarray]) -> dict[str, float] | None
             "share_above_0.01": float((values > 0.01).mean())}
 
 
+#: a label counts as above its trajectory's total energy only beyond this margin (Hartree; 0.1 eV), which covers the
+#: integration's energy drift and the committee's energy error at the start of the trajectory
+TOTAL_ENERGY_MARGIN = 0.1 * EV_IN_HARTREE
+
+
+def labels_above_total_energy(arrays: FrameArrays, tag_iteration: int) -> dict[str, Any] | None:
+    """Of the labels a dynamics phase added (provenance iteration `tag_iteration`, with the trajectory's active state
+    and total energy), how many have an oracle energy of that active state above the trajectory's total energy: the
+    trajectory could only get there because the committee's surfaces were too low (a hole). None when no such label
+    carries the total energy (records made before it was kept)."""
+    excess = []
+    for k in range(arrays.n_frames):
+        tag = json.loads(arrays.provenance[k]).get("campaign", {})
+        if tag.get("iteration") != tag_iteration or "total_energy" not in tag or "active" not in tag:
+            continue
+        energy = arrays.energies[k, tag["active"]]
+        if np.isfinite(energy):
+            excess.append(float(energy - tag["total_energy"]))
+    if not excess:
+        return None
+    above = np.array(excess) > TOTAL_ENERGY_MARGIN
+    return {"n": len(excess), "above": int(above.sum()),
+            "largest_excess_eV": round(max(excess) * HARTREE_IN_EV, 3) if above.any() else None}
+
+
 def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: dict[str, np.ndarray],
                  previous: dict[str, np.ndarray] | None, thresholds: Thresholds, selection: dict[str, np.ndarray] | None,
                  training_positions: np.ndarray, numbers: np.ndarray, n_states: int, title: str) -> None:
@@ -146,6 +173,11 @@ def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: 
         lines.append(f"- spread of the members' probabilities of hopping out of the active state, per step (recorded, "
                      f"not thresholded): median {hop_summary['median']:.2g}, 95th percentile {hop_summary['p95']:.2g}, "
                      f"max {hop_summary['max']:.2g}; steps above 0.01: {hop_summary['share_above_0.01']:.1%}")
+    holes = summary.get("labels_above_total_energy")
+    if holes is not None:
+        largest = f" (by up to {holes['largest_excess_eV']:.2f} eV)" if holes["above"] else ""
+        lines.append(f"- new labels whose oracle energy of the active state lies above their trajectory's total energy, "
+                     f"i.e. where the committee's surfaces were too low: {holes['above']} of {holes['n']}{largest}")
     lines += ["", "## Test errors of the committee mean (held-out frames from earlier dynamics)", ""]
     for key, values in summary.get("test_errors", {}).items():
         lines.append(f"- {key}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))

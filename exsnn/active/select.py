@@ -91,8 +91,9 @@ def farthest_points(features: np.ndarray, order: np.ndarray, budget: int, min_di
 
 def select(record: dict[str, np.ndarray], numbers: np.ndarray, thresholds: Thresholds, config: SelectionConfig,
            budget: int, labelled: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The selection of one iteration: positions (K, n, 3), trajectory, step, score (K,) each, and the number of
-    candidates. `labelled` (L, n, 3), Bohr: structures already in the dataset, which seed the near-gap share."""
+    """The selection of one iteration: positions (K, n, 3), trajectory, step, score, active (K,) each, total (K,) (the
+    trajectory's total energy, Hartree, when the record has it), and the number of candidates. `labelled` (L, n, 3),
+    Bohr: structures already in the dataset, which seed the near-gap share."""
     score, candidates, near = candidate_scores(record, thresholds, config.gap_ev)
     frames = []  # (trajectory, step)
     for b in range(score.shape[1]):
@@ -121,5 +122,9 @@ def select(record: dict[str, np.ndarray], numbers: np.ndarray, thresholds: Thres
         picked += [pool[k] for k in chosen]
     trajectory = np.array([b for b, _ in picked], dtype=np.int64)
     step = np.array([t for _, t in picked], dtype=np.int64)
-    return {"positions": record["positions"][step, trajectory], "trajectory": trajectory, "step": step,
-            "score": score[step, trajectory], "candidates": np.array(len(set(frames) | set(gap_frames)))}
+    chosen = {"positions": record["positions"][step, trajectory], "trajectory": trajectory, "step": step,
+              "score": score[step, trajectory], "active": record["active"][step, trajectory],
+              "candidates": np.array(len(set(frames) | set(gap_frames)))}
+    if "total" in record:
+        chosen["total"] = record["total"][step, trajectory]
+    return chosen

@@ -84,6 +84,7 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
         "active": np.full((n_steps + 1, B), -1, dtype=np.int64),
         "quantum": np.full((n_steps + 1, B, engine.n_states), np.nan),
         "energies": np.full((n_steps + 1, B, engine.n_states), np.nan),
+        "total": np.full((n_steps + 1, B), np.nan),  # active-state potential + kinetic energy, Hartree
         "disagreement": np.full((n_steps + 1, B, 3), np.nan),
         "hop_disagreement": np.full((n_steps + 1, B), np.nan),  # spread of the hop probability (measure.hop_disagreement)
         "status": np.zeros((n_steps + 1, B), dtype=np.int64),
@@ -95,6 +96,7 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
         record["active"][step, rows] = state.active[rows].cpu().numpy()
         record["quantum"][step, rows] = populations(state.coefficients[rows]).cpu().numpy()
         record["energies"][step, rows] = state.energies[rows].cpu().numpy()
+        record["total"][step, rows] = engine.total_energy(state)[rows].cpu().numpy()
         for b in rows:
             if int(b) in recorder.last:
                 record["disagreement"][step, b] = recorder.last[int(b)]
