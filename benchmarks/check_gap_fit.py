@@ -98,9 +98,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     split = load_split(args.split)
     everything = {}
-    folder = Path(tempfile.mkdtemp(prefix="check_gap_fit_"))
-    for model in args.models:
-        report = gap_report(model_file(model, folder), args.data, split, args.small)
+    with tempfile.TemporaryDirectory(prefix="check_gap_fit_") as folder:  # model files made from checkpoints
+        reports = {model: gap_report(model_file(model, Path(folder)), args.data, split, args.small) for model in args.models}
+    for model, report in reports.items():
         everything[model] = report
         print(model)
         for part, r in report.items():
