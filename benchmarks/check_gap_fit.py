@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import torch
 
 from exsnn.data import read_frames
 from exsnn.data.splits import load_split
+from exsnn.errors import ExsnnError
 from exsnn.model.potential import ModelPotential
 from exsnn.units import HARTREE_IN_EV
 
@@ -117,4 +119,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ExsnnError, OSError) as exc:  # a missing or unreadable file: say which, no traceback
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

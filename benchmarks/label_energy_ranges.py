@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from exsnn.errors import ExsnnError
 from exsnn.units import HARTREE_IN_EV
 
 
@@ -65,4 +67,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ExsnnError, OSError) as exc:  # a missing or unreadable file: say which, no traceback
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
