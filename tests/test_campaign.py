@@ -72,6 +72,7 @@ def dataset_fingerprint(path: Path) -> list[tuple]:
 
 def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_path: Path) -> None:
     from exsnn.active.config import parse_config
+    from exsnn.active.train import member_training
 
     good = write_config(tmp_path, shared_data).read_text()
     with pytest.raises(ConfigurationError, match=r"\[committee\] members"):
@@ -119,6 +120,12 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
     assert parse_config(good.replace("members = 2", metric), tmp_path / "c.toml").committee.checkpoint_metric == "energies_forces"
     with pytest.raises(ConfigurationError, match=r"\[committee\] checkpoint_metric"):
         parse_config(good.replace("members = 2", "members = 2\ncheckpoint_metric = 'dipoles'"), tmp_path / "c.toml")
+    # members that keep their final weights train the whole budget; the others stop early after half of it
+    last = parse_config(good.replace("members = 2", "members = 2\ncheckpoint_metric = 'last'"), tmp_path / "c.toml")
+    warm = member_training(last, tmp_path / "d.h5", tmp_path / "m", 1, previous=tmp_path / "model.pt")
+    assert (warm.checkpoint_metric, warm.patience, warm.max_epochs) == ("last", 0, last.committee.warm_epochs)
+    stopping = member_training(parse_config(good, tmp_path / "c.toml"), tmp_path / "d.h5", tmp_path / "m", 1, previous=None)
+    assert stopping.patience == max(20, last.committee.warm_epochs // 2) and stopping.max_epochs == last.committee.epochs
     diabatic_dipoles = "members = 2\nhead = 'diabatic'\ndipoles = true\ndiabatic_dipoles = true"
     assert parse_config(good.replace("members = 2", diabatic_dipoles), tmp_path / "c.toml").committee.diabatic_dipoles
     with pytest.raises(ConfigurationError, match=r"\[committee\] diabatic_dipoles"):  # they need the diabatic head

@@ -520,6 +520,29 @@ def test_checkpoint_metric_keeps_the_epoch_with_the_best_validation_energies_and
     assert caught.value.where == "checkpoint_metric"
 
 
+def test_checkpoint_metric_last_keeps_the_final_weights_and_runs_the_whole_budget(lvc_dataset: Path, tmp_path: Path) -> None:
+    """--checkpoint-metric last keeps the weights of the final step (model.pt holds last.ckpt's network), runs every
+    epoch of the budget whatever the recipe's early-stopping patience, and refuses an explicit patience (exit 2, the
+    option named, nothing written)."""
+    out = tmp_path / "run"
+    common = ("--epochs", 5, "--width", 16, "--interactions", 1, "--batch-size", 8, "--threads", 1, "--no-progress",
+              "--cutoff", 8.0, "--checkpoint-metric", "last", "--lr", 0.05, "--schedule", "none")
+    refused = exsnn("train", lvc_dataset, "-o", tmp_path / "refused", *common, "--patience", 3)
+    assert refused.returncode == 2 and "patience" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "refused").exists()
+    result = exsnn("train", lvc_dataset, "-o", out, *common)
+    assert result.returncode == 0, result.stderr
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 4  # 0-based: all five epochs ran
+    kept = torch.load(out / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
+    final = {name.removeprefix("network."): value for name, value in last["state_dict"].items() if name.startswith("network.")}
+    assert kept.keys() == final.keys()
+    assert all(torch.equal(kept[name], final[name]) for name in kept)
+    # and not the best validation epoch, which this run (a learning rate too high to settle) had earlier
+    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert best["epoch"] < 4 and not all(torch.equal(kept[name], best["state_dict"]["network." + name]) for name in kept)
+
+
 @pytest.mark.filterwarnings("ignore:.*short_distance:exsnn.errors.ExsnnWarning")  # the far data is meant to be far
 def test_warm_start_continues_the_saved_model_on_data_with_other_statistics(shared_data: Path, lvc_dataset: Path,
                                                                             tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ threads = 1
 # dipoles = true                # also learn the dipole matrix (an oracle that labels it: pyscf, lvc with DMX/DMY/DMZ)
 # diabatic_dipoles = true       # diabatic head: dipoles from quasi-diabatic ones and H's eigenvectors (exsnn train --diabatic-dipoles)
 # checkpoint_metric = "energies_forces"  # keep / stop members on the validation energies and forces, not the whole loss
+#                               # ("last": keep each member's final weights, no early stopping)
 
 [dynamics]
 n_trajectories = 100
@@ -129,7 +130,8 @@ class CommitteeConfig:
     exchange: list = field(default_factory=list)  # [[a, b], ...] atom positions swapped by a symmetry (exsnn train --exchange)
     odd_couplings: list = field(default_factory=list)  # [[i, j], ...] state pairs odd under it (exsnn train --odd-couplings)
     diabatic_dipoles: bool = False  # diabatic head with dipoles: quasi-diabatic dipoles (exsnn train --diabatic-dipoles)
-    checkpoint_metric: str = "loss"  # or "energies_forces": keep / stop members on those terms (exsnn train --checkpoint-metric)
+    # "energies_forces": keep / stop members on those terms; "last": the final weights (exsnn train --checkpoint-metric)
+    checkpoint_metric: str = "loss"
 
 
 def committee_architecture(c: CommitteeConfig) -> ArchitectureConfig:

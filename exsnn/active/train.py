@@ -75,6 +75,26 @@ def warm_start_from(earlier: Sequence[Path] | None, member: int, architecture: A
     return None
 
 
+def member_training(config: CampaignConfig, data: Path, output: Path, seed: int, previous: Path | None) -> TrainingConfig:
+    """How one committee member trains: from scratch for `[committee] epochs`, or warm-started from `previous` for
+    `warm_epochs` with early stopping after half of them (at least 20), none when members keep their final weights
+    (`checkpoint_metric = "last"`)."""
+    c = config.committee
+    return TrainingConfig(
+        data=str(data), output=str(output), recipe=c.recipe, bootstrap=c.bootstrap,
+        network=committee_architecture(c),
+        batch_size=c.batch_size, learning_rate=c.learning_rate,
+        max_epochs=c.epochs if previous is None else c.warm_epochs,
+        patience=0 if c.checkpoint_metric == "last" else max(20, c.warm_epochs // 2),
+        seed=seed, threads=c.threads, progress_bar=False,
+        init_from=None if previous is None else str(previous), accelerator="cpu",
+        weights={name: value for name, value in (("gaps", c.gap_weight), ("small_gaps", c.small_gap_weight),
+                                                 ("diabatic_couplings", c.diabatic_coupling_weight))
+                 if value > 0} or None,
+        checkpoint_metric=c.checkpoint_metric,
+    )
+
+
 def train_committee(data: Path, iteration_dir: Path, earlier: Sequence[Path] | None, config: CampaignConfig,
                     iteration: int) -> Path:
     """Train the members that are not trained yet, warm-started from the earlier iterations' folders `earlier` (newest
@@ -90,20 +110,8 @@ def train_committee(data: Path, iteration_dir: Path, earlier: Sequence[Path] | N
             shutil.rmtree(member)  # interrupted: start this member again from the beginning
         member.mkdir(parents=True)
         save_split(split, member / "split.npz")
-        architecture = committee_architecture(c)
-        previous = warm_start_from(earlier, k, architecture, c.warm_start)
-        training = TrainingConfig(
-            data=str(data), output=str(member), recipe=c.recipe, bootstrap=c.bootstrap,
-            network=architecture,
-            batch_size=c.batch_size, learning_rate=c.learning_rate,
-            max_epochs=c.epochs if previous is None else c.warm_epochs, patience=max(20, c.warm_epochs // 2),
-            seed=member_seed(config, iteration, k), threads=c.threads, progress_bar=False,
-            init_from=None if previous is None else str(previous), accelerator="cpu",
-            weights={name: value for name, value in (("gaps", c.gap_weight), ("small_gaps", c.small_gap_weight),
-                                                     ("diabatic_couplings", c.diabatic_coupling_weight))
-                     if value > 0} or None,
-            checkpoint_metric=c.checkpoint_metric,
-        )
+        previous = warm_start_from(earlier, k, committee_architecture(c), c.warm_start)
+        training = member_training(config, data, member, member_seed(config, iteration, k), previous)
         # model.pt is written last: a member killed before it is retrained from the start on resume
         train(training, resume=False)
     (folder / "committee.json").write_text(json.dumps({"members": [f"member_{k}/{MODEL_FILE}" for k in range(c.members)]}))

@@ -58,9 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--diabatic-dipoles", action="store_true", default=None,
                    help="diabatic head with --dipoles: learn quasi-diabatic dipoles, rotated into the adiabatic states by "
                         "the Hamiltonian's eigenvectors (dipole labels then tell crossing diabatic states from touching ones)")
-    p.add_argument("--checkpoint-metric", choices=("loss", "energies_forces"),
-                   help="what keeps the best checkpoint and stops early: the whole validation loss (recipes' default) or "
-                        "its energy and force terms (what the dynamics runs on)")
+    p.add_argument("--checkpoint-metric", choices=("loss", "energies_forces", "last"),
+                   help="what keeps the best checkpoint and stops early: the whole validation loss (recipes' default), "
+                        "its energy and force terms (what the dynamics runs on), or last: the final weights, the whole "
+                        "budget without early stopping")
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: no early stopping)")

@@ -15,8 +15,9 @@ from exsnn.model.phase_free import pair_sign_table, per_sample_pair_errors, phas
 from exsnn.units import ANGSTROM_IN_BOHR, HARTREE_IN_EV
 
 #: checkpoint metric -> the logged validation value it monitors (`Recipe.checkpoint_metric`): the whole loss, or its
-#: energy and force terms with their weights (`MultiStateTask` logs both)
-CHECKPOINT_METRICS = {"loss": "val_loss", "energies_forces": "val_energies_forces"}
+#: energy and force terms with their weights (`MultiStateTask` logs both); "last" monitors nothing: the run keeps its
+#: final weights and does not stop early (a small validation set then only reports)
+CHECKPOINT_METRICS: dict[str, str | None] = {"loss": "val_loss", "energies_forces": "val_energies_forces", "last": None}
 
 
 @dataclass

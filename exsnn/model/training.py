@@ -46,9 +46,9 @@ class Recipe:
     warmup: float = 0.0  # fraction of the step budget spent ramping the learning rate up linearly (cosine schedule)
     final_lr_factor: float = 0.01  # the cosine schedule ends at learning_rate * final_lr_factor
     weight_decay: float = 0.01  # AdamW (torch's default, as SchNetPack/SPaiNN use it)
-    # what picks the kept checkpoint and stops early: "loss" (the whole validation loss) or "energies_forces" (its
+    # what picks the kept checkpoint and stops early: "loss" (the whole validation loss), "energies_forces" (its
     # energy and force terms with their weights: what the dynamics runs on; the dipole and coupling terms, noisy on
-    # small validation sets, then only shape the training)
+    # small validation sets, then only shape the training) or "last" (the final weights, no early stopping)
     checkpoint_metric: str = "loss"
 
 
@@ -159,6 +159,8 @@ class TrainingConfig:
             raise ConfigurationError(f"unknown recipe {self.recipe!r}; expected one of {sorted(RECIPES)}", where="recipe")
         recipe = RECIPES[self.recipe]
         epochs_given, steps_given = self.max_epochs is not None, self.max_steps is not None
+        if self.checkpoint_metric == "last" and self.patience is None:  # the final weights: the whole budget runs
+            self.patience = 0
         for name in ("batch_size", "learning_rate", "schedule", "patience", "lr_patience", "lr_factor", "warmup",
                      "final_lr_factor", "weight_decay", "loss", "checkpoint_metric"):
             if getattr(self, name) is None:
@@ -194,6 +196,9 @@ class TrainingConfig:
         if self.checkpoint_metric not in CHECKPOINT_METRICS:
             raise ConfigurationError(f"unknown checkpoint metric {self.checkpoint_metric!r}; expected one of "
                                      f"{list(CHECKPOINT_METRICS)}", where="checkpoint_metric")
+        if self.checkpoint_metric == "last" and self.patience:
+            raise ConfigurationError(f"checkpoint metric 'last' keeps the final weights, so the run cannot stop early; "
+                                     f"give patience 0 or another metric, got patience {self.patience}", where="patience")
         if self.loss not in LOSS_MODES:
             raise ConfigurationError(f"unknown loss {self.loss!r}; expected one of {list(LOSS_MODES)}", where="loss")
         checks = {
@@ -571,7 +576,7 @@ def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
     if config.init_from and not (resume and (out / "checkpoints" / "last.ckpt").exists()):
         warm_start(task.network, config.init_from)
     checkpoints = out / "checkpoints"
-    monitor = CHECKPOINT_METRICS[config.checkpoint_metric]  # type: ignore[index]
+    monitor = CHECKPOINT_METRICS[config.checkpoint_metric] or "val_loss"  # type: ignore[index]  # "last": best.ckpt only reports
     callbacks = [
         ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, save_top_k=1),
         # last.ckpt after every epoch, whatever the validation loss did (Lightning's save_last wrote it only together
@@ -598,7 +603,7 @@ def train(config: TrainingConfig, resume: bool = True) -> dict[str, Any]:
         parts = len(list(logs.glob("metrics_part*.csv")))
         (logs / "metrics.csv").rename(logs / f"metrics_part{parts}.csv")
     trainer.fit(task, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
-    best_path = callbacks[0].best_model_path or str(last)  # type: ignore[attr-defined]
+    best_path = str(last) if config.checkpoint_metric == "last" else callbacks[0].best_model_path or str(last)  # type: ignore[attr-defined]
     best = MultiStateTask.load_from_checkpoint(best_path, weights_only=False)
     trainer.test(best, datamodule=datamodule, verbose=False)
     table = best.test_table.summary()
