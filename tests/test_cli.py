@@ -77,7 +77,7 @@ def test_main_job_ch2nh2_photodynamics_on_the_shipped_committee(tmp_path: Path) 
     assert "ground_state_end_fs = 10.0" in (tmp_path / "demo" / "dynamics.toml").read_text()
     assert "CH2NH2+ photodynamics" in result.stdout and "S2->S1: tau =" in result.stdout
     lines = [line for line in result.stdout.splitlines() if line.strip().startswith("0.0 ")]
-    assert lines and lines[0].split()[1:] == ["0.000", "0.000", "1.000"]  # everything starts in S2
+    assert lines and lines[0].split()[1:] == ["0.000", "0.000", "1.000", "0.000"]  # S0-S3 (SA-4 committee): all in S2
     for name in ("run.h5", "spectrum.png", "spectrum.txt", "populations_run_populations.png", "excitations.json",
                  "initial_conditions.xyz", "photodynamics.json"):
         assert (tmp_path / "demo" / name).exists(), name
