@@ -13,7 +13,9 @@
         the other modes (the seam), and on a line through that point across the seam the gap of each and, for
         potentials with state vectors (diabatic heads), whether the diabatic states cross there. Energies, forces and
         sign-free NACs cannot tell a crossing from diabatic states that touch without crossing (d12 only changes sign),
-        but FSSH can: through the touching kind the coupling reverses and the S2 -> S1 transfer is lost
+        but FSSH can: through the touching kind the coupling reverses and the S2 -> S1 transfer is lost; and so does
+        the geometric phase: the coupling integral around a loop about the oracle's seam point (`--loop-radius`, in the
+        oracle's branching plane) is +-pi where the states intersect inside the loop and 0 where they only touch
     python benchmarks/diagnose_campaign.py retrain CAMPAIGN_DIR OUT [--members 2] [--weight nacs=4] [--energy-cap-ev 6.5]
         [--recipe R] [--epochs N] [--patience N] [--width F] [--leave-out-lowest-above EV] [--leave-out-gap-below EV [--gap-pair I,J]]
         members trained from scratch on the campaign's labels (its first-iteration settings and split), and their
@@ -33,12 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_campaign import model_populations, oracle_reference, populations_on  # noqa: E402
 
 from exsnn.active.config import committee_architecture, load_config  # noqa: E402
 from exsnn.active.train import campaign_split  # noqa: E402
+from exsnn.analysis.geometric_phase import geometric_phase, potential_branching_plane  # noqa: E402
 from exsnn.data.properties import state_pairs  # noqa: E402
 from exsnn.data.splits import save_split  # noqa: E402
 from exsnn.data.store import read_frames  # noqa: E402
@@ -150,9 +154,25 @@ def seam(args: argparse.Namespace) -> None:
 
     print(f"oracle: states {lo}-{hi} couple along mode {coupling}; seam point q = {np.round(point, 1).tolist()}, the line "
           f"runs {np.linalg.norm(np.tensordot(2 * across, cart, 1)):.2f} Bohr across it")
+    # the geometric phase around the oracle's seam: a loop of --loop-radius in the oracle's branching plane about the
+    # point of smallest oracle gap (refined from the grid point); +-pi where the states intersect inside it, 0 where not
+    refined = minimize(lambda q: float(gaps(evaluate(oracle, q[None]))[0]), point, method="Nelder-Mead",
+                       options={"xatol": 1e-4, "fatol": 1e-7, "maxiter": 4000}).x
+    center = x0 + np.tensordot(refined, cart, 1)
+    plane = potential_branching_plane(oracle, center, (lo, hi))
+
+    def phase(name: str, potential) -> None:
+        loop = geometric_phase(potential, center, (lo, hi), args.loop_radius, plane=plane)
+        print(f"{name}: coupling integral around the oracle's seam (radius {args.loop_radius:g} Bohr) {loop.integral:+.3f} rad "
+              f"({'an intersection inside' if loop.encloses else 'NO intersection inside'}; gap on the loop "
+              f"{loop.smallest_gap_ev:.3f}-{loop.largest_gap_ev:.3f} eV, closure {loop.closure:.3f})", flush=True)
+
     describe("oracle", oracle)
+    phase("oracle", oracle)
     for model in args.models:
-        describe(str(model), ModelPotential(model, oracle.numbers.numpy(), dtype=torch.float64))
+        potential = ModelPotential(model, oracle.numbers.numpy(), dtype=torch.float64)
+        describe(str(model), potential)
+        phase(str(model), potential)
 
 
 def leave_out(split: dict[str, np.ndarray], energies_ev: np.ndarray, lowest_above: float | None,
@@ -225,6 +245,7 @@ def main() -> None:
     p.add_argument("models", type=Path, nargs="+")
     p.add_argument("--states", type=int, nargs=2, default=(1, 2), metavar=("I", "J"))
     p.add_argument("--span", type=float, default=60.0, help="grid half-width in mass-weighted normal coordinates")
+    p.add_argument("--loop-radius", type=float, default=0.1, help="Bohr: the loop of the geometric-phase check")
     p = sub.add_parser("retrain")
     p.add_argument("campaign", type=Path)
     p.add_argument("output", type=Path)

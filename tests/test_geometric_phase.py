@@ -1,0 +1,102 @@
+"""The geometric-phase check (exsnn.analysis.geometric_phase) against exact answers: a two-state model whose diabatic
+states cross (one conical intersection: the coupling integral around it is pi) or only touch (no intersection: 0),
+and the SO2 LVC model's S1/S2 seam."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import minimize
+
+from exsnn.analysis.geometric_phase import geometric_phase, loop_integral, loop_positions
+from exsnn.errors import ConfigurationError
+from exsnn.potentials.base import Potential, PotentialOutput
+from exsnn.potentials.diabatic import adiabatic_from_diabatic
+from exsnn.potentials.lvc import LVCPotential
+
+
+class TwoStatePlane(Potential):
+    """One atom moving in x, y; diabatic H = [[D, c], [c, -D]] with c = 0.02 y and D = 0.05 x (crossing: an
+    intersection at the origin) or D = sqrt((0.05 x)^2 + eps^2) (touching: the same energies away from x = 0, and no
+    intersection), Hartree and Bohr."""
+
+    def __init__(self, touching: bool, eps: float = 2e-3) -> None:
+        self.n_states, self.touching, self.eps = 2, touching, eps
+        self.numbers = torch.ones(1, dtype=torch.long)
+        self.masses = torch.full((1,), 1836.0, dtype=torch.float64)
+
+    def compute(self, positions, states=None, all_forces=False, nacs=True, trajectories=None) -> PotentialOutput:
+        x, y = positions[:, 0, 0], positions[:, 0, 1]
+        B = len(x)
+        d, dd = 0.05 * x, torch.full_like(x, 0.05)
+        if self.touching:
+            d, dd = torch.sqrt(d * d + self.eps**2), 0.05 * d / torch.sqrt(d * d + self.eps**2)
+        c = 0.02 * y
+        hamiltonian = torch.stack([torch.stack([d, c], -1), torch.stack([c, -d], -1)], -2)
+        gradient = torch.zeros(B, 2, 2, 1, 3, dtype=torch.float64)
+        gradient[:, 0, 0, 0, 0], gradient[:, 1, 1, 0, 0] = dd, -dd
+        gradient[:, 0, 1, 0, 1] = gradient[:, 1, 0, 0, 1] = 0.02
+        return adiabatic_from_diabatic(hamiltonian, gradient, states, all_forces, nacs)
+
+
+def test_the_coupling_integral_is_pi_around_an_intersection_and_zero_without_one() -> None:
+    plane = (np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 1.0, 0.0]]))
+    origin = np.zeros((1, 3))
+    crossing = geometric_phase(TwoStatePlane(touching=False), origin, (0, 1), radius=0.2, plane=plane)
+    assert abs(crossing.integral) == pytest.approx(np.pi, abs=0.01) and crossing.encloses
+    assert crossing.closure > 0.99 and crossing.smallest_gap_ev > 0
+    # touching diabatic states: energies within 2% of the crossing ones on the loop (but near x = 0), no intersection
+    touching = geometric_phase(TwoStatePlane(touching=True), origin, (0, 1), radius=0.2, plane=plane)
+    assert abs(touching.integral) < 0.05 and not touching.encloses
+    assert touching.largest_gap_ev == pytest.approx(crossing.largest_gap_ev, rel=0.03)
+    # a loop beside the intersection of the crossing model encloses none
+    beside = geometric_phase(TwoStatePlane(touching=False), np.array([[0.5, 0.0, 0.0]]), (0, 1), radius=0.2, plane=plane)
+    assert abs(beside.integral) < 0.05 and not beside.encloses
+    # the branching plane found at the centre (no plane given) is this one: the same answer
+    found = geometric_phase(TwoStatePlane(touching=False), np.array([[0.01, 0.01, 0.0]]), (0, 1), radius=0.2)
+    assert abs(found.integral) == pytest.approx(np.pi, abs=0.01)
+
+
+def test_coupling_signs_at_each_point_do_not_matter() -> None:
+    """Electronic-structure codes and the network give each coupling with an arbitrary sign: the same |integral|."""
+    potential = TwoStatePlane(touching=False)
+    positions = loop_positions(np.zeros((1, 3)), np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]), 0.2, 64)
+    nacs = potential.compute(torch.as_tensor(positions)).nacs[:, 0].numpy()
+    flips = np.random.default_rng(3).choice([-1.0, 1.0], size=len(nacs))[:, None, None]
+    exact, _ = loop_integral(positions, nacs)
+    flipped, _ = loop_integral(positions, nacs * flips)
+    assert abs(flipped) == pytest.approx(abs(exact), abs=1e-12) and abs(exact) == pytest.approx(np.pi, abs=0.01)
+
+
+def test_bad_loops_are_refused() -> None:
+    potential = TwoStatePlane(touching=False)
+    with pytest.raises(ConfigurationError, match="radius"):
+        geometric_phase(potential, np.zeros((1, 3)), (0, 1), radius=0.0)
+    with pytest.raises(ConfigurationError, match="pair"):
+        geometric_phase(potential, np.zeros((1, 3)), (1, 1), radius=0.1)
+    with pytest.raises(ConfigurationError, match="at least 8 points"):
+        loop_integral(np.zeros((4, 1, 3)), np.zeros((4, 1, 3)))
+
+
+def test_so2_lvc_s1_s2_seam_is_an_intersection(shared_data: Path) -> None:
+    """The SO2 LVC model's S1 and S2 cross (its couplings are linear): a small loop around a point of their seam gives
+    pi, the same loop moved off the seam 0."""
+    so2 = LVCPotential(shared_data / "schnarc" / "lvc_so2_3s" / "LVC.template")
+    x0, masses, _, modes = so2.harmonic_modes()
+    cart = (modes / np.sqrt(np.repeat(masses, 3))[:, None]).T.reshape(modes.shape[1], *x0.shape)
+
+    def gap(q: np.ndarray) -> float:
+        out = so2.compute(torch.as_tensor(x0 + np.tensordot(q, cart, 1))[None], nacs=False)
+        return float(out.energies[0, 2] - out.energies[0, 1])
+
+    seam = minimize(gap, np.zeros(len(cart)), method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 4000})
+    assert seam.fun < 1e-4  # Hartree: on the seam
+    center = x0 + np.tensordot(seam.x, cart, 1)
+    on = geometric_phase(so2, center, (1, 2), radius=0.02)
+    assert on.encloses and abs(on.integral) == pytest.approx(np.pi, abs=0.1) and on.closure > 0.9
+    u = np.tensordot(np.eye(len(cart))[0], cart, 1)
+    off = geometric_phase(so2, center + 0.3 * u / np.linalg.norm(u), (1, 2), radius=0.02)
+    assert not off.encloses and abs(off.integral) < 0.2
