@@ -27,7 +27,7 @@ ALLOWED = {
     "qm": {"errors", "units", "data", "potentials", "parallel"},
     "model": {"errors", "units", "data", "potentials"},
     "photo": {"errors", "units", "data", "potentials", "qm", "parallel"},
-    "analysis": {"errors", "units", "data", "dynamics"},
+    "analysis": {"errors", "units", "data", "potentials", "dynamics"},
     "active": {"errors", "units", "data", "potentials", "validation", "parallel", "dynamics", "qm", "model", "photo",
                "analysis"},
 }
