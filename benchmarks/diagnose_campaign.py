@@ -108,6 +108,8 @@ def seam(args: argparse.Namespace) -> None:
     lo, hi = args.states
     if not args.span > 0:
         raise ConfigurationError(f"must be > 0, got {args.span}", where="--span")
+    if not args.loop_radius > 0:
+        raise ConfigurationError(f"must be > 0 Bohr, got {args.loop_radius}", where="--loop-radius")
     if not 0 <= lo < hi < oracle.n_states:
         raise ConfigurationError(f"need 0 <= I < J < {oracle.n_states}, got {lo} {hi}", where="--states")
     x0, masses, _, modes = oracle.harmonic_modes()
