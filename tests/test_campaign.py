@@ -130,6 +130,16 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
     assert parse_config(good.replace("members = 2", diabatic_dipoles), tmp_path / "c.toml").committee.diabatic_dipoles
     with pytest.raises(ConfigurationError, match=r"\[committee\] diabatic_dipoles"):  # they need the diabatic head
         parse_config(good.replace("members = 2", "members = 2\ndipoles = true\ndiabatic_dipoles = true"), tmp_path / "c.toml")
+    seam = "members = 2\nhead = 'diabatic'\nseam_loop_weight = 1.0"
+    assert parse_config(good.replace("members = 2", seam).replace("[stopping]", "[seam]\npair = [1, 2]\n[stopping]"),
+                        tmp_path / "c.toml").seam.pair == [1, 2]
+    with pytest.raises(ConfigurationError, match=r"\[committee\] seam_loop_weight.*\[seam\] pair"):  # no loops to train on
+        parse_config(good.replace("members = 2", seam), tmp_path / "c.toml")
+    for pair in ("[2, 1]", "[1]", "[1, true]"):
+        with pytest.raises(ConfigurationError, match=r"\[seam\] pair"):
+            parse_config(good.replace("[stopping]", f"[seam]\npair = {pair}\n[stopping]"), tmp_path / "c.toml")
+    with pytest.raises(ConfigurationError, match=r"\[seam\] loops/points"):
+        parse_config(good.replace("[stopping]", "[seam]\npair = [1, 2]\npoints = 4\n[stopping]"), tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[dynamics\] speed"):
         parse_config(good.replace("initial_state = 2", "initial_state = 2\nspeed = 3"), tmp_path / "c.toml")
     bad = tmp_path / "bad.toml"
@@ -141,6 +151,10 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
     result = exsnn("campaign", "run", bad, "-o", tmp_path / "out")  # S and O are not equivalent atoms
     assert result.returncode == 2 and "[committee] exchange" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+    bad.write_text(good.replace("[stopping]", "[seam]\npair = [1, 5]\n[stopping]"))
+    result = exsnn("campaign", "run", bad, "-o", tmp_path / "out")  # the oracle has S0-S2
+    assert result.returncode == 2 and "[seam] pair" in result.stderr and "S5 does not exist" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
     for kinetics, problem in (("S5->S1", "S5 does not exist"), ("S2 to S1", "expected steps")):
         bad.write_text(good.replace("[stopping]", f"[stopping]\nkinetics = '{kinetics}'"))
         result = exsnn("campaign", "run", bad, "-o", tmp_path / "out")  # the oracle has S0-S2
@@ -249,6 +263,44 @@ def test_convergence_needs_narrow_population_bands() -> None:
     wide = decide(record(0.2), record(0.2), 3, 3, 100, config)
     assert wide.stop is None and wide.population_gap <= 0 and wide.population_band > 0.2
     assert decide(record(0.2), record(0.2), 3, 3, 100, StoppingConfig(max_band=0.5)).stop == "converged"
+    # a member whose states do not intersect where the oracle's do (the seam check) keeps the campaign going
+    disagreeing = decide(record(0.01), record(0.01), 3, 3, 100, config, seams_agree=False)
+    assert disagreeing.stop is None and disagreeing.seams_agree is False
+    assert decide(record(0.01), record(0.01), 3, 3, 100, config, seams_agree=True).stop == "converged"
+
+
+def test_seam_loops_are_labelled_trained_on_and_checked_every_iteration(shared_data: Path, tmp_path: Path) -> None:
+    """With [seam] the oracle's S1/S2 intersection is found from the initial frame of smallest gap, a loop around it
+    is labelled (tagged, the oracle's coupling integral +-pi), members train with the seam-loop term, and each
+    iteration writes every member's integral around the loop, reported and passed to the decision."""
+    from exsnn.active.campaign import Campaign, start
+    from exsnn.active.seam import SEAM_CHECK_FILE
+    from exsnn.data import read_frames
+    from exsnn.data.seam_loops import SEAM_LOOP, read_seam_loops
+
+    text = TINY.replace("members = 2", "members = 2\nhead = 'diabatic'\nseam_loop_weight = 1.0")
+    text = text.replace("max_iterations = 2", "max_iterations = 1").replace("[stopping]", "[seam]\npair = [1, 2]\npoints = 12\n[stopping]")
+    start(write_config(tmp_path, shared_data, text), tmp_path / "run")
+    state = Campaign(tmp_path / "run").run()
+    arrays = read_frames(tmp_path / "run" / "data.h5")
+    tagged = [json.loads(p) for p in arrays.provenance if SEAM_LOOP in json.loads(p)]
+    assert len(tagged) == 12 and all(t["campaign"]["kind"] == "seam_loop" for t in tagged)
+    (loop,) = read_seam_loops(tmp_path / "run" / "data.h5")
+    assert loop.pair == (1, 2) and abs(loop.integral) == pytest.approx(np.pi, abs=0.2)
+    check = json.loads((tmp_path / "run" / "iteration_000" / SEAM_CHECK_FILE).read_text())
+    assert check["loops"][0]["oracle_rad"] == pytest.approx(loop.integral) and len(check["loops"][0]["members_rad"]) == 2
+    assert check["all_agree"] == all(abs(m) > np.pi / 2 for m in check["loops"][0]["members_rad"])
+    assert "seam check" in (tmp_path / "run" / "iteration_000" / "report.md").read_text()
+    assert state.history[0]["decision"]["seams_agree"] == check["all_agree"]
+    # a member that still disagrees was retrained from scratch as often as allowed ([seam] retrains, default 2); one
+    # that agrees was retrained at most that often; each retrained member is the one its last attempt's seed made
+    for k, agrees in enumerate(check["loops"][0]["agree"]):
+        attempts = check["retrains"].get(str(k), 0)
+        assert attempts <= 2 and (agrees or attempts == 2), check
+        stored = torch.load(tmp_path / "run" / "iteration_000" / "committee" / f"member_{k}" / "model.pt", weights_only=False)
+        assert stored["training"]["seed"] == 3 * 10_000 + k + 1_000_000 * attempts
+    metrics = (tmp_path / "run" / "iteration_000" / "committee" / "member_0" / "logs" / "metrics.csv").read_text()
+    assert "train_seam_loops" in metrics.splitlines()[0]
 
 
 def test_lifetimes_asked_for_must_agree_too() -> None:
@@ -407,6 +459,30 @@ def test_sigkill_in_every_phase_then_resume_gives_the_uninterrupted_dataset(shar
         assert dataset_fingerprint(killed / "data.h5") == expected, where
         status = json.loads(exsnn("campaign", "status", killed, "--json").stdout)
         assert status["stopped"] is not None and status["n_labels"] == len(expected)
+
+
+@pytest.mark.slow
+def test_sigkill_while_labelling_seam_loops_or_retraining_then_resume_gives_the_uninterrupted_dataset(
+        shared_data: Path, tmp_path: Path) -> None:
+    text = TINY.replace("members = 2", "members = 2\nhead = 'diabatic'\nseam_loop_weight = 1.0")
+    config = write_config(tmp_path, shared_data, text.replace("[stopping]", "[seam]\npair = [1, 2]\npoints = 12\n[stopping]"))
+    reference = tmp_path / "reference"
+    assert exsnn("campaign", "run", config, "-o", reference).returncode == 0
+    expected = dataset_fingerprint(reference / "data.h5")
+    retrains = reference / "iteration_000" / "committee" / "seam_retrains.json"
+    assert retrains.exists(), "no member was retrained: the retraining kill below would never come"
+    kills = {  # where: (when to kill, extra delay in s)
+        "seam-loop labelling": (lambda out: labels_committed(out, 18), 0.0),  # two of the loop's labels (batch = 1)
+        "retraining": (lambda out: (out / "iteration_000" / "committee" / "seam_retrains.json").exists(), 0.5),
+    }
+    for where, (ready, delay) in kills.items():
+        killed = tmp_path / f"killed_{where.replace(' ', '_')}"
+        run_until_killed(config, killed, ready, delay)
+        resumed = exsnn("campaign", "resume", killed)
+        assert resumed.returncode == 0, resumed.stderr
+        assert dataset_fingerprint(killed / "data.h5") == expected, where
+        assert json.loads((killed / "iteration_000" / "committee" / "seam_retrains.json").read_text()) == json.loads(
+            retrains.read_text()), where
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from exsnn.analysis.geometric_phase import geometric_phase, loop_integral, loop_positions
+from exsnn.analysis.geometric_phase import geometric_phase, locate_intersection, loop_integral, loop_positions
 from exsnn.errors import ConfigurationError
 from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.potentials.diabatic import adiabatic_from_diabatic
@@ -100,3 +100,33 @@ def test_so2_lvc_s1_s2_seam_is_an_intersection(shared_data: Path) -> None:
     u = np.tensordot(np.eye(len(cart))[0], cart, 1)
     off = geometric_phase(so2, center + 0.3 * u / np.linalg.norm(u), (1, 2), radius=0.02)
     assert not off.encloses and abs(off.integral) < 0.2
+
+
+def test_the_intersection_search_reaches_a_crossing_and_reports_a_touching_seam() -> None:
+    """The first-order search (one potential call a step) lands on the crossing model's intersection at the origin,
+    where a loop encloses it; the touching model has none: the search says so and stops at its smallest gap."""
+    start = np.array([[0.3, -0.2, 0.0]])
+    found = locate_intersection(TwoStatePlane(touching=False), start, (0, 1))
+    assert found.converged and found.gap_ev < 0.01 and found.calls <= 3
+    assert np.abs(found.center[0, :2]).max() < 0.01
+    loop = geometric_phase(TwoStatePlane(touching=False), found.center, (0, 1), radius=0.1, n_points=16, plane=found.plane)
+    assert loop.encloses and abs(loop.integral) == pytest.approx(np.pi, abs=0.15)  # 16 points: the trapezoid rule
+    touching = locate_intersection(TwoStatePlane(touching=True), start, (0, 1), max_calls=6)
+    assert not touching.converged and touching.calls == 6
+    assert 2 * 2e-3 * 27.211 <= touching.gap_ev < 0.15  # never below 2 eps, the touching model's smallest gap
+    with pytest.raises(ConfigurationError, match="max_calls"):
+        locate_intersection(TwoStatePlane(touching=False), start, (0, 1), max_calls=0)
+
+
+def test_so2_lvc_intersection_search_takes_a_few_oracle_calls(shared_data: Path) -> None:
+    """From a Wigner-sampled SO2 geometry the search reaches the LVC model's S1/S2 seam in a few calls (its couplings
+    are linear, so the two-state model is nearly exact there), and a 16-point loop there gives pi."""
+    from exsnn.dynamics.initial_conditions import wigner_harmonic
+
+    so2 = LVCPotential(shared_data / "schnarc" / "lvc_so2_3s" / "LVC.template")
+    starts = wigner_harmonic(*so2.harmonic_modes(), 3, seed=3)[0]
+    for start in np.asarray(starts):
+        found = locate_intersection(so2, start, (1, 2))
+        assert found.converged and found.calls <= 4
+        loop = geometric_phase(so2, found.center, (1, 2), radius=0.1, n_points=16, plane=found.plane)
+        assert loop.encloses and abs(loop.integral) == pytest.approx(np.pi, abs=0.15)

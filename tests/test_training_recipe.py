@@ -114,9 +114,10 @@ def test_explicit_values_win_and_one_budget_replaces_the_other() -> None:
     config = TrainingConfig(data="-", output="-", recipe="spainn", learning_rate=3e-4, weights={"forces": 5.0})
     assert config.learning_rate == 3e-4 and config.batch_size == 2
     assert config.weights == {"energies": 1.0, "forces": 5.0, "nacs": 1.0, "dipoles": 1.0, "gaps": 0.0, "small_gaps": 0.0,
-                              "diabatic_couplings": 0.0}
-    with pytest.raises(ConfigurationError, match="diabatic"):  # the term needs the diabatic head's Hamiltonian
-        TrainingConfig(data="-", output="-", weights={"diabatic_couplings": 0.1})
+                              "diabatic_couplings": 0.0, "seam_loops": 0.0}
+    for term in ("diabatic_couplings", "seam_loops"):  # the terms need the diabatic head's Hamiltonian
+        with pytest.raises(ConfigurationError, match=f"weights.{term}.*diabatic"):
+            TrainingConfig(data="-", output="-", weights={term: 0.1})
     assert TrainingConfig(data="-", output="-", weights={"diabatic_couplings": 0.1},
                           network={"head": "diabatic"}).weights["diabatic_couplings"] == 0.1
     steps = TrainingConfig(data="-", output="-", recipe="spainn", max_steps=300)

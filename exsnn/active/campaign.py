@@ -28,6 +28,7 @@ from exsnn.active.layout import CampaignDirectory, CampaignState, save_npz_atomi
 from exsnn.active.measure import Thresholds, calibrate, committee_errors
 from exsnn.active.report import labels_above_total_energy, write_report
 from exsnn.active.sample import campaign_modes, initial_geometries
+from exsnn.active.seam import SEAM_CHECK_FILE, check_seams, label_seam_loops, retrain_disagreeing
 from exsnn.active.select import select
 from exsnn.active.simulate import POPULATIONS_FILE, RECORD_FILE, simulate
 from exsnn.active.train import campaign_split, train_committee
@@ -62,6 +63,9 @@ def load_oracle(config: CampaignConfig) -> Potential:
     if config.dynamics.initial_state >= oracle.n_states:
         raise ConfigurationError(f"S{config.dynamics.initial_state} does not exist: the oracle has {oracle.n_states} states",
                                  source=config.path, where="[dynamics] initial_state")
+    if config.seam.pair and config.seam.pair[1] >= oracle.n_states:
+        raise ConfigurationError(f"S{config.seam.pair[1]} does not exist: the oracle has {oracle.n_states} states",
+                                 source=config.path, where="[seam] pair")
     c = config.committee
     try:
         check_coupling_symmetry(c.exchange, c.odd_couplings, oracle.numbers.tolist(), oracle.n_states)
@@ -139,6 +143,8 @@ class Campaign:
                 for k in range(len(positions))]
         self.say(f"labelling {len(positions)} initial geometries with {self.oracle.describe()}")
         label_structures(self.directory.data, self.oracle, positions, tags, self.metadata, self.config.oracle.batch)
+        if self.config.seam.pair:
+            label_seam_loops(self.directory.data, self.oracle, self.config, self.metadata, self.say)
         state.phase = "train"
 
     def _train(self, state: CampaignState) -> None:
@@ -148,6 +154,8 @@ class Campaign:
                  f"{self._count()} labels" + (" (warm start from the newest earlier members of the same architecture)"
                                               if earlier and self.config.committee.warm_start else ""))
         train_committee(self.directory.data, self.directory.iteration(i), earlier, self.config, i)
+        if self.config.seam.pair and self.config.seam.retrains:
+            retrain_disagreeing(self.directory.data, self.directory.iteration(i), earlier, self.config, i, self.numbers, self.say)
         state.phase = "simulate"
 
     def _committee(self, i: int) -> ModelPotential:
@@ -163,6 +171,9 @@ class Campaign:
         write_atomic_text(folder / "thresholds.json", json.dumps(thresholds.as_dict(), indent=2))
         errors = committee_errors(committee, arrays, split["test"])
         write_atomic_text(folder / "test_errors.json", json.dumps(errors, indent=2))
+        seams = check_seams(self.directory.data, folder / "committee", self.numbers)
+        if seams is not None:
+            write_atomic_text(folder / SEAM_CHECK_FILE, json.dumps(seams, indent=2))
         d = self.config.dynamics
         self.say(f"iteration {i}: {d.n_trajectories} trajectories, {d.duration_fs:g} fs on the committee")
         simulate(folder / "committee", self.oracle, self.config, i, thresholds, folder / RECORD_FILE)
@@ -187,7 +198,9 @@ class Campaign:
         record = self._record(i, full=False)
         previous = self._record(i - 1, full=False) if i > 0 else None
         assert record is not None
-        return decide(record, previous, self.oracle.n_states, i, self._count(), self.config.stopping)
+        seams = self.directory.iteration(i) / SEAM_CHECK_FILE
+        agree = json.loads(seams.read_text())["all_agree"] if seams.exists() else None
+        return decide(record, previous, self.oracle.n_states, i, self._count(), self.config.stopping, agree)
 
     def _select(self, state: CampaignState) -> None:
         i = state.iteration
@@ -237,6 +250,8 @@ class Campaign:
         labelled = np.stack([arrays.frame(k).positions for k in range(arrays.n_frames)])
         assert record is not None
         summary["labels_above_total_energy"] = labels_above_total_energy(arrays, i + 1)
+        if (folder / SEAM_CHECK_FILE).exists():
+            summary["seam_check"] = json.loads((folder / SEAM_CHECK_FILE).read_text())
         write_report(folder, i, summary, record, previous, _load_thresholds(folder / "thresholds.json"), selection,
                      labelled, self.numbers, self.oracle.n_states, title)
         state.history = [h for h in state.history if h["iteration"] != i] + [summary]

@@ -67,6 +67,17 @@ upper_cap_energies_ev = 1.361
 upper_cap_forces_ev_a = 7.713
 upper_cap_couplings_ev_a = 7.713
 
+[seam]                          # quasi-diabatic members that cross where the oracle's states intersect (issue #14)
+# pair = [1, 2]                 # label loops around this pair's intersection after the initial set (none: no loops)
+loops = 1                       # how many (each from one of the initial frames with the smallest gap)
+points = 16                     # oracle labels per loop
+radius = 0.1                    # Bohr, in the oracle's branching plane
+tolerance_ev = 0.01             # the intersection search (a few oracle calls) stops below this gap...
+search_calls = 8                # ...or after this many calls
+retrains = 2                    # a member whose seam disagrees is retrained from scratch (new seed) up to this often
+# the loops feed [committee] seam_loop_weight (the training term) and each iteration's seam check: the coupling
+# integral of every member around every loop against the oracle's (+-pi: crossing); "converged" needs them to agree
+
 [stopping]
 finished_fraction = 0.95        # trajectories that reach the end without crossing the upper threshold
 z = 2.0                         # populations of consecutive iterations agree within z combined standard errors
@@ -132,6 +143,7 @@ class CommitteeConfig:
     diabatic_dipoles: bool = False  # diabatic head with dipoles: quasi-diabatic dipoles (exsnn train --diabatic-dipoles)
     # "energies_forces": keep / stop members on those terms; "last": the final weights (exsnn train --checkpoint-metric)
     checkpoint_metric: str = "loss"
+    seam_loop_weight: float = 0.0  # diabatic head: the seam-loop term on the [seam] loops (exsnn.model.seam_loss); 0: off
 
 
 def committee_architecture(c: CommitteeConfig) -> ArchitectureConfig:
@@ -190,6 +202,17 @@ class ThresholdConfig:
 
 
 @dataclass
+class SeamConfig:
+    pair: list = field(default_factory=list)
+    loops: int = 1
+    points: int = 16
+    radius: float = 0.1
+    tolerance_ev: float = 0.01
+    search_calls: int = 8
+    retrains: int = 2
+
+
+@dataclass
 class StoppingConfig:
     finished_fraction: float = 0.95
     z: float = 2.0
@@ -218,6 +241,7 @@ class CampaignConfig:
     dynamics: DynamicsSection = field(default_factory=DynamicsSection)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
+    seam: SeamConfig = field(default_factory=SeamConfig)
     stopping: StoppingConfig = field(default_factory=StoppingConfig)
     run: RunSection = field(default_factory=RunSection)
 
@@ -235,7 +259,8 @@ class CampaignConfig:
 
 
 _CLASSES = {"oracle": OracleConfig, "initial": InitialConfig, "committee": CommitteeConfig, "dynamics": DynamicsSection,
-            "selection": SelectionConfig, "thresholds": ThresholdConfig, "stopping": StoppingConfig, "run": RunSection}
+            "selection": SelectionConfig, "thresholds": ThresholdConfig, "seam": SeamConfig, "stopping": StoppingConfig,
+            "run": RunSection}
 
 
 def _section(path: Path, name: str, table: Any) -> Any:
@@ -316,6 +341,16 @@ def _check(config: CampaignConfig) -> None:
         need(0 < lower_cap <= upper_cap and upper_cap >= floor, f"[thresholds] upper_cap_{measure}",
              f"caps must be positive with lower_cap <= upper_cap and upper_cap >= upper_floor (got {lower_cap:g}, "
              f"{upper_cap:g}, floor {floor:g})")
+    seam = config.seam
+    need(not seam.pair or (len(seam.pair) == 2 and all(isinstance(s, int) and not isinstance(s, bool) for s in seam.pair)
+                           and 0 <= seam.pair[0] < seam.pair[1]),
+         "[seam] pair", f"must be two states [i, j] with 0 <= i < j, got {seam.pair!r}")
+    need(seam.loops >= 1 and seam.points >= 8 and seam.search_calls >= 1 and seam.retrains >= 0,
+         "[seam] loops/points/search_calls/retrains", "need loops >= 1, points >= 8, search_calls >= 1 and retrains >= 0")
+    need(seam.radius > 0 and seam.tolerance_ev > 0, "[seam] radius/tolerance_ev", "must be positive")
+    need(config.committee.seam_loop_weight >= 0, "[committee] seam_loop_weight", "must be >= 0")
+    need(config.committee.seam_loop_weight == 0 or (bool(seam.pair) and config.committee.head == "diabatic"),
+         "[committee] seam_loop_weight", "needs [seam] pair (the loops it trains on) and head = 'diabatic'")
     need(0 < config.stopping.finished_fraction <= 1, "[stopping] finished_fraction", "must lie in (0, 1]")
     need(config.stopping.max_iterations >= 1 and config.stopping.label_budget >= config.initial.n_frames,
          "[stopping] max_iterations/label_budget", "need max_iterations >= 1 and label_budget >= [initial] n_frames")

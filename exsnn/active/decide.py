@@ -102,6 +102,7 @@ class Decision:
     population_band: float | None = None  # max over states and times of this iteration's combined standard error
     lifetimes: dict[str, Any] | None = None  # [stopping] kinetics: {"S2->S1": {"tau_fs", "error_fs", "longer_than_run"}}
     lifetime_gap_fs: float | None = None  # max over steps of |d tau| - z e (<= 0: consistent)
+    seams_agree: bool | None = None  # [seam] loops: every member's coupling integral agrees with the oracle's (None: no loops)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -113,8 +114,9 @@ def finished_fraction(status: np.ndarray) -> float:
 
 
 def decide(record: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None, n_states: int, iteration: int,
-           labels_spent: int, config: StoppingConfig) -> Decision:
-    """Whether the campaign stops after this iteration's dynamics, and why."""
+           labels_spent: int, config: StoppingConfig, seams_agree: bool | None = None) -> Decision:
+    """Whether the campaign stops after this iteration's dynamics, and why (`seams_agree` False: a member's states
+    do not intersect where the oracle's do, `exsnn.active.seam`, so the campaign has not converged)."""
     fraction = finished_fraction(record["status"][-1])
     gap = change = None
     p, se, _ = population_bands(record, n_states)
@@ -138,11 +140,11 @@ def decide(record: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None
         if now is not None and before is not None:
             lifetime_gap = float((np.abs(now[0] - before[0]) - config.z * np.hypot(now[1], before[1])).max())
         lifetimes_agree = lifetime_gap is not None and lifetime_gap <= 0
-    details = {"population_band": band, "lifetimes": lifetimes, "lifetime_gap_fs": lifetime_gap}
+    details = {"population_band": band, "lifetimes": lifetimes, "lifetime_gap_fs": lifetime_gap, "seams_agree": seams_agree}
     # converged: the populations are known (narrow bands), unchanged within them, and the dynamics was trusted; bands
     # wide enough to contain any change would otherwise let a committee that is unsure everywhere "converge"
     if (gap is not None and gap <= 0 and fraction >= config.finished_fraction and band <= config.max_band
-            and lifetimes_agree):
+            and lifetimes_agree and seams_agree is not False):
         return Decision("converged", fraction, gap, change, **details)
     if labels_spent >= config.label_budget:
         return Decision("label budget", fraction, gap, change, **details)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from exsnn.data import DatasetMetadata, Frame, append_frames
+from exsnn.data.seam_loops import SEAM_LOOP
 from exsnn.data.store import open_h5
 from exsnn.potentials.base import Potential
 
@@ -39,7 +40,9 @@ def oracle_frames(oracle: Potential, positions: torch.Tensor, tags: list[dict[st
         energies = out.energies[k].cpu().numpy()
         forces = out.all_forces[k].permute(1, 0, 2).cpu().numpy()  # type: ignore[union-attr]
         nacs = None if out.nacs is None else out.nacs[k].permute(1, 0, 2).cpu().numpy()
-        provenance = {"source": "campaign", "oracle": oracle.describe(), "campaign": tag}
+        provenance = {"source": "campaign", "oracle": oracle.describe(),
+                      "campaign": {key: value for key, value in tag.items() if key != SEAM_LOOP},
+                      **({SEAM_LOOP: tag[SEAM_LOOP]} if SEAM_LOOP in tag else {})}  # a loop point: exsnn.data.seam_loops
         finite = np.all(np.isfinite(energies)) and np.all(np.isfinite(forces)) and (nacs is None or np.all(np.isfinite(nacs)))
         if not finite:
             frames.append(Frame(numbers=numbers, positions=positions[k].cpu().numpy(), multiplicity=1,

@@ -11,6 +11,7 @@ import numpy as np
 
 from exsnn.active.decide import population_bands
 from exsnn.active.measure import MEASURES, TO_REPORT, Thresholds
+from exsnn.active.seam import seam_line
 from exsnn.active.select import descriptor
 from exsnn.data.frame import FrameArrays
 from exsnn.dynamics.state import RELAXED, UNCERTAIN
@@ -178,6 +179,8 @@ def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: 
         largest = f" (by up to {holes['largest_excess_eV']:.2f} eV)" if holes["above"] else ""
         lines.append(f"- new labels whose oracle energy of the active state lies above their trajectory's total energy, "
                      f"i.e. where the committee's surfaces were too low: {holes['above']} of {holes['n']}{largest}")
+    if summary.get("seam_check"):
+        lines.append(seam_line(summary["seam_check"]))
     lines += ["", "## Test errors of the committee mean (held-out frames from earlier dynamics)", ""]
     for key, values in summary.get("test_errors", {}).items():
         lines.append(f"- {key}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))

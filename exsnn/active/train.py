@@ -46,8 +46,20 @@ def r_split(record: dict) -> str:
     return str(record.get("campaign", {}).get("split", "train"))
 
 
-def member_seed(config: CampaignConfig, iteration: int, member: int) -> int:
-    return config.run.seed * 10_000 + iteration * 100 + member
+#: the committee's record of members retrained from scratch because their seams disagreed with the oracle's
+#: (`exsnn.active.seam`): {"k": attempts}
+SEAM_RETRAINS_FILE = "seam_retrains.json"
+
+
+def member_seed(config: CampaignConfig, iteration: int, member: int, attempt: int = 0) -> int:
+    """The seed of a member; each retraining from scratch (`attempt` >= 1) has its own."""
+    return config.run.seed * 10_000 + iteration * 100 + member + 1_000_000 * attempt
+
+
+def seam_retrains(folder: Path) -> dict[str, int]:
+    """How often each member of a committee folder has been retrained from scratch (member index as text -> count)."""
+    path = folder / SEAM_RETRAINS_FILE
+    return {k: int(v) for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
 
 
 def committee_folder(iteration_dir: Path) -> Path:
@@ -89,7 +101,8 @@ def member_training(config: CampaignConfig, data: Path, output: Path, seed: int,
         seed=seed, threads=c.threads, progress_bar=False,
         init_from=None if previous is None else str(previous), accelerator="cpu",
         weights={name: value for name, value in (("gaps", c.gap_weight), ("small_gaps", c.small_gap_weight),
-                                                 ("diabatic_couplings", c.diabatic_coupling_weight))
+                                                 ("diabatic_couplings", c.diabatic_coupling_weight),
+                                                 ("seam_loops", c.seam_loop_weight))
                  if value > 0} or None,
         checkpoint_metric=c.checkpoint_metric,
     )
@@ -98,9 +111,11 @@ def member_training(config: CampaignConfig, data: Path, output: Path, seed: int,
 def train_committee(data: Path, iteration_dir: Path, earlier: Sequence[Path] | None, config: CampaignConfig,
                     iteration: int) -> Path:
     """Train the members that are not trained yet, warm-started from the earlier iterations' folders `earlier` (newest
-    first; None: from scratch); return the committee folder (loadable as `model:FOLDER`)."""
+    first; None: from scratch) unless the seam check had them retrained (then from scratch with that attempt's seed);
+    return the committee folder (loadable as `model:FOLDER`)."""
     folder = committee_folder(iteration_dir)
     c = config.committee
+    retrains = seam_retrains(folder)
     split = campaign_split(data, seed=config.run.seed * 7919 + iteration)
     for k in range(c.members):
         member = folder / f"member_{k}"
@@ -110,8 +125,9 @@ def train_committee(data: Path, iteration_dir: Path, earlier: Sequence[Path] | N
             shutil.rmtree(member)  # interrupted: start this member again from the beginning
         member.mkdir(parents=True)
         save_split(split, member / "split.npz")
-        previous = warm_start_from(earlier, k, committee_architecture(c), c.warm_start)
-        training = member_training(config, data, member, member_seed(config, iteration, k), previous)
+        attempt = retrains.get(str(k), 0)
+        previous = None if attempt else warm_start_from(earlier, k, committee_architecture(c), c.warm_start)
+        training = member_training(config, data, member, member_seed(config, iteration, k, attempt), previous)
         # model.pt is written last: a member killed before it is retrained from the start on resume
         train(training, resume=False)
     (folder / "committee.json").write_text(json.dumps({"members": [f"member_{k}/{MODEL_FILE}" for k in range(c.members)]}))

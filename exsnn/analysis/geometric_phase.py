@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from exsnn.data.properties import state_pairs
+from exsnn.data.seam_loops import MIN_LOOP_POINTS, loop_angles
 from exsnn.errors import ConfigurationError
 from exsnn.potentials.base import Potential
 from exsnn.units import HARTREE_IN_EV
@@ -68,28 +69,15 @@ def loop_positions(center: np.ndarray, u: np.ndarray, v: np.ndarray, radius: flo
     return center[None] + radius * (np.cos(phi)[:, None, None] * u[None] + np.sin(phi)[:, None, None] * v[None])
 
 
-def aligned_couplings(couplings: np.ndarray) -> np.ndarray:
-    """(K, n, 3) couplings along a path with each sign chosen to overlap positively with the one before."""
-    out = np.array(couplings, dtype=float)
-    for k in range(1, len(out)):
-        if np.sum(out[k] * out[k - 1]) < 0:
-            out[k] = -out[k]
-    return out
-
-
 def loop_integral(positions: np.ndarray, couplings: np.ndarray) -> tuple[float, float]:
     """The line integral (radians) of the couplings (K, n, 3) around the closed loop through positions (K, n, 3)
     (trapezoid rule, the last point joined to the first), and the closure: the cosine between the last aligned
     coupling and the first."""
-    if len(positions) != len(couplings) or len(positions) < 8:
-        raise ConfigurationError(f"a loop needs at least 8 points with a coupling each, got {len(positions)} positions "
-                                 f"and {len(couplings)} couplings", where="geometric phase")
-    d = aligned_couplings(couplings)
-    closure = float(np.sum(d[-1] * d[0]) / (np.linalg.norm(d[-1]) * np.linalg.norm(d[0])))
-    step = np.roll(positions, -1, axis=0) - positions
-    ahead = np.roll(d, -1, axis=0)
-    ahead[-1] *= np.sign(closure) or 1.0  # the first coupling as the last one continues it
-    return float(np.sum(0.5 * (d + ahead) * step)), closure
+    if len(positions) != len(couplings) or len(positions) < MIN_LOOP_POINTS:
+        raise ConfigurationError(f"a loop needs at least {MIN_LOOP_POINTS} points with a coupling each, got "
+                                 f"{len(positions)} positions and {len(couplings)} couplings", where="geometric phase")
+    _, closure, integral = loop_angles(positions, couplings)
+    return integral, closure
 
 
 def _pair_index(potential: Potential, pair: tuple[int, int]) -> int:
@@ -123,3 +111,52 @@ def geometric_phase(potential: Potential, center: np.ndarray, pair: tuple[int, i
     gaps = (out.energies[:, j] - out.energies[:, i]).detach().cpu().numpy() * HARTREE_IN_EV
     return LoopPhase(integral=integral, encloses=abs(integral) > ENCLOSES_ABOVE, closure=closure,
                      smallest_gap_ev=float(gaps.min()), largest_gap_ev=float(gaps.max()), n_points=n_points)
+
+
+@dataclass(frozen=True)
+class Intersection:
+    """The point of smallest gap a search reached: center (n, 3) Bohr, the branching plane there (two orthonormal
+    (n, 3) directions), gap_ev, potential calls made, and whether the gap fell below the tolerance."""
+
+    center: np.ndarray
+    plane: tuple[np.ndarray, np.ndarray]
+    gap_ev: float
+    calls: int
+    converged: bool
+
+
+def locate_intersection(potential: Potential, start: np.ndarray, pair: tuple[int, int], tolerance_ev: float = 0.01,
+                        max_calls: int = 12, max_step_bohr: float = 0.25) -> Intersection:
+    """Search the intersection of states `pair` = (i, j) nearest to `start` (n, 3) Bohr with one potential call per
+    step (energies, forces, the pair's coupling; a few calls, so an expensive oracle can afford it).
+
+    Each step solves the linear two-state model at the present point x: the gap E_j - E_i = D changes along its
+    gradient g and the coupling c along h = D d_ij, so both vanish at x + s with g.s = -D and h.s = 0; s is the
+    shortest such step (in the plane of g and h, capped at `max_step_bohr`), the first-order intersection search of
+    e.g. Bearpark, Robb and Schlegel, Chem. Phys. Lett. 223, 269 (1994), without their energy term."""
+    index, (i, j) = _pair_index(potential, pair), pair
+    if not (tolerance_ev > 0 and max_calls >= 1 and max_step_bohr > 0):
+        raise ConfigurationError(f"need tolerance_ev > 0, max_calls >= 1 and max_step_bohr > 0, got {tolerance_ev}, "
+                                 f"{max_calls}, {max_step_bohr}", where="intersection search")
+    x = np.array(start, dtype=float)
+    best: Intersection | None = None
+    for call in range(1, max_calls + 1):
+        out = potential.compute(torch.as_tensor(x[None], dtype=torch.float64), all_forces=True, nacs=True)
+        gap = float(out.energies[0, j] - out.energies[0, i])
+        forces = out.all_forces[0].detach().cpu().numpy()  # type: ignore[union-attr]
+        g = forces[i] - forces[j]  # the gradient of E_j - E_i
+        h = out.nacs[0, index].detach().cpu().numpy() * gap  # type: ignore[index]
+        converged = gap * HARTREE_IN_EV < tolerance_ev
+        if best is None or gap * HARTREE_IN_EV < best.gap_ev:
+            best = Intersection(center=x.copy(), plane=branching_plane(g, h), gap_ev=gap * HARTREE_IN_EV, calls=call,
+                                converged=converged)
+        best = Intersection(best.center, best.plane, best.gap_ev, call, best.converged)
+        if converged:
+            break
+        gram = np.array([[np.sum(g * g), np.sum(g * h)], [np.sum(h * g), np.sum(h * h)]])
+        a, b = np.linalg.lstsq(gram, np.array([-gap, 0.0]), rcond=None)[0]
+        step = a * g + b * h
+        size = float(np.linalg.norm(step))
+        x = x + (step if size <= max_step_bohr else step * max_step_bohr / size)
+    assert best is not None
+    return best

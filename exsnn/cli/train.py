@@ -34,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--diabatic-coupling-weight", type=float,
                    help="diabatic head: weight of a term on the squared off-diagonal elements of H, so that the "
                         "quasi-diabatic states stay as adiabatic as the labels allow (0 in the recipes: off)")
+    p.add_argument("--seam-loop-weight", type=float,
+                   help="diabatic head: weight of a term that makes the model's states turn around the data's labelled "
+                        "seam loops as the reference's do (crossing, not touching, at an intersection; exsnn.model."
+                        "seam_loss; 0 in the recipes: off)")
     p.add_argument("--energy-cap-ev", type=float,
                    help="labels of states more than this many eV above the training set's lowest energy count less, "
                         "1 / (1 + (excess / width)^2): far-out active-learning labels stop outweighing the region the "
@@ -112,7 +116,7 @@ FIELDS = ("recipe", "max_steps", "schedule", "warmup", "loss", "max_epochs", "ba
 FLAGS = {"recipe": "--recipe", "max_steps": "--steps", "schedule": "--schedule", "warmup": "--warmup", "loss": "--loss",
          "weights.forces": "--force-weight", "weights.nacs": "--nac-weight",
          "weights.energies": "--energy-weight", "weights.gaps": "--gap-weight", "weights.small_gaps": "--small-gap-weight",
-         "weights.diabatic_couplings": "--diabatic-coupling-weight",
+         "weights.diabatic_couplings": "--diabatic-coupling-weight", "weights.seam_loops": "--seam-loop-weight",
          "max_epochs": "--epochs",
          "batch_size": "--batch-size", "learning_rate": "--lr", "n_atom_basis": "--width",
          "n_interactions": "--interactions", "cutoff": "--cutoff", "representation": "--representation", "head": "--head",
@@ -129,7 +133,7 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in FIELDS if getattr(args, name) is not None}
     flags = (("forces", args.force_weight), ("nacs", args.nac_weight), ("energies", args.energy_weight),
              ("gaps", args.gap_weight), ("small_gaps", args.small_gap_weight),
-             ("diabatic_couplings", args.diabatic_coupling_weight))
+             ("diabatic_couplings", args.diabatic_coupling_weight), ("seam_loops", args.seam_loop_weight))
     weights = {name: value for name, value in flags if value is not None}
     if weights:
         overrides["weights"] = weights

@@ -34,6 +34,9 @@ class LossWeights:
     # diabatic head: the off-diagonal elements of H, squared (over the energy scale), so that the quasi-diabatic states
     # are as adiabatic as the labels allow: the one gauge of H that independent trainings agree on
     diabatic_couplings: float = 0.0
+    # diabatic head: how its states turn around the labelled seam loops of the data, against the reference's
+    # (`exsnn.model.seam_loss`): crossing, not touching, quasi-diabatic states at a seam; added by the task
+    seam_loops: float = 0.0
 
 
 @dataclass

@@ -11,6 +11,7 @@ import torch
 
 from exsnn.model.loss import EnergyWindow, ErrorTable, LabelScales, LossWeights, compute_loss
 from exsnn.model.network import MultiStateNetwork, NetworkConfig
+from exsnn.model.seam_loss import LoopBatch, seam_loop_loss
 
 
 class MultiStateTask(pl.LightningModule):
@@ -44,6 +45,7 @@ class MultiStateTask(pl.LightningModule):
         self.scales = LabelScales(**scales)
         self.window = EnergyWindow(**energy_window) if energy_window else None
         self.test_table = ErrorTable(self.network.n_states)
+        self.seam_loops: list[LoopBatch] = []  # labelled seam loops for the seam-loop term (set by the training run)
 
     def forward(self, batch: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
         return self.network(batch, **kwargs)
@@ -52,6 +54,9 @@ class MultiStateTask(pl.LightningModule):
         with torch.enable_grad():
             out = self.network(batch, forces="all", create_graph=stage == "train")
             loss, parts = compute_loss(out, batch, self.weights, self.scales, self.window)
+            if stage == "train" and self.seam_loops and self.weights.seam_loops > 0:
+                parts["seam_loops"] = self._seam_loop_term()
+                loss = loss + self.weights.seam_loops * parts["seam_loops"]
         size = int(batch["_n_atoms"].shape[0])
         self.log(f"{stage}_loss", loss, prog_bar=stage != "test", batch_size=size, on_epoch=True, on_step=False)
         for name, value in parts.items():
@@ -62,6 +67,16 @@ class MultiStateTask(pl.LightningModule):
         if stage == "test":
             self.test_table.update({k: v.detach() for k, v in out.items()}, batch)
         return loss
+
+    def _seam_loop_term(self) -> torch.Tensor:
+        """Mean of the seam-loop term over the labelled loops (`exsnn.model.seam_loss`)."""
+        dtype = next(self.network.parameters()).dtype
+        terms = []
+        for loop in self.seam_loops:
+            moved = loop.to(self.device, dtype)
+            vectors = self.network.predict(moved.batch)["state_vectors"]
+            terms.append(seam_loop_loss(vectors, moved.pair, moved.target))
+        return torch.stack(terms).mean()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")

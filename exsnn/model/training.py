@@ -59,7 +59,7 @@ _EXSNN_V2 = Recipe(
     "couplings 1, dipoles 1, early stopping after 200 epochs without improvement",
     batch_size="auto", learning_rate=5e-4, schedule="cosine", max_epochs=None, max_steps="auto", patience=200,
     weights={"energies": 1.0, "forces": 4.0, "nacs": 1.0, "dipoles": 1.0, "gaps": 0.0, "small_gaps": 0.0,
-             "diabatic_couplings": 0.0},
+             "diabatic_couplings": 0.0, "seam_loops": 0.0},
     warmup=0.02)
 
 
@@ -222,9 +222,10 @@ class TrainingConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not math.isfinite(value) or value <= 0):
                 raise ConfigurationError(f"must be a positive number of eV, got {value!r}", where=name)
-        if self.weights.get("diabatic_couplings", 0) and self.network.head != "diabatic":  # type: ignore[union-attr]
-            raise ConfigurationError("the term acts on the diabatic head's Hamiltonian: it needs head = 'diabatic'",
-                                     where="weights.diabatic_couplings")
+        for term in ("diabatic_couplings", "seam_loops"):
+            if self.weights.get(term, 0) and self.network.head != "diabatic":  # type: ignore[union-attr]
+                raise ConfigurationError("the term acts on the diabatic head's Hamiltonian: it needs head = 'diabatic'",
+                                         where=f"weights.{term}")
 
     def plan(self, n_train: int) -> TrainingPlan:
         """Resolve the "auto" values for `n_train` training frames."""
@@ -485,6 +486,12 @@ def check_training_inputs(config: TrainingConfig, resume: bool) -> None:
         raise ConfigurationError(f"{arrays.n_frames} frames split {config.split} give train/val/test = "
                                  f"{sizes['train']}/{sizes['val']}/{sizes['test']}; each needs at least one frame "
                                  "(add frames or change --split)", source=config.data, where="split")
+    if config.weights.get("seam_loops", 0):  # type: ignore[union-attr]
+        from exsnn.data.seam_loops import read_seam_loops
+
+        if not read_seam_loops(config.data):  # a malformed loop raises DataError here
+            raise DataError(config.data, "seam loops", "the seam-loop term needs frames on a labelled loop (provenance "
+                                                       "'seam_loop'); none are in this dataset")
     if config.network.indexed_couplings:
         try:
             check_coupling_symmetry(config.network.exchange, config.network.odd_couplings, training_molecule(config.data),
@@ -552,6 +559,11 @@ def build_task(config: TrainingConfig, datamodule: ExcitedStateDataModule) -> tu
                           schedule=config.schedule, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,  # type: ignore[arg-type]
                           final_lr_factor=config.final_lr_factor, weight_decay=config.weight_decay,  # type: ignore[arg-type]
                           energy_window=asdict(window) if window is not None else None)
+    if config.weights.get("seam_loops", 0):  # type: ignore[union-attr]
+        from exsnn.data.seam_loops import read_seam_loops
+        from exsnn.model.seam_loss import loop_batches
+
+        task.seam_loops = loop_batches(datamodule.datasets["train"], read_seam_loops(config.data))
     return task, plan, scales
 
 
