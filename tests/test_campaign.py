@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -437,6 +438,17 @@ def run_until_killed(config: Path, output: Path, ready, delay: float) -> None:
     process.wait()
 
 
+def kill_and_resume(config: Path, folder: Path, kills: dict) -> Iterator[tuple[str, Path]]:
+    """For each `where: (ready, delay)` of `kills`: a campaign run killed there (`run_until_killed`), then resumed to
+    its end; yields where and the campaign folder."""
+    for where, (ready, delay) in kills.items():
+        killed = folder / f"killed_{where.replace(' ', '_')}"
+        run_until_killed(config, killed, ready, delay)
+        resumed = exsnn("campaign", "resume", killed)
+        assert resumed.returncode == 0, resumed.stderr
+        yield where, killed
+
+
 @pytest.mark.slow
 def test_sigkill_in_every_phase_then_resume_gives_the_uninterrupted_dataset(shared_data: Path, tmp_path: Path) -> None:
     config = write_config(tmp_path, shared_data)
@@ -451,11 +463,7 @@ def test_sigkill_in_every_phase_then_resume_gives_the_uninterrupted_dataset(shar
         "labelling from dynamics": (lambda out: labels_committed(out, 17), 0.0),  # one label per append (batch = 1)
         "warm-started training": (lambda out: phase_is(out, "1:train"), 0.8),
     }
-    for where, (ready, delay) in kills.items():
-        killed = tmp_path / f"killed_{where.replace(' ', '_')}"
-        run_until_killed(config, killed, ready, delay)
-        resumed = exsnn("campaign", "resume", killed)
-        assert resumed.returncode == 0, resumed.stderr
+    for where, killed in kill_and_resume(config, tmp_path, kills):
         assert dataset_fingerprint(killed / "data.h5") == expected, where
         status = json.loads(exsnn("campaign", "status", killed, "--json").stdout)
         assert status["stopped"] is not None and status["n_labels"] == len(expected)
@@ -475,11 +483,7 @@ def test_sigkill_while_labelling_seam_loops_or_retraining_then_resume_gives_the_
         "seam-loop labelling": (lambda out: labels_committed(out, 18), 0.0),  # two of the loop's labels (batch = 1)
         "retraining": (lambda out: (out / "iteration_000" / "committee" / "seam_retrains.json").exists(), 0.5),
     }
-    for where, (ready, delay) in kills.items():
-        killed = tmp_path / f"killed_{where.replace(' ', '_')}"
-        run_until_killed(config, killed, ready, delay)
-        resumed = exsnn("campaign", "resume", killed)
-        assert resumed.returncode == 0, resumed.stderr
+    for where, killed in kill_and_resume(config, tmp_path, kills):
         assert dataset_fingerprint(killed / "data.h5") == expected, where
         assert json.loads((killed / "iteration_000" / "committee" / "seam_retrains.json").read_text()) == json.loads(
             retrains.read_text()), where
@@ -510,6 +514,9 @@ def test_shipped_lvc_campaign_converges_by_its_rule_and_errors_fall(shared_data:
         assert np.mean(list(last[key].values())) < np.mean(list(first[key].values())), (key, first[key], last[key])
     report = (out / f"iteration_{status['iteration']:03d}" / "report.md").read_text()
     assert "Test errors" in report and "populations.png" in report
+    # its [seam] loop: the oracle's integral is +-pi there, and the converged committee's members all agree with it
+    seams = json.loads((out / f"iteration_{status['iteration']:03d}" / "seam_check.json").read_text())
+    assert abs(seams["loops"][0]["oracle_rad"]) > 3.0 and seams["all_agree"] and "seam check" in report
     # the members also drove the ensemble alone: their spread widens the bands the convergence rule compares
     from exsnn.active.decide import classical_populations, population_bands
 

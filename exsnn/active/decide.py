@@ -18,6 +18,10 @@ trajectories), and it states the agreement in the quantity a photochemist report
 uncertainty are left out of the fit (they lack its later times); the rule needs >= `finished_fraction` of them to have
 finished anyway.
 
+With `[seam]` loops (`exsnn.active.seam`) every member's coupling integral around each loop must also agree with the
+oracle's (an intersection inside or none): a member whose states touch where the oracle's cross sends trajectories
+the wrong way through the seam, and a committee whose members all do so agrees with itself.
+
 Otherwise it stops when the label budget or the iteration limit is spent (the report then says it did not converge).
 """
 
