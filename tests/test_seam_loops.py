@@ -16,7 +16,7 @@ from test_geometric_phase import TwoStatePlane
 from exsnn.analysis.geometric_phase import loop_positions
 from exsnn.data import DatasetMetadata, Frame, append_frames, read_frames
 from exsnn.data.seam_loops import SEAM_LOOP, loop_angles, read_seam_loops
-from exsnn.errors import DataError
+from exsnn.errors import DataError, ExsnnWarning
 from exsnn.model.seam_loss import seam_loop_loss
 
 PHI = 2 * np.pi * np.arange(16) / 16
@@ -89,6 +89,14 @@ def test_a_broken_loop_is_refused_with_what_is_missing(tmp_path: Path) -> None:
     append_frames(path, labelled_loop(False, skip=5), DatasetMetadata(n_states=2, method="two-state plane", program="test"))
     with pytest.raises(DataError, match=r"seam loop 0: needs points 0..K-1"):
         read_seam_loops(path)
+    # a loop point the oracle failed on (recorded, unlabelled): the loop is left out with a warning, not an error
+    failed = tmp_path / "failed.h5"
+    frames = labelled_loop(False)
+    frames[3] = Frame(numbers=frames[3].numbers, positions=frames[3].positions, multiplicity=1,
+                      provenance={**frames[3].provenance, "failure": "the oracle failed at this structure"})
+    append_frames(failed, frames, DatasetMetadata(n_states=2, method="two-state plane", program="test"))
+    with pytest.warns(ExsnnWarning, match="seam loop 0: the oracle failed"):
+        assert read_seam_loops(failed) == []
     # the whole loop reads, with its points in loop order however they were appended
     shuffled = tmp_path / "shuffled.h5"
     frames = labelled_loop(False)

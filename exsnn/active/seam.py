@@ -4,7 +4,8 @@ After the initial set (`[seam] pair = [i, j]`), from each of the `loops` initial
 of the pair (at least 2 radii apart), a few oracle calls find the intersection (`locate_intersection`), and `points`
 oracle labels on a circle of `radius` Bohr in its branching plane are appended with a `seam_loop` provenance tag
 (`exsnn.data.seam_loops`). They are training labels like any other; with `[committee] seam_loop_weight` they also
-feed the seam-loop term, which makes quasi-diabatic members cross where the oracle's states do (issue #14).
+feed the seam-loop term, which pulls quasi-diabatic members' states to turn around the loop as the oracle's do (issue
+#14; it cannot carry a member whose states touch across to the crossing kind, hence the retraining below).
 
 Every iteration then checks each member: the integral of its coupling around each loop, against the oracle's from
 its labels (+-pi with an intersection inside, 0 without; `exsnn.analysis.geometric_phase`). A member that touches

@@ -15,6 +15,7 @@ Units: positions Bohr, couplings 1/Bohr, angles radians.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from exsnn.data.properties import state_pairs
 from exsnn.data.store import read_frames
-from exsnn.errors import DataError
+from exsnn.errors import DataError, ExsnnWarning
 
 #: provenance key of a frame on a seam loop
 SEAM_LOOP = "seam_loop"
@@ -76,20 +77,28 @@ def seam_loop_tag(record: dict) -> dict | None:
 
 
 def read_seam_loops(path: str | Path) -> list[SeamLoop]:
-    """The labelled seam loops of a dataset (empty when it has none); DataError for a loop with missing points,
-    too few points or unlabelled couplings."""
+    """The labelled seam loops of a dataset (empty when it has none). A loop with a point whose labelling failed (a
+    recorded failure, e.g. an SCF that did not converge) is left out with a warning; DataError for a loop with missing
+    points, too few points or unlabelled couplings."""
     arrays = read_frames(path)
     members: dict[int, dict[int, int]] = {}
     pairs: dict[int, tuple[int, int]] = {}
+    failed: set[int] = set()
     for row, text in enumerate(arrays.provenance):
-        tag = seam_loop_tag(json.loads(text)) if text else None
+        record = json.loads(text) if text else {}
+        tag = seam_loop_tag(record)
         if tag is None:
             continue
         loop, point, pair = int(tag["loop"]), int(tag["point"]), tuple(int(s) for s in tag["pair"])
         members.setdefault(loop, {})[point] = row
         pairs[loop] = pair  # type: ignore[assignment]
+        if record.get("failure"):
+            failed.add(loop)
+    for loop in sorted(failed):
+        warnings.warn(f"{path}: seam loop {loop}: the oracle failed at one of its points; the loop is left out",
+                      ExsnnWarning, stacklevel=2)
     loops = []
-    for loop in sorted(members):
+    for loop in sorted(set(members) - failed):
         points = members[loop]
         rows = np.array([points[k] for k in sorted(points)], dtype=np.int64)
         where = f"seam loop {loop}"
