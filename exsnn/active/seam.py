@@ -90,7 +90,8 @@ def check_seams(data: Path, committee: Path, numbers: np.ndarray) -> dict[str, A
     if not loops:
         return None
     arrays = read_frames(data)
-    members = sorted(committee.glob(f"member_*/{MODEL_FILE}"), key=lambda p: int(p.parent.name.split("_")[1]))
+    files = sorted(committee.glob(f"member_*/{MODEL_FILE}"), key=lambda p: int(p.parent.name.split("_")[1]))
+    members = [ModelPotential(file, numbers, dtype=torch.float64) for file in files]  # loaded once for every loop
     results = []
     for loop in loops:
         positions = np.stack([arrays.frame(int(k)).positions for k in loop.frames])
@@ -98,7 +99,7 @@ def check_seams(data: Path, committee: Path, numbers: np.ndarray) -> dict[str, A
         oracle = float(loop.integral)
         integrals, gaps = [], []
         for member in members:
-            out = ModelPotential(member, numbers, dtype=torch.float64).compute(torch.as_tensor(positions), nacs=True)
+            out = member.compute(torch.as_tensor(positions), nacs=True)
             integrals.append(loop_integral(positions, out.nacs[:, column].numpy())[0])  # type: ignore[index]
             gaps.append(float((out.energies[:, loop.pair[1]] - out.energies[:, loop.pair[0]]).min()) * HARTREE_IN_EV)
         agree = [(abs(m) > ENCLOSES_ABOVE) == (abs(oracle) > ENCLOSES_ABOVE) for m in integrals]
