@@ -290,7 +290,10 @@ def test_seam_loops_are_labelled_trained_on_and_checked_every_iteration(shared_d
     assert loop.pair == (1, 2) and abs(loop.integral) == pytest.approx(np.pi, abs=0.2)
     check = json.loads((tmp_path / "run" / "iteration_000" / SEAM_CHECK_FILE).read_text())
     assert check["loops"][0]["oracle_rad"] == pytest.approx(loop.integral) and len(check["loops"][0]["members_rad"]) == 2
-    assert check["all_agree"] == all(abs(m) > np.pi / 2 for m in check["loops"][0]["members_rad"])
+    # a member agrees when its integral encloses the intersection and its own seam closes within max_shift of it
+    shifts = check["loops"][0]["members_seam_shift_bohr"]
+    assert check["all_agree"] == all(abs(m) > np.pi / 2 and s is not None and s <= 0.05
+                                     for m, s in zip(check["loops"][0]["members_rad"], shifts))
     assert "seam check" in (tmp_path / "run" / "iteration_000" / "report.md").read_text()
     assert state.history[0]["decision"]["seams_agree"] == check["all_agree"]
     # a member that still disagrees was retrained from scratch as often as allowed ([seam] retrains, default 2); one

@@ -21,15 +21,15 @@ from exsnn.potentials.lvc import LVCPotential
 class TwoStatePlane(Potential):
     """One atom moving in x, y; diabatic H = [[D, c], [c, -D]] with c = 0.02 y and D = 0.05 x (crossing: an
     intersection at the origin) or D = sqrt((0.05 x)^2 + eps^2) (touching: the same energies away from x = 0, and no
-    intersection), Hartree and Bohr."""
+    intersection), Hartree and Bohr; `x0` moves the whole model by x0 Bohr in x."""
 
-    def __init__(self, touching: bool, eps: float = 2e-3) -> None:
-        self.n_states, self.touching, self.eps = 2, touching, eps
+    def __init__(self, touching: bool, eps: float = 2e-3, x0: float = 0.0) -> None:
+        self.n_states, self.touching, self.eps, self.x0 = 2, touching, eps, x0
         self.numbers = torch.ones(1, dtype=torch.long)
         self.masses = torch.full((1,), 1836.0, dtype=torch.float64)
 
     def compute(self, positions, states=None, all_forces=False, nacs=True, trajectories=None) -> PotentialOutput:
-        x, y = positions[:, 0, 0], positions[:, 0, 1]
+        x, y = positions[:, 0, 0] - self.x0, positions[:, 0, 1]
         B = len(x)
         d, dd = 0.05 * x, torch.full_like(x, 0.05)
         if self.touching:
@@ -116,6 +116,28 @@ def test_the_intersection_search_reaches_a_crossing_and_reports_a_touching_seam(
     assert 2 * 2e-3 * 27.211 <= touching.gap_ev < 0.15  # never below 2 eps, the touching model's smallest gap
     with pytest.raises(ConfigurationError, match="max_calls"):
         locate_intersection(TwoStatePlane(touching=False), start, (0, 1), max_calls=0)
+
+
+def test_a_member_s_own_seam_is_found_from_the_oracle_s_and_measured_in_its_branching_plane() -> None:
+    """The campaign's seam check (exsnn.active.seam.member_seam_shift): a member whose intersection is the oracle's
+    is 0 off; one whose whole surface is moved 0.08 Bohr along the branching plane is 0.08 off, more
+    than the default max_shift = 0.05 though a 0.1-Bohr loop still encloses its intersection; a touching member has
+    no own seam (None) and its gap there stays open."""
+    from exsnn.active.config import SeamConfig
+    from exsnn.active.seam import loop_geometry, member_seam_shift
+
+    center = np.zeros((1, 3))
+    points = loop_positions(center, np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 1.0, 0.0]]), 0.1, 16)
+    origin, plane = loop_geometry(points)
+    assert np.abs(origin).max() < 1e-12 and np.allclose(np.abs(plane @ np.array([0.0, 0.0, 1.0])), 0.0)
+    seam = SeamConfig()
+    assert member_seam_shift(TwoStatePlane(touching=False), origin, plane, (0, 1), seam)[0] == pytest.approx(0, abs=1e-6)
+    moved = TwoStatePlane(touching=False, x0=0.08)
+    shift, gap = member_seam_shift(moved, origin, plane, (0, 1), seam)
+    assert shift == pytest.approx(0.08, abs=1e-3) and shift > seam.max_shift and gap < seam.tolerance_ev
+    assert geometric_phase(moved, origin, (0, 1), radius=0.1, plane=(plane[0].reshape(1, 3), plane[1].reshape(1, 3))).encloses
+    shift, gap = member_seam_shift(TwoStatePlane(touching=True), origin, plane, (0, 1), seam)
+    assert shift is None and gap > seam.tolerance_ev
 
 
 def test_so2_lvc_intersection_search_takes_a_few_oracle_calls(shared_data: Path) -> None:

@@ -171,7 +171,7 @@ class Campaign:
         write_atomic_text(folder / "thresholds.json", json.dumps(thresholds.as_dict(), indent=2))
         errors = committee_errors(committee, arrays, split["test"])
         write_atomic_text(folder / "test_errors.json", json.dumps(errors, indent=2))
-        seams = check_seams(self.directory.data, folder / "committee", self.numbers)
+        seams = check_seams(self.directory.data, folder / "committee", self.numbers, self.config.seam)
         if seams is not None:
             write_atomic_text(folder / SEAM_CHECK_FILE, json.dumps(seams, indent=2))
         d = self.config.dynamics

@@ -74,9 +74,11 @@ points = 16                     # oracle labels per loop
 radius = 0.1                    # Bohr, in the oracle's branching plane
 tolerance_ev = 0.01             # the intersection search (a few oracle calls) stops below this gap...
 search_calls = 8                # ...or after this many calls
+max_shift = 0.05                # Bohr: a member's own intersection, searched from the oracle's, must close within this
 retrains = 2                    # a member whose seam disagrees is retrained from scratch (new seed) up to this often
 # the loops feed [committee] seam_loop_weight (the training term) and each iteration's seam check: the coupling
-# integral of every member around every loop against the oracle's (+-pi: crossing); "converged" needs them to agree
+# integral of every member around every loop against the oracle's (+-pi: crossing) and, where the oracle crosses, the
+# member's own intersection within max_shift of the oracle's; "converged" needs every member to agree
 
 [stopping]
 finished_fraction = 0.95        # trajectories that reach the end without crossing the upper threshold
@@ -209,6 +211,7 @@ class SeamConfig:
     radius: float = 0.1
     tolerance_ev: float = 0.01
     search_calls: int = 8
+    max_shift: float = 0.05
     retrains: int = 2
 
 
@@ -347,7 +350,8 @@ def _check(config: CampaignConfig) -> None:
          "[seam] pair", f"must be two states [i, j] with 0 <= i < j, got {seam.pair!r}")
     need(seam.loops >= 1 and seam.points >= 8 and seam.search_calls >= 1 and seam.retrains >= 0,
          "[seam] loops/points/search_calls/retrains", "need loops >= 1, points >= 8, search_calls >= 1 and retrains >= 0")
-    need(seam.radius > 0 and seam.tolerance_ev > 0, "[seam] radius/tolerance_ev", "must be positive")
+    need(seam.radius > 0 and seam.tolerance_ev > 0 and seam.max_shift > 0, "[seam] radius/tolerance_ev/max_shift",
+         "must be positive")
     need(config.committee.seam_loop_weight >= 0, "[committee] seam_loop_weight", "must be >= 0")
     need(config.committee.seam_loop_weight == 0 or (bool(seam.pair) and config.committee.head == "diabatic"),
          "[committee] seam_loop_weight", "needs [seam] pair (the loops it trains on) and head = 'diabatic'")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from exsnn.active.config import CampaignConfig
+from exsnn.active.config import CampaignConfig, SeamConfig
 from exsnn.active.label import label_structures
 from exsnn.active.layout import write_atomic_text
 from exsnn.active.train import SEAM_RETRAINS_FILE, committee_folder, seam_retrains, train_committee
@@ -83,9 +83,31 @@ def label_seam_loops(data: Path, oracle: Potential, config: CampaignConfig, meta
     return summaries
 
 
-def check_seams(data: Path, committee: Path, numbers: np.ndarray) -> dict[str, Any] | None:
-    """Each member's coupling integral around each labelled loop against the oracle's (radians); None without loops.
-    A member agrees on a loop when both or neither enclose an intersection (|integral| > pi/2)."""
+def loop_geometry(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (n, 3) Bohr of a loop's evenly spaced points (K, n, 3) and the plane they span, (2, 3n) orthonormal rows."""
+    center = positions.mean(axis=0)
+    plane = np.linalg.svd((positions - center).reshape(len(positions), -1), full_matrices=False)[2][:2]
+    return center, plane
+
+
+def member_seam_shift(member: Potential, center: np.ndarray, plane: np.ndarray, pair: tuple[int, int],
+                      seam: SeamConfig) -> tuple[float | None, float]:
+    """Where a member's own intersection lies: searched from the oracle's (`center`, Bohr) with the campaign's
+    tolerance and calls, its distance (Bohr) from it within the oracle's branching plane (`plane`, (2, 3n)), None when
+    the member's gap does not close there; and the smallest gap the search reached (eV)."""
+    own = locate_intersection(member, center, pair, tolerance_ev=seam.tolerance_ev, max_calls=seam.search_calls)
+    shift = float(np.linalg.norm(plane @ (own.center - center).reshape(-1)))
+    return (shift if own.converged else None), own.gap_ev
+
+
+def check_seams(data: Path, committee: Path, numbers: np.ndarray, seam: SeamConfig | None = None) -> dict[str, Any] | None:
+    """Each member against the oracle on each labelled loop; None without loops. A member agrees on a loop when
+    (1) its coupling integral around the loop encloses an intersection (|integral| > pi/2) exactly when the oracle's
+    does, and (2) where the oracle's does, the member's own intersection, searched from the oracle's (the loop's
+    centre), closes to `[seam] tolerance_ev` within `max_shift` Bohr of it in the branching plane. (2) catches a
+    member whose seam passes inside the loop but off the oracle's, or whose states only come close: both change the
+    S_j -> S_i transfer though the integral agrees (issue #14: SO2, seed 4)."""
+    seam = seam or SeamConfig()
     loops = read_seam_loops(data)
     if not loops:
         return None
@@ -95,21 +117,28 @@ def check_seams(data: Path, committee: Path, numbers: np.ndarray) -> dict[str, A
     results = []
     for loop in loops:
         positions = np.stack([arrays.frame(int(k)).positions for k in loop.frames])
+        center, plane = loop_geometry(positions)
         column = state_pairs(arrays.n_states).index(loop.pair)
         oracle = float(loop.integral)
-        integrals, gaps = [], []
+        encloses = abs(oracle) > ENCLOSES_ABOVE
+        integrals, gaps, shifts, seam_gaps = [], [], [], []
         for member in members:
             out = member.compute(torch.as_tensor(positions), nacs=True)
             integrals.append(loop_integral(positions, out.nacs[:, column].numpy())[0])  # type: ignore[index]
             gaps.append(float((out.energies[:, loop.pair[1]] - out.energies[:, loop.pair[0]]).min()) * HARTREE_IN_EV)
-        agree = [(abs(m) > ENCLOSES_ABOVE) == (abs(oracle) > ENCLOSES_ABOVE) for m in integrals]
+            shift, seam_gap = member_seam_shift(member, center, plane, loop.pair, seam) if encloses else (None, float("nan"))
+            shifts.append(shift)
+            seam_gaps.append(seam_gap)
+        agree = [(abs(m) > ENCLOSES_ABOVE) == encloses and (not encloses or (s is not None and s <= seam.max_shift))
+                 for m, s in zip(integrals, shifts)]
         results.append({"loop": loop.loop, "pair": list(loop.pair), "oracle_rad": oracle, "members_rad": integrals,
-                        "members_smallest_gap_ev": gaps, "agree": agree})
+                        "members_smallest_gap_ev": gaps, "members_seam_shift_bohr": shifts,
+                        "members_seam_gap_ev": seam_gaps, "max_shift_bohr": seam.max_shift, "agree": agree})
     return {"loops": results, "all_agree": all(all(r["agree"]) for r in results), "retrains": seam_retrains(committee)}
 
 
 def disagreeing_members(check: dict[str, Any]) -> list[int]:
-    """Members whose integral disagrees with the oracle's on some loop."""
+    """Members that disagree with the oracle on some loop (integral or seam position)."""
     return [k for k in range(len(check["loops"][0]["agree"])) if not all(r["agree"][k] for r in check["loops"])]
 
 
@@ -120,7 +149,7 @@ def retrain_disagreeing(data: Path, iteration_dir: Path, earlier: Sequence[Path]
     the same members: a member is removed before its attempt is recorded, and a recorded attempt fixes its seed."""
     say = say or (lambda message: None)
     committee = committee_folder(iteration_dir)
-    while (check := check_seams(data, committee, numbers)) is not None:
+    while (check := check_seams(data, committee, numbers, config.seam)) is not None:
         attempts = seam_retrains(committee)
         todo = [k for k in disagreeing_members(check) if attempts.get(str(k), 0) < config.seam.retrains]
         if not todo:
@@ -136,11 +165,19 @@ def retrain_disagreeing(data: Path, iteration_dir: Path, earlier: Sequence[Path]
     return {}
 
 
+def _shift_text(shift: float | None) -> str:
+    return " (own seam does not close)" if shift is None else f" (own seam {shift:.3f} Bohr off)"
+
+
 def seam_line(check: dict[str, Any]) -> str:
-    """One report line: per loop the oracle's integral and the members' (those that disagree marked)."""
+    """One report line: per loop the oracle's integral, the members' and where their own seams lie (those that
+    disagree marked)."""
     parts = []
     for r in check["loops"]:
-        members = ", ".join(f"{m:+.2f}" + ("" if ok else " (disagrees)") for m, ok in zip(r["members_rad"], r["agree"]))
+        shifts = r.get("members_seam_shift_bohr") or [None] * len(r["agree"])
+        encloses = abs(r["oracle_rad"]) > ENCLOSES_ABOVE
+        members = ", ".join(f"{m:+.2f}" + (_shift_text(s) if encloses else "") + ("" if ok else " (disagrees)")
+                            for m, s, ok in zip(r["members_rad"], shifts, r["agree"]))
         parts.append(f"loop {r['loop']} (S{r['pair'][0]}/S{r['pair'][1]}): oracle {r['oracle_rad']:+.2f} rad, members {members}")
     verdict = "all members agree with the oracle" if check["all_agree"] else "NOT all members agree: not converged"
     retrained = check.get("retrains") or {}
