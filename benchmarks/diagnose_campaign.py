@@ -55,8 +55,12 @@ from exsnn.potentials.spec import load_potential  # noqa: E402
 from exsnn.units import FS_IN_AU_TIME, HARTREE_IN_EV  # noqa: E402
 
 
-def report(name: str, populations: np.ndarray, reference: np.ndarray) -> None:
-    print(f"{name}: max|dP| {np.abs(populations - reference).max():.3f}, S1 at the end {populations[-1, 1]:.2f} "
+def report(name: str, populations: np.ndarray, reference: np.ndarray, dt_fs: float | None = None) -> None:
+    """max|dP| over states and times (with `dt_fs`: where, time and state), and S1 at the end against the oracle."""
+    difference = np.abs(populations - reference)
+    step, state = np.unravel_index(int(np.argmax(difference)), difference.shape)
+    where = f" at {step * dt_fs:g} fs in S{state}" if dt_fs is not None else ""
+    print(f"{name}: max|dP| {difference.max():.3f}{where}, S1 at the end {populations[-1, 1]:.2f} "
           f"(oracle {reference[-1, 1]:.2f})", flush=True)
 
 
@@ -70,7 +74,7 @@ def populations(args: argparse.Namespace) -> None:
                                        driver=args.driver or config.dynamics.driver)
             for network in potential.networks:
                 network.config.nac_epsilon = args.nac_epsilon or network.config.nac_epsilon
-            report(f"{folder.name} {model.name}", populations_on(potential, *ics, config), reference)
+            report(f"{folder.name} {model.name}", populations_on(potential, *ics, config), reference, config.dynamics.dt_fs)
 
 
 def crossing(args: argparse.Namespace) -> None:

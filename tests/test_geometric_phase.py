@@ -21,10 +21,10 @@ from exsnn.potentials.lvc import LVCPotential
 class TwoStatePlane(Potential):
     """One atom moving in x, y; diabatic H = [[D, c], [c, -D]] with c = 0.02 y and D = 0.05 x (crossing: an
     intersection at the origin) or D = sqrt((0.05 x)^2 + eps^2) (touching: the same energies away from x = 0, and no
-    intersection), Hartree and Bohr; `x0` moves the whole model by x0 Bohr in x."""
+    intersection), Hartree and Bohr; `x0` moves the whole model by x0 Bohr in x, `slope` replaces the 0.02 of c."""
 
-    def __init__(self, touching: bool, eps: float = 2e-3, x0: float = 0.0) -> None:
-        self.n_states, self.touching, self.eps, self.x0 = 2, touching, eps, x0
+    def __init__(self, touching: bool, eps: float = 2e-3, x0: float = 0.0, slope: float = 0.02) -> None:
+        self.n_states, self.touching, self.eps, self.x0, self.slope = 2, touching, eps, x0, slope
         self.numbers = torch.ones(1, dtype=torch.long)
         self.masses = torch.full((1,), 1836.0, dtype=torch.float64)
 
@@ -34,11 +34,11 @@ class TwoStatePlane(Potential):
         d, dd = 0.05 * x, torch.full_like(x, 0.05)
         if self.touching:
             d, dd = torch.sqrt(d * d + self.eps**2), 0.05 * d / torch.sqrt(d * d + self.eps**2)
-        c = 0.02 * y
+        c = self.slope * y
         hamiltonian = torch.stack([torch.stack([d, c], -1), torch.stack([c, -d], -1)], -2)
         gradient = torch.zeros(B, 2, 2, 1, 3, dtype=torch.float64)
         gradient[:, 0, 0, 0, 0], gradient[:, 1, 1, 0, 0] = dd, -dd
-        gradient[:, 0, 1, 0, 1] = gradient[:, 1, 0, 0, 1] = 0.02
+        gradient[:, 0, 1, 0, 1] = gradient[:, 1, 0, 0, 1] = self.slope
         return adiabatic_from_diabatic(hamiltonian, gradient, states, all_forces, nacs)
 
 
@@ -138,6 +138,9 @@ def test_a_member_s_own_seam_is_found_from_the_oracle_s_and_measured_in_its_bran
     assert geometric_phase(moved, origin, (0, 1), radius=0.1, plane=(plane[0].reshape(1, 3), plane[1].reshape(1, 3))).encloses
     shift, gap = member_seam_shift(TwoStatePlane(touching=True), origin, plane, (0, 1), seam)
     assert shift is None and gap > seam.tolerance_ev
+    # a member without coupling (no branching plane: the search cannot step) 0.08 off has no own seam either
+    shift, gap = member_seam_shift(TwoStatePlane(touching=False, x0=0.08, slope=0.0), origin, plane, (0, 1), seam)
+    assert shift is None and gap == pytest.approx(2 * 0.05 * 0.08 * 27.211, rel=1e-3)
 
 
 def test_so2_lvc_intersection_search_takes_a_few_oracle_calls(shared_data: Path) -> None:

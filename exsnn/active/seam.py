@@ -35,6 +35,7 @@ from exsnn.analysis.geometric_phase import ENCLOSES_ABOVE, locate_intersection, 
 from exsnn.data import DatasetMetadata, read_frames
 from exsnn.data.properties import state_pairs
 from exsnn.data.seam_loops import SEAM_LOOP, read_seam_loops, seam_loop_tag
+from exsnn.errors import ExsnnError
 from exsnn.model.potential import ModelPotential
 from exsnn.model.training import MODEL_FILE
 from exsnn.potentials.base import Potential
@@ -94,8 +95,16 @@ def member_seam_shift(member: Potential, center: np.ndarray, plane: np.ndarray, 
                       seam: SeamConfig) -> tuple[float | None, float]:
     """Where a member's own intersection lies: searched from the oracle's (`center`, Bohr) with the campaign's
     tolerance and calls, its distance (Bohr) from it within the oracle's branching plane (`plane`, (2, 3n)), None when
-    the member's gap does not close there; and the smallest gap the search reached (eV)."""
-    own = locate_intersection(member, center, pair, tolerance_ev=seam.tolerance_ev, max_calls=seam.search_calls)
+    the member's gap does not close there; and the smallest gap the search reached (eV). A search step at which the
+    member has no branching plane (its coupling parallel to its gradient difference) ends the search unclosed."""
+    out = member.compute(torch.as_tensor(center[None]), nacs=False)
+    gap = float(out.energies[0, pair[1]] - out.energies[0, pair[0]]) * HARTREE_IN_EV
+    if gap < seam.tolerance_ev:
+        return 0.0, gap
+    try:
+        own = locate_intersection(member, center, pair, tolerance_ev=seam.tolerance_ev, max_calls=seam.search_calls)
+    except ExsnnError:
+        return None, gap
     shift = float(np.linalg.norm(plane @ (own.center - center).reshape(-1)))
     return (shift if own.converged else None), own.gap_ev
 
@@ -126,7 +135,7 @@ def check_seams(data: Path, committee: Path, numbers: np.ndarray, seam: SeamConf
             out = member.compute(torch.as_tensor(positions), nacs=True)
             integrals.append(loop_integral(positions, out.nacs[:, column].numpy())[0])  # type: ignore[index]
             gaps.append(float((out.energies[:, loop.pair[1]] - out.energies[:, loop.pair[0]]).min()) * HARTREE_IN_EV)
-            shift, seam_gap = member_seam_shift(member, center, plane, loop.pair, seam) if encloses else (None, float("nan"))
+            shift, seam_gap = member_seam_shift(member, center, plane, loop.pair, seam) if encloses else (None, None)
             shifts.append(shift)
             seam_gaps.append(seam_gap)
         agree = [(abs(m) > ENCLOSES_ABOVE) == encloses and (not encloses or (s is not None and s <= seam.max_shift))
