@@ -141,6 +141,8 @@ def test_bad_campaign_input_is_refused_before_writing(shared_data: Path, tmp_pat
             parse_config(good.replace("[stopping]", f"[seam]\npair = {pair}\n[stopping]"), tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[seam\] loops/points"):
         parse_config(good.replace("[stopping]", "[seam]\npair = [1, 2]\npoints = 4\n[stopping]"), tmp_path / "c.toml")
+    with pytest.raises(ConfigurationError, match=r"\[seam\] radius/tolerance_ev/max_shift"):
+        parse_config(good.replace("[stopping]", "[seam]\npair = [1, 2]\nmax_shift = 0\n[stopping]"), tmp_path / "c.toml")
     with pytest.raises(ConfigurationError, match=r"\[dynamics\] speed"):
         parse_config(good.replace("initial_state = 2", "initial_state = 2\nspeed = 3"), tmp_path / "c.toml")
     bad = tmp_path / "bad.toml"
