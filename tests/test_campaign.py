@@ -753,3 +753,20 @@ def test_a_moved_campaign_takes_its_relative_paths_from_the_folder_beside_it(tmp
     (moved / "source.json").write_text(json.dumps({"config_dir": str(tmp_path / "gone"), "config_name": "campaign_sa4.toml"}))
     _, config = open_campaign(moved)
     assert config.resolve("modes_sa4.json") == tmp_path / "elsewhere" / "modes_sa4.json"
+
+
+def test_precise_benchmark_config_differs_from_the_shipped_one_only_in_its_stopping_rule() -> None:
+    """benchmarks/campaign_so2_lvc_precise.toml measures the shipped campaign at the goal's precision: every section
+    equals dynamics/campaign_so2_lvc.toml's but [dynamics] n_trajectories and [stopping]."""
+    from dataclasses import asdict, replace
+
+    from exsnn.active.config import load_config
+
+    shipped = load_config(PROJECT / "dynamics" / "campaign_so2_lvc.toml")
+    precise = load_config(PROJECT / "benchmarks" / "campaign_so2_lvc_precise.toml")
+    assert precise.dynamics.n_trajectories == 1000 and precise.stopping.max_band == 0.025
+    same_file = [Path(c.oracle_spec().partition(":")[2]).resolve() for c in (precise, shipped)]
+    assert same_file[0] == same_file[1]
+    aligned = replace(precise, path=shipped.path, text=shipped.text, oracle=shipped.oracle, stopping=shipped.stopping,
+                      dynamics=replace(precise.dynamics, n_trajectories=shipped.dynamics.n_trajectories))
+    assert asdict(aligned) == asdict(shipped)
