@@ -770,3 +770,17 @@ def test_precise_benchmark_config_differs_from_the_shipped_one_only_in_its_stopp
     aligned = replace(precise, path=shipped.path, text=shipped.text, oracle=shipped.oracle, stopping=shipped.stopping,
                       dynamics=replace(precise.dynamics, n_trajectories=shipped.dynamics.n_trajectories))
     assert asdict(aligned) == asdict(shipped)
+
+
+def test_an_iterations_test_errors_are_counted_on_the_frames_it_was_tested_on() -> None:
+    """The selection of iteration i joins the held-out set only after i's errors were measured, so the frames behind
+    those errors are the test frames labelled up to i: exactly the test split its members were trained beside (the
+    committed SA-4 CH2NH2+ campaign, where iteration 16's report counted 116 held-out frames but measured on 104)."""
+    from exsnn.active.train import campaign_split, test_frames_of_iteration
+    from exsnn.data.splits import load_split
+
+    root = PROJECT / "datasets" / "ch2nh2_sacasscf" / "campaign_sa4"
+    for iteration in (0, 8, 16):
+        trained_beside = load_split(root / f"iteration_{iteration:03d}" / "committee" / "member_0" / "split.npz")["test"]
+        np.testing.assert_array_equal(test_frames_of_iteration(root / "data.h5", iteration), trained_beside)
+    assert len(test_frames_of_iteration(root / "data.h5", 16)) < len(campaign_split(root / "data.h5", seed=0)["test"])

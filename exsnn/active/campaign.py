@@ -31,7 +31,7 @@ from exsnn.active.sample import campaign_modes, initial_geometries
 from exsnn.active.seam import SEAM_CHECK_FILE, check_seams, label_seam_loops, retrain_disagreeing
 from exsnn.active.select import select
 from exsnn.active.simulate import POPULATIONS_FILE, RECORD_FILE, simulate
-from exsnn.active.train import campaign_split, train_committee
+from exsnn.active.train import campaign_split, test_frames_of_iteration, train_committee
 from exsnn.analysis.kinetics import parse_network
 from exsnn.data import read_frames
 from exsnn.data.geometries import read_structures
@@ -242,6 +242,7 @@ class Campaign:
         arrays = read_frames(self.directory.data)
         split = campaign_split(self.directory.data, seed=0)
         summary = {"iteration": i, "n_labels": self._count(), "n_test": int(len(split["test"])),
+                   "n_test_of_errors": int(len(test_frames_of_iteration(self.directory.data, i))),
                    "test_errors": json.loads((folder / "test_errors.json").read_text()),
                    "decision": decision.as_dict(), "finished_fraction": decision.finished_fraction}
         d = self.config.dynamics

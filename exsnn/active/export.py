@@ -21,7 +21,8 @@ from typing import Any
 
 from exsnn.active.campaign import open_campaign
 from exsnn.active.config import CampaignConfig
-from exsnn.active.train import committee_folder
+from exsnn.active.layout import DATA_FILE
+from exsnn.active.train import committee_folder, test_frames_of_iteration
 from exsnn.data.splits import load_split
 from exsnn.errors import ConfigurationError, DataError
 from exsnn.model.potential import DRIVERS
@@ -50,9 +51,9 @@ def _origin(root: Path, iteration: int, committee: Path, history: list[dict[str,
     origin = {"campaign": str(root), "iteration": iteration, "n_labels": n_trained + int(len(split["test"])),
               "n_trained_on": n_trained, "n_test": int(len(split["test"]))}
     note = f"committee of campaign iteration {iteration}, trained on {n_trained} labels (training and validation)"
-    if entry.get("test_errors"):  # the iteration's report: its test set includes the labels of that iteration
+    if entry.get("test_errors"):  # the iteration's report
         origin["test_errors"] = entry["test_errors"]
-        origin["n_test_of_errors"] = int(entry.get("n_test", len(split["test"])))
+        origin["n_test_of_errors"] = int(len(test_frames_of_iteration(root / DATA_FILE, iteration)))
         note += f"; test errors of the iteration's report, on {origin['n_test_of_errors']} held-out frames"
     return {**origin, "note": note}
 

@@ -160,7 +160,9 @@ def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: 
     status = record["status"][-1]
     p, se, spread = population_bands(record, n_states)
     lines = [f"# Campaign iteration {iteration}", "", title, "",
-             f"- labels in the dataset: {summary['n_labels']} ({summary['n_test']} held out for testing)",
+             f"- labels in the dataset: {summary['n_labels']} ({summary['n_test']} held out for testing; the test "
+             f"errors below are on the {summary.get('n_test_of_errors', summary['n_test'])} of them labelled before "
+             f"this iteration's selection)",
              f"- trajectories: {len(status)}, reached the end without crossing an upper threshold: "
              f"{int((status != UNCERTAIN).sum())} (of them relaxed to S0 before the end: {int((status == RELAXED).sum())}), "
              f"stopped as uncertain: {int((status == UNCERTAIN).sum())}",

@@ -42,6 +42,16 @@ def campaign_split(path: Path, seed: int, val_fraction: float = 0.1) -> dict[str
     return {"train": np.sort(rest[n_val:]), "val": np.sort(rest[:n_val]), "test": np.sort(test)}
 
 
+def test_frames_of_iteration(path: Path, iteration: int) -> np.ndarray:
+    """The held-out frames iteration `iteration`'s committee is tested on (its test errors): the test frames of the
+    initial set and of the selections made before it. The selection of iteration i carries provenance iteration i + 1
+    and joins the test set only after the iteration's errors were measured."""
+    with open_h5(path) as h5:
+        records = [json.loads(r) for r in h5["frames/provenance"].asstr()[:]]
+    test = campaign_split(path, seed=0)["test"]
+    return test[[int(records[k].get("campaign", {}).get("iteration", 0)) <= iteration for k in test]]
+
+
 def r_split(record: dict) -> str:
     return str(record.get("campaign", {}).get("split", "train"))
 
