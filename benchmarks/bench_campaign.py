@@ -165,6 +165,7 @@ def main() -> None:
             folder_k = root / f"wigner_{budget}"
             train_committee(data, folder_k, None, plain, 0)
             wigner_curve.append((budget, error(folder_k / "committee", oracle, reference, ics, config, args.couplings)))
+            print(f"  Wigner {budget} labels: max|dP| = {wigner_curve[-1][1]:.3f}", flush=True)
             if args.members:
                 print(f"  Wigner {budget}: " + member_errors(folder_k / "committee", oracle, reference, ics, config, args.couplings))
         print("plain Wigner sampling:")
