@@ -9,7 +9,7 @@ bands of the S0 energy above its lowest value in the dataset (how far from the g
 A MODEL may also be a Lightning checkpoint of `exsnn train` (OUT/checkpoints/last.ckpt or best.ckpt): its network
 weights are read into the configuration of the run's OUT/model.pt (e.g. to compare the last step with the kept one).
 
-Used for the CH2NH2+ campaign data (datasets/ch2nh2_sacasscf/README.md): a model trained without the gap term
+Used for the CH2NH2+ campaign data (datasets/ch2nh2_sacasscf/NOTEBOOK.md): a model trained without the gap term
 (`exsnn train --gap-weight 0`) predicts 0.7-2.5 eV for S2-S1 gaps that are 0.06-0.41 eV in its own training set.
 """
 

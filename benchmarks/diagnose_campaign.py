@@ -99,10 +99,12 @@ def crossing(args: argparse.Namespace) -> None:
         a, b = out.nacs[:, pair].reshape(len(P), -1), truth.nacs[:, pair].reshape(len(P), -1)
         cos = (a * b).sum(1).abs() / (a.norm(dim=1) * b.norm(dim=1))
         model_gap = (out.energies[:, 2] - out.energies[:, 1]) * HARTREE_IN_EV
-        coupling = (out.nacs[:, pair] * V).sum((1, 2)).abs()[near].sum() / (truth.nacs[:, pair] * V).sum((1, 2)).abs()[near].sum()
+        model_flux, true_flux = (out.nacs[:, pair] * V).sum((1, 2)).abs(), (truth.nacs[:, pair] * V).sum((1, 2)).abs()
+        by_gap = ", ".join(f"{lo:g}-{hi:g} eV ({int(w.sum())}) {model_flux[w].sum() / true_flux[w].sum():.3f}"
+                           for lo, hi in ((0, 0.05), (0.05, 0.1), (0.1, 0.3)) if (w := (gap >= lo) & (gap < hi)).any())
         print(f"{model}: {int(near.sum())} frames near the crossing: |cos| median {cos[near].median():.3f}, |d12| ratio "
               f"median {(a.norm(dim=1) / b.norm(dim=1))[near].median():.3f}, gap error median {(model_gap - gap)[near].median():+.3f} eV, "
-              f"sum |d12 . v| ratio {coupling:.3f}", flush=True)
+              f"sum |d12 . v| ratio {model_flux[near].sum() / true_flux[near].sum():.3f} (by the oracle's gap: {by_gap})", flush=True)
 
 
 def seam(args: argparse.Namespace) -> None:

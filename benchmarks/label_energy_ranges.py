@@ -8,7 +8,7 @@ campaign data (frames with campaign provenance) the same count and the median S0
 
     python benchmarks/label_energy_ranges.py DATA [DATA ...] [--above 12]
 
-Used for the CH2NH2+ data card (datasets/ch2nh2_sacasscf/README.md): the SA-4 campaign's labels against the MR-CISD
+Used for the CH2NH2+ data card (datasets/ch2nh2_sacasscf/NOTEBOOK.md): the SA-4 campaign's labels against the MR-CISD
 frames of the SPaiNN set in ../shared/data.
 """
 
