@@ -156,7 +156,9 @@ def main() -> None:
         campaign_curve = [] if args.no_campaign else run_campaign(args, root, config, oracle, reference, ics)
         wigner_curve = []
         for budget in [int(b) for b in args.budgets.split(",") if b.strip()]:
-            plain = replace(config, initial=replace(config.initial, n_frames=budget))
+            # the same committee settings, without the seam-loop term: plain Wigner sets have no loop labels
+            plain = replace(config, initial=replace(config.initial, n_frames=budget),
+                            committee=replace(config.committee, seam_loop_weight=0.0))
             data = root / f"wigner_{budget}.h5"
             positions = initial_geometries(plain, oracle)
             every = max(2, int(round(1 / plain.initial.test_fraction)))
