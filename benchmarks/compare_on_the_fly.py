@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 from scipy.stats import binomtest
 
 from exsnn.analysis.populations import one_hot
 from exsnn.analysis.records import FAILED_STATUSES, read_run
+from exsnn.errors import ExsnnError
 
 
 def populations_with_intervals(active: np.ndarray, valid: np.ndarray, n_states: int
@@ -53,10 +55,15 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=2.5, help="fs between printed times")
     parser.add_argument("--json", help="also write the table as JSON here")
     args = parser.parse_args()
-    references, model = [read_run(path) for path in args.reference], read_run(args.model)
+    try:
+        references, model = [read_run(path) for path in args.reference], read_run(args.model)
+    except ExsnnError as exc:  # a missing or malformed run file: the message names it
+        print(f"compare_on_the_fly.py: {exc}", file=sys.stderr)
+        sys.exit(2)
     N = model.n_states
     if any(r.n_states != N for r in references):
-        raise SystemExit("compare_on_the_fly.py: the reference and the model have different numbers of states")
+        print("compare_on_the_fly.py: the reference and the model have different numbers of states", file=sys.stderr)
+        sys.exit(2)
     first = np.cumsum([0] + [r.n_trajectories for r in references[:-1]])  # model trajectory of each batch's first
     rows = []
     print(f"reference: {references[0].potential}, {sum(r.n_trajectories for r in references)} trajectories in "
