@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.5, help="mHartree of state average that count as another solution")
     parser.add_argument("--json", help="also write one row per geometry here")
     args = parser.parse_args()
+    if args.every < 1 or not args.tolerance > 0:
+        parser.error("--every must be >= 1 and --tolerance > 0")
     try:
         settings = parse_qm_spec(args.method)
         with h5py.File(args.run, "r") as h5:
