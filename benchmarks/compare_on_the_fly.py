@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=2.5, help="fs between printed times")
     parser.add_argument("--json", help="also write the table as JSON here")
     args = parser.parse_args()
+    if not args.every > 0:
+        parser.error("--every must be > 0 fs")
     try:
         references, model = [read_run(path) for path in args.reference], read_run(args.model)
     except ExsnnError as exc:  # a missing or malformed run file: the message names it
