@@ -131,6 +131,16 @@ def test_starting_from_the_orbitals_of_a_nearby_geometry() -> None:
     assert any(n.startswith("orbitals of a nearby geometry ignored") for n in ignored.notes) and ignored.energies is not None
 
 
+def test_converging_from_another_geometrys_solution_finds_the_same_solution_there() -> None:
+    from exsnn.qm.casscf import converge_from_orbitals
+
+    settings = parse_qm_spec("casscf(2,2)/sto-3g,states=3,charge=1,nacs=none")
+    mf, _ = run_scf(build_molecule(NUMBERS, twisted(22.0), settings), settings)
+    mc = converge_from_orbitals(mf, settings, reference_orbitals(NUMBERS, twisted(20.0), settings))
+    assert mc is not None and mc.converged
+    np.testing.assert_allclose(mc.e_states, solve(twisted(22.0), settings).e_states, atol=1e-7)
+
+
 def test_a_calculation_that_does_not_converge_is_a_recorded_failure_with_every_attempt() -> None:
     settings = parse_qm_spec("casscf(2,2)/sto-3g,states=3,charge=1,casscf_max_cycle=1,nacs=none")
     result = label_geometry(NUMBERS, twisted(30.0), settings)

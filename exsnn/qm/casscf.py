@@ -232,6 +232,14 @@ def _converge_from(mf: Any, settings: QMSettings, name: str, orbitals: np.ndarra
     return None
 
 
+def converge_from_orbitals(mf: Any, settings: QMSettings, orbitals: np.ndarray) -> Any | None:
+    """Converged SA-CASSCF on top of the RHF solution mf from `orbitals` (nao, nmo), e.g. the converged orbitals of
+    another geometry (made orthonormal here), with the continued attempts of `solve_sa_casscf`; None if it does not
+    converge. A screen for other solutions at one geometry."""
+    mc = _converge_from(mf, settings, "given orbitals", _orthonormal(mf, np.asarray(orbitals)), [])
+    return mc if mc is not None and mc.converged else None
+
+
 def window_state_average(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings) -> float | None:
     """The SA-CASSCF state-averaged energy (Hartree) from the default window of RHF orbitals alone, no gradients
     (about a second for CH2NH2+): a screen for stored labels that converged to a higher solution. None if it does
