@@ -141,6 +141,30 @@ def test_converging_from_another_geometrys_solution_finds_the_same_solution_ther
     np.testing.assert_allclose(mc.e_states, solve(twisted(22.0), settings).e_states, atol=1e-7)
 
 
+def test_a_quintet_in_the_singlet_ci_is_lifted_by_a_spin_penalty() -> None:
+    # A stretched H4 chain: singlet CI (direct_spin0) holds the quintet, which lies among the four lowest states
+    from pyscf.fci.spin_op import spin_square0
+
+    settings = parse_qm_spec("casscf(4,4)/sto-3g,states=4,charge=0,nacs=none")
+    chain = np.array([[0.0, 0.0, 2.0 * k] for k in range(4)]) * ANGSTROM
+    result = QMResult()
+    label_casscf(np.ones(4, dtype=int), chain, settings, result)
+    assert any("is not a singlet (<S^2> = 6.0000)" in n for n in result.notes)
+    assert any(n.startswith("SA-CASSCF from the chosen RHF orbitals (singlet CI with a spin penalty): converged") for n in result.notes)
+    assert result.energies is not None and np.all(np.diff(result.energies) >= 0)
+    mol = build_molecule(np.ones(4, dtype=int), chain, settings)
+    mc = solve_sa_casscf(run_scf(mol, settings)[0], settings)[0]
+    assert max(spin_square0(np.asarray(c), 4, 4)[0] for c in mc.ci) < 1e-4
+    # the forces of the penalised solution are the gradients of its energies (central differences, one coordinate)
+    h = 1e-3
+    shifted = [chain.copy(), chain.copy()]
+    shifted[0][1, 2] += h
+    shifted[1][1, 2] -= h
+    energies = [solve_sa_casscf(run_scf(build_molecule(np.ones(4, dtype=int), x, settings), settings)[0], settings)[0].e_states
+                for x in shifted]
+    np.testing.assert_allclose(-(np.asarray(energies[0]) - np.asarray(energies[1])) / (2 * h), result.forces[1, :, 2], atol=2e-4)
+
+
 def test_a_calculation_that_does_not_converge_is_a_recorded_failure_with_every_attempt() -> None:
     settings = parse_qm_spec("casscf(2,2)/sto-3g,states=3,charge=1,casscf_max_cycle=1,nacs=none")
     result = label_geometry(NUMBERS, twisted(30.0), settings)

@@ -11,9 +11,12 @@ What the calculation does, and records in `result.notes` (the frame's provenance
   left out).
 * Singlets only: the CI is solved in the singlet space (PySCF's direct_spin0); PySCF's default determinant solver for
   a closed-shell reference also finds triplets, and averaging over them is not the asked state average (for
-  CH2NH2+ SA-3-CASSCF(6,4) it averaged S0 with two triplets and oscillated without converging). When that solver
-  fails numerically ("State not singlet"), the attempt is repeated with determinants and a spin penalty
-  (fix_spin, S^2 = 0). Every converged state is checked to be a singlet.
+  CH2NH2+ SA-3-CASSCF(6,4) it averaged S0 with two triplets and oscillated without converging). That space also
+  holds quintets where four or more electrons can be unpaired (CH2NH2+ SA-4-CASSCF(8,6) with a stretched C-N bond:
+  a quintet among the four states at 10 of 40 campaign geometries), so a converged solution with a non-singlet
+  state is solved again with a spin penalty (fix_spin, S^2 = 0) on the singlet CI; when the singlet CI fails
+  numerically ("State not singlet"), with determinants and a spin penalty. Every converged state is checked to be
+  a singlet.
 * Convergence (settings.casscf_conv_tol, casscf_conv_tol_grad, casscf_max_cycle), attempts in order until one
   converges: from the orbitals of a nearby geometry when given (`guess_orbitals`); from the chosen RHF orbitals.
   Each runs with PySCF's orbital step (0.02), which found the lowest state average wherever starts were compared for
@@ -148,14 +151,21 @@ def _orthonormal(mf: Any, orbitals: np.ndarray) -> np.ndarray:
     return orbitals @ (vectors / np.sqrt(values)) @ vectors.T
 
 
-def _sa_casscf(mf: Any, settings: QMSettings, penalty: bool) -> Any:
+SOLVERS = (  # (name, singlet-adapted CI, spin penalty), tried in order by every attempt
+    ("singlet CI", True, False),
+    ("singlet CI with a spin penalty", True, True),  # singlet CI also holds quintets (4+ open shells), the penalty lifts them
+    ("determinants with a spin penalty", False, True),  # where singlet CI fails numerically ("State not singlet")
+)
+
+
+def _sa_casscf(mf: Any, settings: QMSettings, singlet_ci: bool, penalty: bool) -> Any:
     from pyscf import fci, mcscf
 
     mc = mcscf.CASSCF(mf, settings.ncas, settings.nelecas)
+    if singlet_ci:
+        mc.fcisolver = fci.direct_spin0.FCISolver(mf.mol)
     if penalty:
         mc.fix_spin_(ss=0)
-    else:
-        mc.fcisolver = fci.direct_spin0.FCISolver(mf.mol)
     N = settings.n_states
     mc = mc.state_average_([1.0 / N] * N)
     mc.conv_tol = settings.casscf_conv_tol
@@ -165,15 +175,23 @@ def _sa_casscf(mf: Any, settings: QMSettings, penalty: bool) -> Any:
     return mc
 
 
+def _largest_spin(mc: Any, settings: QMSettings) -> float:
+    """The largest <S^2> over the states of a SA-CASSCF solution."""
+    from pyscf.fci.spin_op import spin_square0
+
+    return max(float(spin_square0(np.asarray(vector), settings.ncas, settings.nelecas)[0]) for vector in mc.ci)
+
+
 def _attempt(mf: Any, settings: QMSettings, name: str, orbitals: np.ndarray, ci0: Any, step: float | None,
              notes: list[str]) -> Any | None:
-    """One SA-CASSCF run (singlet CI, or determinants with a spin penalty if that fails); the PySCF object, or None
-    if both raised. Appends what happened to notes."""
-    for penalty in (False, True):
-        mc = _sa_casscf(mf, settings, penalty)
+    """One SA-CASSCF run, with the SOLVERS in turn until one runs without raising and, if it converges, converges to
+    singlets only; the PySCF object (the last one that ran, if none gave singlets), or None if all raised. Appends
+    what happened to notes."""
+    last = None
+    for solver, singlet_ci, penalty in SOLVERS:
+        mc = _sa_casscf(mf, settings, singlet_ci, penalty)
         if step is not None:
             mc.max_stepsize = step
-        solver = "determinants with a spin penalty" if penalty else "singlet CI"
         cycles = [0]
         mc.callback = lambda env, cycles=cycles: cycles.__setitem__(0, env.get("imacro", cycles[0]))
         try:
@@ -185,8 +203,12 @@ def _attempt(mf: Any, settings: QMSettings, name: str, orbitals: np.ndarray, ci0
         state = "converged" if mc.converged else "not converged"
         notes.append(f"SA-CASSCF from {name} ({solver}): {state} after {cycles[0]} macro iterations, "
                      f"E_average = {mc.e_tot:.10f}")
+        last = mc
+        if mc.converged and (spin := _largest_spin(mc, settings)) > SINGLET_TOLERANCE:
+            notes.append(f"a state of that solution is not a singlet (<S^2> = {spin:.4f})")
+            continue
         return mc
-    return None
+    return last
 
 
 def solve_sa_casscf(mf: Any, settings: QMSettings, guess_orbitals: np.ndarray | None = None) -> tuple[Any, list[str]]:
@@ -238,6 +260,15 @@ def converge_from_orbitals(mf: Any, settings: QMSettings, orbitals: np.ndarray) 
     converge. A screen for other solutions at one geometry."""
     mc = _converge_from(mf, settings, "given orbitals", _orthonormal(mf, np.asarray(orbitals)), [])
     return mc if mc is not None and mc.converged else None
+
+
+def sa_casscf_states(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings) -> tuple[np.ndarray, np.ndarray]:
+    """State energies (N,) Hartree and natural occupations of the active orbitals (ncas,), largest first, of SA-CASSCF
+    started as a label is (`solve_sa_casscf`), without gradients: for comparing active spaces. Raises QMFailure."""
+    mf, _ = run_scf(build_molecule(numbers, positions, settings), settings)
+    mc, _ = solve_sa_casscf(mf, settings)
+    occupations = np.linalg.eigvalsh(mc.fcisolver.make_rdm1(mc.ci, settings.ncas, settings.nelecas))[::-1]
+    return _check_states(mc, settings), occupations
 
 
 def window_state_average(numbers: np.ndarray, positions: np.ndarray, settings: QMSettings) -> float | None:
