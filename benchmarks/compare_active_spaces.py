@@ -79,6 +79,7 @@ def main() -> None:
     deviations: dict[str, list[np.ndarray]] = {spec: [] for spec in args.specs}
     averages: dict[str, dict[int, float]] = {spec: {} for spec in args.specs}
     inert = {spec: 0 for spec in args.specs}
+    smallest: dict[str, list[float]] = {spec: [] for spec in args.specs}  # each frame's smallest natural occupation
     seconds = {spec: 0.0 for spec in args.specs}
     lengths: dict[str, list[float]] = {spec: [] for spec in args.specs}
     for k in pick:
@@ -106,13 +107,15 @@ def main() -> None:
             deviations[spec].append(got[:n] - reference[:n])
             averages[spec][int(k)] = float(energies.mean())
             lengths[spec].append(length)
+            smallest[spec].append(float(occupations.min()))
             inert[spec] += bool(np.any((occupations > args.inert) | (occupations < 2.0 - args.inert)))
             print(f"  {spec}: {np.round(got, 2)} eV, natural occupations {np.round(occupations, 3)}", flush=True)
     for spec in args.specs:
         d = np.array(deviations[spec])
         if len(d):
             print(f"{spec}: mean deviation {d.mean(0).round(3)} eV, largest {np.abs(d).max(0).round(3)} eV; an inert active "
-                  f"orbital at {inert[spec]} of {len(d)} frames ({seconds[spec]:.0f} s)")
+                  f"orbital at {inert[spec]} of {len(d)} frames; smallest natural occupation median "
+                  f"{np.median(smallest[spec]):.3f}, largest {np.max(smallest[spec]):.3f} ({seconds[spec]:.0f} s)")
         if args.bond and len(d):
             edges = [0.0, *sorted(args.bands), np.inf]
             r = np.array(lengths[spec])
