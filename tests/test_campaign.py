@@ -784,3 +784,23 @@ def test_an_iterations_test_errors_are_counted_on_the_frames_it_was_tested_on() 
         trained_beside = load_split(root / f"iteration_{iteration:03d}" / "committee" / "member_0" / "split.npz")["test"]
         np.testing.assert_array_equal(test_frames_of_iteration(root / "data.h5", iteration), trained_beside)
     assert len(test_frames_of_iteration(root / "data.h5", 16)) < len(campaign_split(root / "data.h5", seed=0)["test"])
+
+
+@pytest.mark.parametrize("name", ["campaign.toml", "campaign_sa4.toml", "campaign_cas86.toml"])
+def test_the_shipped_ch2nh2_campaign_inputs_load_and_their_files_match_the_molecule(name: str) -> None:
+    from exsnn.active.config import load_config
+    from exsnn.data.geometries import read_structures
+    from exsnn.photo.modes import read_modes
+
+    config = load_config(PROJECT / "datasets" / "ch2nh2_sacasscf" / name)
+    assert config.oracle_spec().startswith("pyscf:casscf(")
+    if config.initial.file is not None:  # the (8,6) campaign: the (6,4) campaign's geometries, in its order
+        structures = read_structures(config.resolve(config.initial.file))
+        assert len(structures) == config.initial.n_frames
+        assert all(list(numbers) == [6, 7, 1, 1, 1, 1] for numbers, _, _ in structures)
+        from exsnn.data import read_frames
+
+        last = read_frames(PROJECT / "datasets" / "ch2nh2_sacasscf" / "campaign_sa4" / "data.h5").frame(619)
+        np.testing.assert_allclose(structures[619][1], last.positions, atol=1e-8)
+    if config.initial.modes is not None:
+        assert list(read_modes(config.resolve(config.initial.modes)).numbers) == [6, 7, 1, 1, 1, 1]
