@@ -28,6 +28,7 @@ from exsnn.data.check import check_frames
 from exsnn.data.frame import Frame, FrameArrays
 from exsnn.errors import ExsnnError
 from exsnn.qm.casscf import sa_casscf_states
+from exsnn.qm.scf import build_molecule
 from exsnn.qm.settings import parse_qm_spec
 from exsnn.units import BOHR_IN_ANGSTROM, HARTREE_IN_EV
 
@@ -72,6 +73,8 @@ def main() -> None:
             raise ExsnnError(f"--frames {args.frames}: {args.reference} has {len(frames)} labelled frames")
         if args.bond and not all(0 <= i < frames[0].n_atoms for i in args.bond):
             raise ExsnnError(f"--bond {args.bond}: the frames have {frames[0].n_atoms} atoms")
+        for setting in settings.values():  # a basis PySCF does not know: say so before any calculation
+            build_molecule(frames[0].numbers, frames[0].positions, setting)
     except (ExsnnError, OSError) as exc:
         print(f"compare_active_spaces.py: {exc}", file=sys.stderr)
         sys.exit(2)

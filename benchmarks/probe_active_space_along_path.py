@@ -21,6 +21,7 @@ import numpy as np
 
 from exsnn.errors import ExsnnError
 from exsnn.qm.casscf import sa_casscf_states
+from exsnn.qm.scf import build_molecule
 from exsnn.qm.settings import parse_qm_spec
 from exsnn.units import AU_TIME_IN_FS, BOHR_IN_ANGSTROM, HARTREE_IN_EV
 
@@ -41,11 +42,13 @@ def main() -> None:
         with h5py.File(args.run, "r") as h5:
             numbers = h5["system/numbers"][:]
             positions, steps = h5["geometries/positions"][:], h5["geometries/step"][:]
+            if not 0 <= args.trajectory < positions.shape[1] or not all(0 <= i < len(numbers) for i in args.bond):
+                raise ExsnnError(f"--trajectory {args.trajectory} or --bond {args.bond} out of range "
+                                 f"({positions.shape[1]} trajectories, {len(numbers)} atoms)")
             times = dict(zip(h5["steps/step"][:].tolist(), h5["steps/time"][:] * AU_TIME_IN_FS))
             recorded = dict(zip(h5["steps/step"][:].tolist(), h5["steps/energies"][:, args.trajectory]))
-        if not 0 <= args.trajectory < positions.shape[1] or not all(0 <= i < len(numbers) for i in args.bond):
-            raise ExsnnError(f"--trajectory {args.trajectory} or --bond {args.bond} out of range "
-                             f"({positions.shape[1]} trajectories, {len(numbers)} atoms)")
+        for setting in settings:  # a basis PySCF does not know: say so before any calculation
+            build_molecule(numbers, positions[0, args.trajectory], setting)
     except (ExsnnError, OSError, KeyError) as exc:
         print(f"probe_active_space_along_path.py: {args.run}: {exc}", file=sys.stderr)
         sys.exit(2)
