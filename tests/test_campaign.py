@@ -410,6 +410,26 @@ def test_a_stopped_campaign_goes_on_when_its_rule_no_longer_stops_it(shared_data
     assert "Traceback" not in damaged.stderr and dataset_fingerprint(shipped / "data.h5") == dataset_fingerprint(out / "data.h5")
 
 
+def test_status_and_resume_count_the_labels_of_an_interrupted_initial_phase(shared_data: Path, tmp_path: Path) -> None:
+    """During the initial labelling state.json still says 0 labels: status counts the dataset, and resume says how many
+    are left (an interrupted campaign that relabels hundreds of geometries must not look as if it starts over)."""
+    from exsnn.active.campaign import Campaign, start, status
+    from exsnn.active.label import label_structures
+    from exsnn.active.sample import initial_geometries
+
+    root = tmp_path / "campaign"
+    start(write_config(tmp_path, shared_data, TINY.replace("max_iterations = 2", "max_iterations = 1")), root)
+    campaign = Campaign(root)
+    positions = initial_geometries(campaign.config, campaign.oracle)
+    tags = campaign.initial_tags(len(positions))
+    label_structures(campaign.directory.data, campaign.oracle, positions[:3], tags[:3], campaign.metadata, batch=1)
+    assert json.loads((root / "state.json").read_text())["n_labels"] == 0
+    assert status(root)["n_labels"] == 3 and status(root)["phase"] == "initial"
+    resumed = exsnn("campaign", "resume", root)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "labelling 13 of 16 (the rest labelled before an interruption)" in resumed.stderr, resumed.stderr
+
+
 def phase_is(output: Path, marker: str) -> bool:
     """True when the campaign's state file says it is about to run `marker` ("ITERATION:PHASE")."""
     try:

@@ -23,7 +23,7 @@ import torch
 
 from exsnn.active.config import CampaignConfig, load_config, parse_config
 from exsnn.active.decide import Decision, decide
-from exsnn.active.label import label_structures, oracle_metadata
+from exsnn.active.label import label_structures, oracle_metadata, unlabelled
 from exsnn.active.layout import CampaignDirectory, CampaignState, save_npz_atomic, write_atomic_text
 from exsnn.active.measure import Thresholds, calibrate, committee_errors
 from exsnn.active.report import labels_above_total_energy, write_report
@@ -33,7 +33,7 @@ from exsnn.active.select import select
 from exsnn.active.simulate import POPULATIONS_FILE, RECORD_FILE, simulate
 from exsnn.active.train import campaign_split, test_frames_of_iteration, train_committee
 from exsnn.analysis.kinetics import parse_network
-from exsnn.data import read_frames
+from exsnn.data import count_frames, read_frames
 from exsnn.data.geometries import read_structures
 from exsnn.errors import ConfigurationError, DataError
 from exsnn.model.network import check_coupling_symmetry
@@ -136,12 +136,16 @@ class Campaign:
         torch.set_num_threads(self.config.committee.threads)
 
     # ---------------------------------------------------------------- phases
+    def initial_tags(self, n_frames: int) -> list[dict[str, Any]]:
+        """The provenance tags of the initial set: every k-th frame held out (k from `test_fraction`)."""
+        every = max(2, int(round(1 / self.config.initial.test_fraction)))
+        return [{"iteration": 0, "index": k, "kind": "initial", "split": "test" if k % every == every - 1 else "train"}
+                for k in range(n_frames)]
+
     def _initial(self, state: CampaignState) -> None:
         positions = initial_geometries(self.config, self.oracle)
-        every = max(2, int(round(1 / self.config.initial.test_fraction)))
-        tags = [{"iteration": 0, "index": k, "kind": "initial", "split": "test" if k % every == every - 1 else "train"}
-                for k in range(len(positions))]
-        self.say(f"labelling {len(positions)} initial geometries with {self.oracle.describe()}")
+        tags = self.initial_tags(len(positions))
+        self.say(f"labelling {self._pending(tags)} initial geometries with {self.oracle.describe()}")
         label_structures(self.directory.data, self.oracle, positions, tags, self.metadata, self.config.oracle.batch)
         if self.config.seam.pair:
             label_seam_loops(self.directory.data, self.oracle, self.config, self.metadata, self.say)
@@ -228,7 +232,7 @@ class Campaign:
                  **({"active": int(chosen["active"][k])} if "active" in chosen else {}),
                  **({"total_energy": float(chosen["total"][k])} if "total" in chosen else {})}
                 for k in range(len(chosen["positions"]))]
-        self.say(f"iteration {i}: labelling {len(tags)} geometries with the oracle")
+        self.say(f"iteration {i}: labelling {self._pending(tags)} geometries with the oracle")
         label_structures(self.directory.data, self.oracle, torch.as_tensor(chosen["positions"]), tags, self.metadata,
                          self.config.oracle.batch)
         state.phase = "report"
@@ -265,9 +269,12 @@ class Campaign:
         prefix, _, argument = self.config.oracle.spec.partition(":")
         return f"{prefix} {Path(argument).parent.name}" if prefix == "lvc" else self.config.oracle.spec
 
-    def _count(self) -> int:
-        from exsnn.data import count_frames
+    def _pending(self, tags: list[dict[str, Any]]) -> str:
+        """'K' or 'K of N (the rest labelled before an interruption)' for the progress messages."""
+        todo = len(unlabelled(self.directory.data, tags))
+        return str(todo) if todo == len(tags) else f"{todo} of {len(tags)} (the rest labelled before an interruption)"
 
+    def _count(self) -> int:
         return count_frames(self.directory.data) if self.directory.data.exists() else 0
 
     # ---------------------------------------------------------------- loop
@@ -328,7 +335,8 @@ def status(root: str | Path) -> dict[str, Any]:
     directory, config = open_campaign(root)
     state = directory.read_state()
     latest = state.history[-1] if state.history else {}
-    return {"iteration": state.iteration, "phase": state.phase, "n_labels": state.n_labels, "stopped": state.stopped,
+    n_labels = count_frames(directory.data) if directory.data.exists() else state.n_labels  # live during a labelling phase
+    return {"iteration": state.iteration, "phase": state.phase, "n_labels": n_labels, "stopped": state.stopped,
             "converged": state.converged, "label_budget": config.stopping.label_budget,
             "finished_fraction": latest.get("finished_fraction"), "test_errors": latest.get("test_errors", {}),
             "phase_seconds": state.phase_seconds, "history": state.history}

@@ -54,12 +54,17 @@ def oracle_frames(oracle: Potential, positions: torch.Tensor, tags: list[dict[st
     return frames
 
 
+def unlabelled(path: Path, tags: list[dict[str, Any]]) -> list[int]:
+    """Positions in `tags` (each with "iteration" and "index") of the structures not in `path` yet."""
+    done = labelled_tags(path)
+    return [k for k, tag in enumerate(tags) if (int(tag["iteration"]), int(tag["index"])) not in done]
+
+
 def label_structures(path: Path, oracle: Potential, positions: torch.Tensor, tags: list[dict[str, Any]],
                      metadata: DatasetMetadata, batch: int) -> int:
     """Label the structures (K, n, 3) whose tags (each with "iteration" and "index") are not in `path` yet, `batch`
     per atomic append; return how many were labelled now."""
-    done = labelled_tags(path)
-    todo = [k for k, tag in enumerate(tags) if (int(tag["iteration"]), int(tag["index"])) not in done]
+    todo = unlabelled(path, tags)
     for start in range(0, len(todo), batch):
         chunk = todo[start : start + batch]
         append_frames(path, oracle_frames(oracle, positions[chunk], [tags[k] for k in chunk]), metadata)
