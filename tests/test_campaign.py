@@ -814,13 +814,18 @@ def test_the_shipped_ch2nh2_campaign_inputs_load_and_their_files_match_the_molec
 
     config = load_config(PROJECT / "datasets" / "ch2nh2_sacasscf" / name)
     assert config.oracle_spec().startswith("pyscf:casscf(")
-    if config.initial.file is not None:  # the (8,6) campaign: the (6,4) campaign's geometries, in its order
-        structures = read_structures(config.resolve(config.initial.file))
-        assert len(structures) == config.initial.n_frames
-        assert all(list(numbers) == [6, 7, 1, 1, 1, 1] for numbers, _, _ in structures)
+    if config.initial.file is not None:  # the (8,6) campaign: the (6,4) campaign's 620 geometries (make_cas86_start.py)
         from exsnn.data import read_frames
+        from exsnn.data.geometries import read_frame_info
 
-        last = read_frames(PROJECT / "datasets" / "ch2nh2_sacasscf" / "campaign_sa4" / "data.h5").frame(619)
-        np.testing.assert_allclose(structures[619][1], last.positions, atol=1e-8)
+        path = config.resolve(config.initial.file)
+        structures, info = read_structures(path), read_frame_info(path)
+        assert len(structures) == 620 >= config.initial.n_frames
+        assert all(list(numbers) == [6, 7, 1, 1, 1, 1] for numbers, _, _ in structures)
+        source = [int(i["campaign_sa4_frame"]) for i in info]
+        assert sorted(source) == list(range(620)) and source[:84] == list(range(84))  # labelled in this order first
+        earlier = read_frames(PROJECT / "datasets" / "ch2nh2_sacasscf" / "campaign_sa4" / "data.h5")
+        for k in (0, 83, 84, 619):
+            np.testing.assert_allclose(structures[k][1], earlier.frame(source[k]).positions, atol=1e-8)
     if config.initial.modes is not None:
         assert list(read_modes(config.resolve(config.initial.modes)).numbers) == [6, 7, 1, 1, 1, 1]
