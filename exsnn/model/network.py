@@ -12,7 +12,8 @@ From one shared representation of B molecules (A atoms, N states, P = N(N-1)/2 p
 
       d_ij = h_ij / (s * sqrt(dE^2 + eps^2)),  dE = E_j - E_i,  s = sign(dE) (+1 at dE = 0)
 
-  which equals h_ij / dE when |dE| >> eps and stays finite (|d| <= |h| / eps) at a degeneracy;
+  which equals h_ij / dE when |dE| >> eps and stays finite (|d| <= |h| / eps) at a degeneracy (a learned h need not
+  vanish where the learned gap does);
 * optional dipoles (B, Pd, 3), e*Bohr: per atom a scalar charge-like and a vector term per state pair,
   mu_k = sum_a q_ak (r_a - r_centre) + v_ak (permanent dipoles on the diagonal pairs, transition dipoles elsewhere).
 
@@ -25,7 +26,12 @@ conical intersection h rotates around the seam and changes sign around it (the g
 vector output per geometry cannot follow; eigenvectors of a smooth H do it exactly (the construction behind
 diabatisation-by-fitting models, e.g. Guan, Zhang, Yarkony's neural-network diabatic potentials, J. Chem. Phys. 150,
 101101 (2019)). Only the adiabatic labels are fitted, so H is one of many quasi-diabatic Hamiltonians consistent
-with them.
+with them. Its NACs are h_ij / dE with the exact gap, without the adiabatic head's regulariser: h and dE come from
+one H, so this is the derivative coupling of that H's eigenvectors, singular at its own intersections as the
+oracle's is (exsnn.potentials.diabatic). Regularised with eps = 1e-3 Hartree, the couplings within a few eps of the
+seam were damped (to 0.7 of the exact value at a 27 meV gap, 0.35 at 10 meV) and so were the hops there: on SO2 LVC
+the committees moved 0.03-0.05 too little population from S2 to S1 (benchmarks/CAMPAIGNS.md, "The coupling
+regulariser").
 
 With `diabatic_dipoles` (diabatic head and dipoles) the dipole head gives instead a quasi-diabatic dipole matrix
 mu^d (B, N, N, 3) and the adiabatic dipoles are mu_ij = U_i^T mu^d U_j, tied to the same state vectors as the energies
@@ -65,7 +71,7 @@ class ArchitectureConfig:
     n_rbf: int = 20
     cutoff: float = 10.0  # Bohr
     dipoles: bool = False
-    nac_epsilon: float = 1e-3  # Hartree, gap regulariser of d = h / dE
+    nac_epsilon: float = 1e-3  # Hartree, gap regulariser of the adiabatic head's d = h / dE (the diabatic head's is exact)
     head: str = "adiabatic"  # "adiabatic": energy and coupling heads; "diabatic": a learned quasi-diabatic Hamiltonian
     # diabatic head: each position in the atom list has its own output for the off-diagonal elements, so that
     # couplings may be odd under the exchange of equivalent atoms (one molecule, fixed atom order)
@@ -345,6 +351,13 @@ class MultiStateNetwork(nn.Module):
         Domcke, Cederbaum, Adv. Chem. Phys. 57, 59 (1984))."""
         return 0.5 * (own + self.coupling_parity.to(own.dtype) * image)
 
+    def exact_nacs(self, smooth: torch.Tensor, energies: torch.Tensor, idx_m: torch.Tensor) -> torch.Tensor:
+        """d = h / dE per atom and pair from the eigenvalues of the diabatic head's H (ascending, so dE >= 0); an exact
+        degeneracy gives the largest finite coupling instead of a division by zero."""
+        gap = energies[:, self.pair_j] - energies[:, self.pair_i]  # (B, P)
+        gap = torch.clamp(gap, min=torch.finfo(gap.dtype).tiny)
+        return smooth / gap[idx_m][:, :, None]
+
     def nacs_from_smooth(self, smooth: torch.Tensor, energies: torch.Tensor, idx_m: torch.Tensor) -> torch.Tensor:
         """d = h / (sign(dE) sqrt(dE^2 + eps^2)) per atom and pair (see module docstring)."""
         gap = energies[:, self.pair_j] - energies[:, self.pair_i]  # (B, P)
@@ -394,7 +407,7 @@ def project_diabatic_derivatives(out: dict[str, torch.Tensor], derivative: torch
     if N > 1:
         smooth = coupling[:, network.pair_i, network.pair_j]  # (A, P, 3)
         out["smooth_nacs"] = smooth
-        out["nacs"] = network.nacs_from_smooth(smooth, out["energies"], idx_m)
+        out["nacs"] = network.exact_nacs(smooth, out["energies"], idx_m)
 
 
 def add_forces(out: dict[str, torch.Tensor], positions: torch.Tensor, forces: str | None, states: torch.Tensor | None,
