@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exsnn.active.campaign import Campaign, start
+from exsnn.active.campaign import Campaign, open_campaign, start
 from exsnn.active.config import CampaignConfig, load_config
 from exsnn.active.decide import classical_populations
 from exsnn.active.label import label_structures, oracle_metadata
@@ -97,11 +97,12 @@ def member_errors(committee: Path, oracle: Potential, reference: np.ndarray, ics
 
 
 def oracle_reference(config_path: str, trajectories: int, couplings: str = "nac"):
-    """One thread; the campaign config, its oracle, `trajectories` 0 K Wigner initial conditions (a dedicated seed) and
-    the oracle's classical populations (T, N) from them."""
+    """One thread; the campaign config (of a TOML file or a campaign directory), its oracle, `trajectories` 0 K Wigner
+    initial conditions (a dedicated seed) and the oracle's classical populations (T, N) from them."""
     torch.set_num_threads(1)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
-    config = load_config(config_path)
+    # a campaign directory: its campaign.toml with relative paths from the folder of the file it was started from
+    config = open_campaign(config_path)[1] if Path(config_path).is_dir() else load_config(config_path)
     oracle = load_potential(config.oracle_spec())
     ics = wigner_harmonic(*oracle.harmonic_modes(), trajectories, seed=987654)  # type: ignore[attr-defined]
     reference = populations_on(oracle, *ics, config, couplings)

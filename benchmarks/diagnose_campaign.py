@@ -16,6 +16,10 @@
         but FSSH can: through the touching kind the coupling reverses and the S2 -> S1 transfer is lost; and so does
         the geometric phase: the coupling integral around a loop about the oracle's seam point (`--loop-radius`, in the
         oracle's branching plane) is +-pi where the states intersect inside the loop and 0 where they only touch
+    python benchmarks/diagnose_campaign.py decompose CAMPAIGN_DIR [--iteration N]
+        whether a committee's population error comes from its surfaces or its couplings: each member of the last (or
+        N-th) iteration's committee driving alone, its energies and forces with the oracle's NACs (and state vectors),
+        and the oracle's energies and forces with its NACs
     python benchmarks/diagnose_campaign.py retrain CAMPAIGN_DIR OUT [--members 2] [--weight nacs=4] [--energy-cap-ev 6.5]
         [--recipe R] [--epochs N] [--patience N] [--width F] [--leave-out-lowest-above EV] [--leave-out-gap-below EV [--gap-pair I,J]]
         members trained from scratch on the campaign's labels (its first-iteration settings and split), and their
@@ -39,8 +43,10 @@ from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_campaign import model_populations, oracle_reference, populations_on  # noqa: E402
+from bench_population_ceiling import MixedPotential  # noqa: E402
 
-from exsnn.active.config import committee_architecture, load_config  # noqa: E402
+from exsnn.active.campaign import open_campaign  # noqa: E402
+from exsnn.active.config import committee_architecture  # noqa: E402
 from exsnn.active.train import campaign_split  # noqa: E402
 from exsnn.analysis.geometric_phase import geometric_phase, potential_branching_plane  # noqa: E402
 from exsnn.data.properties import state_pairs  # noqa: E402
@@ -65,7 +71,7 @@ def report(name: str, populations: np.ndarray, reference: np.ndarray, dt_fs: flo
 
 
 def populations(args: argparse.Namespace) -> None:
-    config, oracle, ics, reference = oracle_reference(str(args.campaign / "campaign.toml"), args.trajectories)
+    config, oracle, ics, reference = oracle_reference(str(args.campaign), args.trajectories)
     iterations = sorted(args.campaign.glob("iteration_*"))
     for folder in iterations[-1:] if args.last else iterations:
         models = [folder / "committee"] + (sorted((folder / "committee").glob("member_*")) if args.members else [])
@@ -77,8 +83,24 @@ def populations(args: argparse.Namespace) -> None:
             report(f"{folder.name} {model.name}", populations_on(potential, *ics, config), reference, config.dynamics.dt_fs)
 
 
+def decompose(args: argparse.Namespace) -> None:
+    config, oracle, ics, reference = oracle_reference(str(args.campaign), args.trajectories)
+    iterations = sorted(args.campaign.glob("iteration_*/committee"))
+    if args.iteration is not None:
+        iterations = [c for c in iterations if c.parent.name == f"iteration_{args.iteration:03d}"]
+    if not iterations:
+        raise ConfigurationError("no trained committee there", source=str(args.campaign), where="--iteration")
+    committee = iterations[-1]
+    for member in sorted(committee.glob("member_*")):
+        alone = ModelPotential(member, oracle.numbers.numpy(), dtype=torch.float64)
+        for label, potential in (("alone", alone), ("its surfaces + oracle NACs", MixedPotential(alone, oracle)),
+                                 ("oracle surfaces + its NACs", MixedPotential(oracle, alone))):
+            report(f"{committee.parent.name} {member.name} {label}", populations_on(potential, *ics, config), reference,
+                   config.dynamics.dt_fs)
+
+
 def crossing(args: argparse.Namespace) -> None:
-    config, oracle, ics, _ = oracle_reference(str(args.campaign / "campaign.toml"), args.trajectories)
+    config, oracle, ics, _ = oracle_reference(str(args.campaign), args.trajectories)
     d = config.dynamics
     n_steps = int(round(d.duration_fs / d.dt_fs))
     engine = FSSHEngine(oracle, FSSHSettings(dt=d.dt_fs * FS_IN_AU_TIME, n_steps=n_steps, seed=1))
@@ -109,7 +131,7 @@ def crossing(args: argparse.Namespace) -> None:
 
 def seam(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    config = load_config(args.campaign / "campaign.toml")
+    config = open_campaign(args.campaign)[1]
     oracle = load_potential(config.oracle_spec())
     lo, hi = args.states
     if not args.span > 0:
@@ -209,7 +231,7 @@ def leave_out(split: dict[str, np.ndarray], energies_ev: np.ndarray, lowest_abov
 
 
 def retrain(args: argparse.Namespace) -> None:
-    config, oracle, ics, reference = oracle_reference(str(args.campaign / "campaign.toml"), args.trajectories)
+    config, oracle, ics, reference = oracle_reference(str(args.campaign), args.trajectories)
     weights = {name: float(value) for name, value in (item.split("=") for item in args.weight)}
     data = args.campaign / "data.h5"
     split = campaign_split(data, seed=1)
@@ -245,6 +267,9 @@ def main() -> None:
     p.add_argument("--members", action="store_true")
     p.add_argument("--nac-epsilon", type=float)
     p.add_argument("--driver", choices=DRIVERS, help="how the committee drives (default: the campaign's)")
+    p = sub.add_parser("decompose")
+    p.add_argument("campaign", type=Path)
+    p.add_argument("--iteration", type=int, help="which iteration's committee (default: the last trained)")
     p = sub.add_parser("crossing")
     p.add_argument("campaign", type=Path)
     p.add_argument("models", type=Path, nargs="+")
@@ -270,7 +295,7 @@ def main() -> None:
     p.add_argument("--gap-pair", metavar="I,J", help="the gap of --leave-out-gap-below: states I and J (default: any adjacent)")
     args = parser.parse_args()
     try:
-        {"populations": populations, "crossing": crossing, "seam": seam, "retrain": retrain}[args.command](args)
+        {"populations": populations, "decompose": decompose, "crossing": crossing, "seam": seam, "retrain": retrain}[args.command](args)
     except ExsnnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
