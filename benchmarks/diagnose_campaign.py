@@ -84,13 +84,13 @@ def populations(args: argparse.Namespace) -> None:
 
 
 def decompose(args: argparse.Namespace) -> None:
-    config, oracle, ics, reference = oracle_reference(str(args.campaign), args.trajectories)
-    iterations = sorted(args.campaign.glob("iteration_*/committee"))
+    iterations = sorted(args.campaign.glob("iteration_*/committee/committee.json"))
     if args.iteration is not None:
-        iterations = [c for c in iterations if c.parent.name == f"iteration_{args.iteration:03d}"]
+        iterations = [c for c in iterations if c.parent.parent.name == f"iteration_{args.iteration:03d}"]
     if not iterations:
         raise ConfigurationError("no trained committee there", source=str(args.campaign), where="--iteration")
-    committee = iterations[-1]
+    committee = iterations[-1].parent
+    config, oracle, ics, reference = oracle_reference(str(args.campaign), args.trajectories)
     for member in sorted(committee.glob("member_*")):
         alone = ModelPotential(member, oracle.numbers.numpy(), dtype=torch.float64)
         for label, potential in (("alone", alone), ("its surfaces + oracle NACs", MixedPotential(alone, oracle)),
