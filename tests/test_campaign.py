@@ -223,6 +223,39 @@ def test_calibrated_thresholds_are_capped_and_say_so() -> None:
     assert fixed.lower == loose and fixed.upper["energies"] == pytest.approx(4 * 0.0426)
 
 
+def test_coupling_disagreement_stops_trajectories_only_without_member_runs(shared_data: Path, tmp_path: Path) -> None:
+    """Near a conical intersection the members' NAC directions differ however good they are: on the shipped SO2 campaign
+    with seed 2, 77 of 200 trajectories of its last iteration (populations within 0.023 of the oracle's) stopped on the
+    coupling measure at S2/S1 gaps of 37-133 meV. With member_runs on (default) couplings therefore make candidates but
+    do not stop a trajectory; with it off, or when listed in stop_on, they do. Folders written before stop_on existed
+    keep stopping on all three."""
+    import json
+
+    from exsnn.active.config import parse_config
+    from exsnn.active.measure import MEASURES, Thresholds, bounded_thresholds
+
+    good = write_config(tmp_path, shared_data).read_text()
+    assert parse_config(good, tmp_path / "c.toml").thresholds.stop_on == ["energies", "forces"]
+    off = parse_config(good.replace("duration_fs = 4.0", "duration_fs = 4.0\nmember_runs = false"), tmp_path / "c.toml")
+    assert off.thresholds.stop_on == list(MEASURES)
+    listed = parse_config(good.replace("[stopping]", "[thresholds]\nstop_on = ['couplings']\n[stopping]"), tmp_path / "c.toml")
+    assert listed.thresholds.stop_on == ["couplings"]
+    for bad in ("['gradients']", "'energies'", "['forces', 'forces']"):
+        with pytest.raises(ConfigurationError, match=r"\[thresholds\] stop_on"):
+            parse_config(good.replace("[stopping]", f"[thresholds]\nstop_on = {bad}\n[stopping]"), tmp_path / "c.toml")
+
+    lower = {m: 0.01 for m in MEASURES}
+    values = np.array([[0.001, 0.001, 1.0], [1.0, 0.001, 0.001], [0.001, 0.001, 0.001]])  # coupling, energy, none above
+    default = bounded_thresholds(lower, parse_config(good, tmp_path / "c.toml").thresholds, "calibrated")
+    candidates, stops = default.ratios(values)
+    assert (candidates >= 1).tolist() == [True, True, False] and (stops >= 1).tolist() == [False, True, False]
+    _, stops = bounded_thresholds(lower, off.thresholds, "calibrated").ratios(values)
+    assert (stops >= 1).tolist() == [True, True, False]
+    older = {key: value for key, value in default.as_dict().items() if key != "stop_on"}
+    _, stops = Thresholds(**json.loads(json.dumps(older))).ratios(values)
+    assert (stops >= 1).tolist() == [True, True, False]
+
+
 def test_labels_above_their_trajectory_total_energy_are_counted() -> None:
     """A dynamics label whose oracle energy of the trajectory's active state lies more than 0.1 eV above the
     trajectory's total energy counts as a hole of the committee; labels of other iterations, without the total energy

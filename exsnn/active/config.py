@@ -66,6 +66,8 @@ lower_cap_couplings_ev_a = 3.085  # so a committee that is unsure everywhere doe
 upper_cap_energies_ev = 1.361
 upper_cap_forces_ev_a = 7.713
 upper_cap_couplings_ev_a = 7.713
+# stop_on = ["energies", "forces"]  # measures whose upper threshold stops a trajectory; default: all three, but with
+#                               # [dynamics] member_runs only energies and forces (see ThresholdConfig.stop_on)
 
 [seam]                          # quasi-diabatic members that cross where the oracle's states intersect (issue #14)
 # pair = [1, 2]                 # label loops around this pair's intersection after the initial set (none: no loops)
@@ -167,6 +169,10 @@ class DynamicsSection:
     ground_state_end_fs: float | None = None  # end a trajectory after this long in S0 (FSSHSettings.ground_state_end)
 
 
+#: the committee disagreement measures (exsnn.active.measure), in the order of its arrays
+MEASURES = ("energies", "forces", "couplings")
+
+
 @dataclass
 class SelectionConfig:
     budget: int = 20
@@ -201,6 +207,13 @@ class ThresholdConfig:
     energies_ev: float | None = None
     forces_ev_a: float | None = None
     couplings_ev_a: float | None = None
+    # the measures whose upper threshold stops a trajectory (every measure's lower threshold makes candidates). Energies
+    # and forces decide whether the classical path can be trusted. Couplings decide where it hops: near a conical
+    # intersection the members' NAC directions differ however good they are (the direction turns around the seam), so
+    # a coupling stop ends the trajectories exactly where the hops are decided. With [dynamics] member_runs the members
+    # drive the ensemble alone and their spread of populations measures what their coupling differences do, so by
+    # default (None) couplings stop trajectories only when member_runs is off
+    stop_on: list | None = None
 
 
 @dataclass
@@ -276,7 +289,7 @@ def _section(path: Path, name: str, table: Any) -> Any:
         if key not in known:
             raise ConfigurationError(f"unknown key; expected one of {sorted(known)}", source=path, where=f"[{name}] {key}")
         default = getattr(cls(), key)
-        kind = type(default) if default is not None else (str if key in ("file", "modes") else float)
+        kind = type(default) if default is not None else {"file": str, "modes": str, "stop_on": list}.get(key, float)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
@@ -344,6 +357,9 @@ def _check(config: CampaignConfig) -> None:
         need(0 < lower_cap <= upper_cap and upper_cap >= floor, f"[thresholds] upper_cap_{measure}",
              f"caps must be positive with lower_cap <= upper_cap and upper_cap >= upper_floor (got {lower_cap:g}, "
              f"{upper_cap:g}, floor {floor:g})")
+    stop_on = config.thresholds.stop_on
+    need(stop_on is None or (all(isinstance(m, str) and m in MEASURES for m in stop_on) and len(set(stop_on)) == len(stop_on)),
+         "[thresholds] stop_on", f"must list distinct measures out of {list(MEASURES)}, got {stop_on!r}")
     seam = config.seam
     need(not seam.pair or (len(seam.pair) == 2 and all(isinstance(s, int) and not isinstance(s, bool) for s in seam.pair)
                            and 0 <= seam.pair[0] < seam.pair[1]),
@@ -373,6 +389,8 @@ def parse_config(text: str, path: Path) -> CampaignConfig:
         raise ConfigurationError(f"unknown section; expected {sorted(_CLASSES)}", source=path, where=f"[{unknown[0]}]")
     config = CampaignConfig(path=path, text=text, **{name: _section(path, name, table) for name, table in data.items()})
     _check(config)
+    if config.thresholds.stop_on is None:
+        config.thresholds.stop_on = ["energies", "forces"] if config.dynamics.member_runs else list(MEASURES)
     return config
 
 

@@ -23,18 +23,20 @@ committee improves keep selecting candidates without stopping trajectories the d
 above a cap (by default PyRAI2MD's record / stop values, 0.02 / 0.05 Hartree and 0.06 / 0.15 Hartree/Bohr), so that a
 committee unsure everywhere does not calibrate itself loose.
 A structure whose disagreement exceeds `lower`
-is a labelling candidate; one that exceeds `upper` is not trusted (its trajectory stops there).
+is a labelling candidate; one that exceeds `upper` in a measure of `stop_on` is not trusted (its trajectory stops
+there). By default couplings do not stop trajectories when the members also drive the ensemble alone
+(`ThresholdConfig.stop_on`): their populations' spread then carries what the coupling disagreement does.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from exsnn.active.config import ThresholdConfig
+from exsnn.active.config import MEASURES, ThresholdConfig
 from exsnn.data.frame import FrameArrays
 from exsnn.data.phases import pair_signs, state_signs_from_nacs
 from exsnn.data.properties import state_pairs
@@ -42,7 +44,6 @@ from exsnn.model.potential import ModelPotential
 from exsnn.potentials.base import PotentialOutput
 from exsnn.units import ANGSTROM_IN_BOHR, EV_IN_HARTREE, HARTREE_IN_EV
 
-MEASURES = ("energies", "forces", "couplings")
 #: report units: eV, eV/Angstrom, eV/Angstrom
 TO_REPORT = {
     "energies": HARTREE_IN_EV,
@@ -94,19 +95,22 @@ def hop_disagreement(member_nacs: torch.Tensor, velocities: torch.Tensor, coeffi
 
 @dataclass
 class Thresholds:
-    """Lower and upper thresholds per measure (atomic units) and how they were obtained."""
+    """Lower and upper thresholds per measure (atomic units), how they were obtained, and the measures whose upper
+    threshold stops a trajectory (`ThresholdConfig.stop_on`; all three in folders written before it existed)."""
 
     lower: dict[str, float]
     upper: dict[str, float]
     source: str
+    stop_on: list[str] = field(default_factory=lambda: list(MEASURES))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def ratios(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """values (..., 3) -> (largest value / lower, largest value / upper) over the measures, (...) each."""
+        """values (..., 3) -> (largest value / lower over the measures, largest value / upper over the `stop_on`
+        measures; 0 where none stops), (...) each."""
         lower = np.array([self.lower[m] for m in MEASURES])
-        upper = np.array([self.upper[m] for m in MEASURES])
+        upper = np.array([self.upper[m] if m in self.stop_on else np.inf for m in MEASURES])
         return (values / lower).max(axis=-1), (values / upper).max(axis=-1)
 
 
@@ -153,7 +157,8 @@ def bounded_thresholds(lower: dict[str, float], config: ThresholdConfig, source:
         lower = {m: min(v, caps["lower"][m], upper[m]) for m, v in lower.items()}
         if capped:
             source += f"; capped ([thresholds] *_cap_*): {', '.join(capped)}"
-    return Thresholds(lower=lower, upper=upper, source=source)
+    stop_on = list(MEASURES) if config.stop_on is None else list(config.stop_on)
+    return Thresholds(lower=lower, upper=upper, source=source, stop_on=stop_on)
 
 
 def in_atomic_units(config: ThresholdConfig, prefix: str) -> dict[str, float]:

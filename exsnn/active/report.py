@@ -72,7 +72,8 @@ def _plot_disagreement(path: Path, record: dict[str, np.ndarray], thresholds: Th
         data = values[:, k] * scale
         _log_histogram(axis, data, floor=1e-8)
         axis.axvline(thresholds.lower[measure] * scale, color="tab:orange", label="lower")
-        axis.axvline(thresholds.upper[measure] * scale, color="tab:red", label="upper")
+        axis.axvline(thresholds.upper[measure] * scale, color="tab:red",
+                     linestyle="-" if measure in thresholds.stop_on else ":", label="upper")
         axis.set_xlabel(f"{measure} spread ({UNITS[measure]})")
     if hops is not None:
         _log_histogram(axes[3], hops, floor=1e-12)
@@ -168,8 +169,9 @@ def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: 
              f"stopped as uncertain: {int((status == UNCERTAIN).sum())}",
              f"- thresholds ({thresholds.source}):"]
     for measure in MEASURES:
+        effect = "stops a trajectory" if measure in thresholds.stop_on else "does not stop trajectories"
         lines.append(f"  - {measure}: lower {thresholds.lower[measure] * TO_REPORT[measure]:.4g}, upper "
-                     f"{thresholds.upper[measure] * TO_REPORT[measure]:.4g} {UNITS[measure]}")
+                     f"{thresholds.upper[measure] * TO_REPORT[measure]:.4g} {UNITS[measure]} ({effect})")
     hop_summary = hop_spread_summary(record)
     if hop_summary is not None:
         summary["hop_probability_spread"] = hop_summary
