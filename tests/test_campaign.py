@@ -305,6 +305,32 @@ def test_convergence_needs_narrow_population_bands() -> None:
     assert decide(record(0.01), record(0.01), 3, 3, 100, config, seams_agree=True).stop == "converged"
 
 
+def test_population_agreement_is_a_simultaneous_band_over_states_and_times() -> None:
+    """Two iterations that sample the same dynamics (S2 -> S1 with tau 10 fs, 200 trajectories, 41 times) differ
+    somewhere by more than z = 2 pointwise standard errors in about 40% of pairs (3 x 41 correlated comparisons), which
+    kept accurate committees from converging; the simultaneous band calls them different at about its 5% level and
+    still sees tau 10 against 16 fs."""
+    from exsnn.active.config import StoppingConfig
+    from exsnn.active.decide import decide
+
+    time_fs = np.arange(0, 20.5, 0.5)
+    rng = np.random.default_rng(11)
+
+    def record(tau: float) -> dict[str, np.ndarray]:
+        active = np.where(time_fs[:, None] >= rng.exponential(tau, 200)[None], 1, 2)
+        return {"time_fs": time_fs, "active": active, "status": np.zeros_like(active)}
+
+    def called_different(tau_before: float, tau_now: float, simultaneous: bool) -> float:
+        config = StoppingConfig(simultaneous=simultaneous, max_iterations=99, label_budget=10**6)
+        decisions = [decide(record(tau_now), record(tau_before), 3, 3, 0, config) for _ in range(30)]
+        assert all(d.population_critical >= 2.0 for d in decisions)
+        return float(np.mean([d.population_gap > 0 for d in decisions]))
+
+    assert called_different(10.0, 10.0, simultaneous=False) > 0.2
+    assert called_different(10.0, 10.0, simultaneous=True) < 0.12
+    assert called_different(10.0, 16.0, simultaneous=True) > 0.8
+
+
 def test_seam_loops_are_labelled_trained_on_and_checked_every_iteration(shared_data: Path, tmp_path: Path) -> None:
     """With [seam] the oracle's S1/S2 intersection is found from the initial frame of smallest gap, a loop around it
     is labelled (tagged, the oracle's coupling integral +-pi), members train with the seam-loop term, and each

@@ -84,7 +84,8 @@ retrains = 2                    # a member whose seam disagrees is retrained fro
 
 [stopping]
 finished_fraction = 0.95        # trajectories that reach the end without crossing the upper threshold
-z = 2.0                         # populations of consecutive iterations agree within z combined standard errors
+z = 2.0                         # populations of consecutive iterations agree within z combined standard errors...
+simultaneous = true             # ...as a band over all states and times at that coverage (exsnn/active/decide.py)
 max_iterations = 8
 label_budget = 400
 
@@ -232,6 +233,9 @@ class SeamConfig:
 class StoppingConfig:
     finished_fraction: float = 0.95
     z: float = 2.0
+    # the populations' band is simultaneous over states and times (its critical value from the bootstrap, at the
+    # coverage of +-z standard errors), not z at every one of them (exsnn.active.decide)
+    simultaneous: bool = True
     # largest standard error (trajectory bootstrap and committee spread combined) of any state's population at any
     # time that still counts as converged
     max_band: float = 0.1

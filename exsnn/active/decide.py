@@ -5,9 +5,14 @@ trajectory stopped for uncertainty leaves the average from then on); the band is
 over trajectories. The campaign has converged when, at iteration i >= 1,
 
 * at least `finished_fraction` of the trajectories reached the end without crossing an upper threshold, and
-* |P_i(t) - P_{i-1}(t)| <= z sqrt(se_i(t)^2 + se_{i-1}(t)^2) for every state and time, where se combines the
+* |P_i(t) - P_{i-1}(t)| <= c sqrt(se_i(t)^2 + se_{i-1}(t)^2) for every state and time, where se combines the
   trajectory bootstrap with the committee spread (the standard deviation of the members' own populations, when the
-  iteration ran them: `population_bands`).
+  iteration ran them: `population_bands`), and c makes the band simultaneous over all states and times (the sup-t
+  band: Montiel Olea and Plagborg-Moller, J. Appl. Econometrics 34, 1 (2019)): the quantile, at the coverage of +-z
+  standard errors of one normal variable (0.954 for z = 2), of the largest standardised difference of the two
+  iterations' bootstrap replicates, and never below z. With c = z at every one of ~100 correlated comparisons (3
+  states x 41 times), two 200-trajectory ensembles on the same exact potential (SO2 LVC) were called different in 8
+  of 20 pairs; `[stopping] simultaneous = false` restores that pointwise rule.
 
 With `[stopping] kinetics` (a kinetic network such as "S2->S1->S0") the time constants fitted to the populations of
 the two iterations must also agree: |tau_i - tau_(i-1)| <= z sqrt(e_i^2 + e_(i-1)^2) for every step, where e combines
@@ -27,6 +32,7 @@ Otherwise it stops when the label budget or the iteration limit is spent (the re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +45,14 @@ from exsnn.dynamics.state import RELAXED, UNCERTAIN
 
 def classical_populations(active: np.ndarray, n_states: int, n_bootstrap: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """P (T, N) and its bootstrap standard error (T, N) from active states (T, B), -1 where not running."""
+    p, samples = bootstrap_populations(active, n_states, n_bootstrap, seed)
+    return p, samples.std(axis=0)
+
+
+def bootstrap_populations(active: np.ndarray, n_states: int, n_bootstrap: int = 200, seed: int = 0
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """P (T, N) from active states (T, B), -1 where not running, and its bootstrap replicates (n_bootstrap, T, N)
+    (trajectories resampled with replacement)."""
     valid = active >= 0
     onehot = (active[..., None] == np.arange(n_states)) & valid[..., None]  # (T, B, N)
 
@@ -49,7 +63,7 @@ def classical_populations(active: np.ndarray, n_states: int, n_bootstrap: int = 
     B = active.shape[1]
     rng = np.random.default_rng(seed)
     samples = np.stack([mean(rng.integers(0, B, B)) for _ in range(n_bootstrap)])
-    return mean(np.arange(B)), samples.std(axis=0)
+    return mean(np.arange(B)), samples
 
 
 def settled_active(record: dict[str, np.ndarray]) -> np.ndarray:
@@ -97,6 +111,21 @@ def lifetime_bands(record: dict[str, np.ndarray], network: KineticNetwork, n_boo
     return fit.tau_fs, error
 
 
+def simultaneous_critical_value(now: np.ndarray, before: np.ndarray, z: float) -> float:
+    """c of the module docstring from the bootstrap replicates (n_bootstrap, T, N) of two iterations' populations
+    (compared over their common times): the quantile at coverage erf(z / sqrt 2) over replicates of the largest
+    |(P*_i - P_i) - (P*_(i-1) - P_(i-1))| / sqrt(se_i^2 + se_(i-1)^2) over states and times (cells without spread left
+    out), at least z."""
+    T = min(now.shape[1], before.shape[1])
+    deviations = [(samples[:, :T] - samples[:, :T].mean(axis=0)) for samples in (now, before)]
+    scale = np.sqrt(now[:, :T].var(axis=0) + before[:, :T].var(axis=0))
+    cells = scale > 1e-12
+    if not cells.any():
+        return z
+    standardised = np.abs(deviations[0] - deviations[1])[:, cells] / scale[cells]
+    return max(z, float(np.quantile(standardised.max(axis=1), math.erf(z / math.sqrt(2)))))
+
+
 @dataclass
 class Decision:
     stop: str | None  # None: go on; else "converged", "label budget" or "iteration limit"
@@ -107,6 +136,7 @@ class Decision:
     lifetimes: dict[str, Any] | None = None  # [stopping] kinetics: {"S2->S1": {"tau_fs", "error_fs", "longer_than_run"}}
     lifetime_gap_fs: float | None = None  # max over steps of |d tau| - z e (<= 0: consistent)
     seams_agree: bool | None = None  # [seam] loops: every member's coupling integral agrees with the oracle's (None: no loops)
+    population_critical: float | None = None  # c: standard errors that |dP| may reach (z, or the simultaneous band's)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -122,7 +152,7 @@ def decide(record: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None
     """Whether the campaign stops after this iteration's dynamics, and why (`seams_agree` False: a member's states
     do not intersect where the oracle's do, `exsnn.active.seam`, so the campaign has not converged)."""
     fraction = finished_fraction(record["status"][-1])
-    gap = change = None
+    gap = change = critical = None
     p, se, _ = population_bands(record, n_states)
     band = float(se.max())
     if previous is not None:
@@ -130,7 +160,12 @@ def decide(record: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None
         T = min(len(p), len(q))
         difference = np.abs(p[:T] - q[:T])
         change = float(difference.max())
-        gap = float((difference - config.z * np.sqrt(se[:T] ** 2 + se_q[:T] ** 2)).max())
+        critical = config.z
+        if config.simultaneous:
+            critical = simultaneous_critical_value(
+                bootstrap_populations(settled_active(record), n_states, seed=0)[1],
+                bootstrap_populations(settled_active(previous), n_states, seed=1)[1], config.z)
+        gap = float((difference - critical * np.sqrt(se[:T] ** 2 + se_q[:T] ** 2)).max())
     lifetimes = lifetime_gap = None
     lifetimes_agree = True
     if config.kinetics:
@@ -144,7 +179,8 @@ def decide(record: dict[str, np.ndarray], previous: dict[str, np.ndarray] | None
         if now is not None and before is not None:
             lifetime_gap = float((np.abs(now[0] - before[0]) - config.z * np.hypot(now[1], before[1])).max())
         lifetimes_agree = lifetime_gap is not None and lifetime_gap <= 0
-    details = {"population_band": band, "lifetimes": lifetimes, "lifetime_gap_fs": lifetime_gap, "seams_agree": seams_agree}
+    details = {"population_band": band, "lifetimes": lifetimes, "lifetime_gap_fs": lifetime_gap, "seams_agree": seams_agree,
+               "population_critical": critical}
     # converged: the populations are known (narrow bands), unchanged within them, and the dynamics was trusted; bands
     # wide enough to contain any change would otherwise let a committee that is unsure everywhere "converge"
     if (gap is not None and gap <= 0 and fraction >= config.finished_fraction and band <= config.max_band
