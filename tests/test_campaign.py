@@ -305,6 +305,26 @@ def test_convergence_needs_narrow_population_bands() -> None:
     assert decide(record(0.01), record(0.01), 3, 3, 100, config, seams_agree=True).stop == "converged"
 
 
+def test_a_far_states_energy_spread_makes_candidates_but_does_not_stop_a_trajectory(shared_data: Path, tmp_path: Path) -> None:
+    """The energies measure that stops a trajectory counts its active state and the states within stop_window_ev of
+    it (default 1 eV): on the shipped SO2 campaign (seed 2, iteration 3) 89% of the energy stops were the S0 spread
+    of trajectories running in S1 about 4 eV above it."""
+    from exsnn.active.config import parse_config
+    from exsnn.active.simulate import window_energy_spread
+
+    ev = 1 / 27.211386
+    spread = np.array([0.2, 0.01, 0.05]) * ev  # S0 uncertain, S1 (active) and S2 (0.5 eV above) well known
+    energies = np.array([0.0, 4.0, 4.5]) * ev
+    assert window_energy_spread(spread, energies, 1, 1.0) == pytest.approx(0.05 * ev)
+    assert window_energy_spread(spread, energies, 1, 0.3) == pytest.approx(0.01 * ev)
+    assert window_energy_spread(spread, energies, 1, 5.0) == pytest.approx(0.2 * ev)  # S0 within reach: it counts
+    assert window_energy_spread(spread, energies, 0, 0.0) == pytest.approx(0.2 * ev)  # the active state always counts
+    good = write_config(tmp_path, shared_data).read_text()
+    assert parse_config(good, tmp_path / "c.toml").thresholds.stop_window_ev == 1.0
+    with pytest.raises(ConfigurationError, match=r"\[thresholds\] stop_window_ev"):
+        parse_config(good.replace("[stopping]", "[thresholds]\nstop_window_ev = -1\n[stopping]"), tmp_path / "c.toml")
+
+
 def test_population_agreement_is_a_simultaneous_band_over_states_and_times() -> None:
     """Two iterations that sample the same dynamics (S2 -> S1 with tau 10 fs, 200 trajectories, 41 times) differ
     somewhere by more than z = 2 pointwise standard errors in about 40% of pairs (3 x 41 correlated comparisons), which
@@ -606,6 +626,9 @@ def test_shipped_lvc_campaign_converges_by_its_rule_and_errors_fall(shared_data:
 
     with np.load(out / f"iteration_{status['iteration']:03d}" / "dynamics.npz") as data:
         record = {key: data[key] for key in data.files}
+    stop_energies = record["stop_energies"]  # the part of the energies measure that can stop a trajectory
+    recorded = np.isfinite(stop_energies)
+    assert recorded[0].all() and np.all(stop_energies[recorded] <= record["disagreement"][..., 0][recorded] + 1e-15)
     hops = record["hop_disagreement"]  # the members' hop probabilities differ somewhere along the dynamics
     assert hops.shape == record["active"].shape and 0 < np.nanmax(hops) <= 1
     np.testing.assert_array_equal(np.isfinite(hops[0]), True)

@@ -68,6 +68,8 @@ upper_cap_forces_ev_a = 7.713
 upper_cap_couplings_ev_a = 7.713
 # stop_on = ["energies", "forces"]  # measures whose upper threshold stops a trajectory; default: all three, but with
 #                               # [dynamics] member_runs only energies and forces (see ThresholdConfig.stop_on)
+stop_window_ev = 1.0            # a trajectory stops on the energy spread of its active state and the states within
+                                # this of it; farther states' spread only makes candidates
 
 [seam]                          # quasi-diabatic members that cross where the oracle's states intersect (issue #14)
 # pair = [1, 2]                 # label loops around this pair's intersection after the initial set (none: no loops)
@@ -215,6 +217,11 @@ class ThresholdConfig:
     # drive the ensemble alone and their spread of populations measures what their coupling differences do, so by
     # default (None) couplings stop trajectories only when member_runs is off
     stop_on: list | None = None
+    # the energies measure that stops a trajectory is the spread of its active state's energy and of the states within
+    # this many eV of it: a far state's energy error changes nothing until the gap closes, and then it counts (on the
+    # shipped SO2 campaign, seed 2, iteration 3: 14 of 200 trajectories stopped on energies, 89% of them on the S0
+    # spread while running in S1 about 4 eV above it)
+    stop_window_ev: float = 1.0
 
 
 @dataclass
@@ -361,6 +368,7 @@ def _check(config: CampaignConfig) -> None:
         need(0 < lower_cap <= upper_cap and upper_cap >= floor, f"[thresholds] upper_cap_{measure}",
              f"caps must be positive with lower_cap <= upper_cap and upper_cap >= upper_floor (got {lower_cap:g}, "
              f"{upper_cap:g}, floor {floor:g})")
+    need(config.thresholds.stop_window_ev >= 0, "[thresholds] stop_window_ev", "must be >= 0 (eV)")
     stop_on = config.thresholds.stop_on
     need(stop_on is None or (all(isinstance(m, str) and m in MEASURES for m in stop_on) and len(set(stop_on)) == len(stop_on)),
          "[thresholds] stop_on", f"must list distinct measures out of {list(MEASURES)}, got {stop_on!r}")

@@ -5,7 +5,9 @@ The committee is wrapped in a potential that keeps, for every structure of the e
 asking for NACs), the three disagreement measures of `exsnn.active.measure`, keyed by trajectory id. After each step
 the loop stores positions, active states, populations, gaps, disagreement and the spread of the members' hopping
 probabilities out of the active state (`measure.hop_disagreement`, with the step's velocities and coefficients); a running trajectory whose
-disagreement exceeds an upper threshold stops there with status UNCERTAIN (what would follow is not trusted). With
+disagreement exceeds an upper threshold stops there with status UNCERTAIN (what would follow is not trusted). For
+that check the energies measure counts only the active state and the states within `[thresholds] stop_window_ev` of it
+(`stop_energies` in the record); the full measure still makes candidates. With
 `[dynamics] ground_state_end_fs` a trajectory that has stayed that long in S0 ends as RELAXED (SHARC's killafter): its
 record stops there (no frames to select from the hot ground state) and the populations keep it in S0
 (`exsnn.active.decide.settled_active`).
@@ -35,7 +37,7 @@ from exsnn.dynamics.settings import FSSHSettings
 from exsnn.dynamics.state import RUNNING, UNCERTAIN
 from exsnn.model.potential import ModelPotential, model_files
 from exsnn.potentials.base import Potential, PotentialOutput
-from exsnn.units import FS_IN_AU_TIME
+from exsnn.units import EV_IN_HARTREE, FS_IN_AU_TIME
 
 #: the keys of the record that populations, their bands and the stopping rule need (`exsnn.active.decide`)
 POPULATION_KEYS = ("time_fs", "active", "status", "member_populations")
@@ -51,6 +53,7 @@ class RecordingCommittee(Potential):
         self.n_states, self.numbers, self.masses, self.device = committee.n_states, committee.numbers, committee.masses, committee.device
         self.last: dict[int, np.ndarray] = {}
         self.last_nacs: dict[int, torch.Tensor] = {}  # trajectory id -> the members' aligned NACs (K, P, n, 3)
+        self.last_energy_spread: dict[int, np.ndarray] = {}  # trajectory id -> spread of each state's energy (N,)
 
     def compute(self, positions: torch.Tensor, states: torch.Tensor | None = None, all_forces: bool = False,
                 nacs: bool = True, trajectories: torch.Tensor | None = None) -> PotentialOutput:
@@ -58,6 +61,7 @@ class RecordingCommittee(Potential):
         if nacs and states is not None:  # the step's main call (hop refreshes ask for forces only)
             ids = range(len(positions)) if trajectories is None else trajectories.tolist()
             self.last = dict(zip(ids, disagreement(self.committee, out)))
+            self.last_energy_spread = dict(zip(ids, self.committee.last_disagreement["energies"].detach().cpu().numpy()))
             stack = self.committee.last_member_nacs
             self.last_nacs = {} if stack is None else {k: stack[:, row] for row, k in enumerate(ids)}
         return out
@@ -87,6 +91,7 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
         "total": np.full((n_steps + 1, B), np.nan),  # active-state potential + kinetic energy, Hartree
         "disagreement": np.full((n_steps + 1, B, 3), np.nan),
         "hop_disagreement": np.full((n_steps + 1, B), np.nan),  # spread of the hop probability (measure.hop_disagreement)
+        "stop_energies": np.full((n_steps + 1, B), np.nan),  # energy spread that can stop it (window_energy_spread)
         "status": np.zeros((n_steps + 1, B), dtype=np.int64),
     }
 
@@ -106,7 +111,14 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
             record["hop_disagreement"][step, with_nacs] = hop_disagreement(
                 torch.stack([recorder.last_nacs[b] for b in with_nacs], dim=1), state.velocities[index],
                 state.coefficients[index], state.active[index], settings.dt)
-        _, above_upper = thresholds.ratios(record["disagreement"][step])
+        for b in rows:
+            if int(b) in recorder.last_energy_spread:
+                record["stop_energies"][step, b] = window_energy_spread(
+                    recorder.last_energy_spread[int(b)], record["energies"][step, b], int(record["active"][step, b]),
+                    config.thresholds.stop_window_ev)
+        stopping = record["disagreement"][step].copy()
+        stopping[:, 0] = record["stop_energies"][step]
+        _, above_upper = thresholds.ratios(stopping)
         crossing = np.flatnonzero(running_before & (above_upper >= 1.0) & (state.status.cpu().numpy() == RUNNING))
         if len(crossing):
             state.status[torch.as_tensor(crossing)] = UNCERTAIN
@@ -126,6 +138,14 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
             for member in model_files(committee)])
     save_record(output, record)
     return record
+
+
+def window_energy_spread(spread: np.ndarray, energies: np.ndarray, active: int, window_ev: float) -> float:
+    """The largest energy spread (Hartree) over the active state and the states within `window_ev` of it: spread and
+    energies (N,) in Hartree."""
+    near = np.abs(energies - energies[active]) <= window_ev * EV_IN_HARTREE
+    near[active] = True
+    return float(spread[near].max())
 
 
 def save_record(output: Path, record: dict[str, np.ndarray]) -> None:
