@@ -165,11 +165,31 @@ def test_a_quintet_in_the_singlet_ci_is_lifted_by_a_spin_penalty() -> None:
     np.testing.assert_allclose(-(np.asarray(energies[0]) - np.asarray(energies[1])) / (2 * h), result.forces[1, :, 2], atol=2e-4)
 
 
+def test_an_unconverged_first_order_run_is_finished_by_the_second_order_solver() -> None:
+    """Two first-order macro iterations do not converge SA-3-CASSCF(2,2) at a twisted CH2NH2+; from where they stopped
+    PySCF's second-order solver does (at stretched CH2NH2+ geometries of the (8,6) campaign the first-order solver
+    circled its solution for 100 iterations, and the label was lost). The labels then come from a first-order object
+    at that solution: the same energies and forces as a first-order run given enough iterations."""
+    from pyscf.mcscf import newton_casscf
+
+    quick = parse_qm_spec("casscf(2,2)/sto-3g,states=3,charge=1,casscf_max_cycle=2,nacs=none")
+    mc, notes = solve_sa_casscf(run_scf(build_molecule(NUMBERS, twisted(30.0), quick), quick)[0], quick)
+    assert any(n.startswith("SA-CASSCF from the chosen RHF orbitals (singlet CI): not converged after 2") for n in notes)
+    assert any("with the second-order solver (singlet CI): converged" in n for n in notes)
+    assert mc.converged and not isinstance(mc, newton_casscf.CASSCF)  # the object the gradient and NAC code expects
+    finished = label_geometry(NUMBERS, twisted(30.0), quick)
+    reference = label_geometry(NUMBERS, twisted(30.0), parse_qm_spec("casscf(2,2)/sto-3g,states=3,charge=1,nacs=none"))
+    assert finished.failure is None and reference.failure is None
+    np.testing.assert_allclose(finished.energies, reference.energies, atol=1e-8)
+    np.testing.assert_allclose(finished.forces, reference.forces, atol=1e-5)
+
+
 def test_a_calculation_that_does_not_converge_is_a_recorded_failure_with_every_attempt() -> None:
     settings = parse_qm_spec("casscf(2,2)/sto-3g,states=3,charge=1,casscf_max_cycle=1,nacs=none")
     result = label_geometry(NUMBERS, twisted(30.0), settings)
     assert result.failure is not None and result.failure.startswith("SA-CASSCF did not converge")
     assert "from the chosen RHF orbitals (singlet CI): not converged after 1 macro iterations" in result.failure
+    assert "with the second-order solver" in result.failure
     assert "with larger steps" in result.failure and "with smaller steps" in result.failure
     assert result.energies is None and result.forces is None
     with pytest.raises(QMFailure):

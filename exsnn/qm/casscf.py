@@ -21,8 +21,12 @@ What the calculation does, and records in `result.notes` (the frame's provenance
   converges: from the orbitals of a nearby geometry when given (`guess_orbitals`); from the chosen RHF orbitals.
   Each runs with PySCF's orbital step (0.02), which found the lowest state average wherever starts were compared for
   CH2NH2+ (larger steps converge faster but can land on a higher solution), but can crawl over flat parts of the
-  orbital landscape; an unconverged attempt is therefore continued from where it stopped with larger steps (0.05),
-  then with smaller ones (0.005). Every attempt is noted with its macro iterations and average energy. With `avas`,
+  orbital landscape; an unconverged attempt is therefore continued from where it stopped with PySCF's second-order
+  (Newton) solver, then with larger steps (0.05), then with smaller ones (0.005). At stretched CH2NH2+ geometries
+  (C-N 1.5-2.5 Angstrom, SA-4-CASSCF(8,6)) the first-order solver circled the solution for 100 macro iterations
+  (state average steady to 1e-6 Hartree, orbital gradient jumping between 2e-5 and 4e-3) where the second-order one,
+  from where it stopped, converged in 1-2 s to a state average slightly below the last first-order one. Every
+  attempt is noted with its macro iterations and average energy. With `avas`,
   the default window is a second start whenever its active space differs from the projected one, and the converged
   solution with the lower state-averaged energy is kept (SA-CASSCF has several solutions; the variational one is the
   lowest).
@@ -53,6 +57,7 @@ from exsnn.qm.settings import QMSettings
 AVAS_MIN_WEIGHT = 0.1  # an active orbital chosen by AVAS must have at least this weight on the AO labels
 LARGE_STEP, SMALL_STEP = 0.05, 0.005  # orbital steps of continued attempts (PySCF's default max_stepsize is 0.02)
 SINGLET_TOLERANCE = 1e-4  # <S^2> of a converged state above this is not a singlet
+LAGRANGE_MAX_CYCLE = 100  # iterations of the gradients' and NACs' Lagrange-multiplier solver (independent of casscf_max_cycle)
 SAME_SPACE = 0.99  # smallest singular value of the overlap of two active spaces above which they count as one
 
 
@@ -158,7 +163,7 @@ SOLVERS = (  # (name, singlet-adapted CI, spin penalty), tried in order by every
 )
 
 
-def _sa_casscf(mf: Any, settings: QMSettings, singlet_ci: bool, penalty: bool) -> Any:
+def _sa_casscf(mf: Any, settings: QMSettings, singlet_ci: bool, penalty: bool, second_order: bool = False) -> Any:
     from pyscf import fci, mcscf
 
     mc = mcscf.CASSCF(mf, settings.ncas, settings.nelecas)
@@ -168,6 +173,8 @@ def _sa_casscf(mf: Any, settings: QMSettings, singlet_ci: bool, penalty: bool) -
         mc.fix_spin_(ss=0)
     N = settings.n_states
     mc = mc.state_average_([1.0 / N] * N)
+    if second_order:
+        mc = mc.newton()
     mc.conv_tol = settings.casscf_conv_tol
     mc.conv_tol_grad = settings.casscf_conv_tol_grad
     mc.max_cycle_macro = settings.casscf_max_cycle
@@ -183,13 +190,13 @@ def _largest_spin(mc: Any, settings: QMSettings) -> float:
 
 
 def _attempt(mf: Any, settings: QMSettings, name: str, orbitals: np.ndarray, ci0: Any, step: float | None,
-             notes: list[str]) -> Any | None:
+             notes: list[str], second_order: bool = False) -> Any | None:
     """One SA-CASSCF run, with the SOLVERS in turn until one runs without raising and, if it converges, converges to
     singlets only; the PySCF object (the last one that ran, if none gave singlets), or None if all raised. Appends
     what happened to notes."""
     last = None
     for solver, singlet_ci, penalty in SOLVERS:
-        mc = _sa_casscf(mf, settings, singlet_ci, penalty)
+        mc = _sa_casscf(mf, settings, singlet_ci, penalty, second_order)
         if step is not None:
             mc.max_stepsize = step
         cycles = [0]
@@ -206,6 +213,13 @@ def _attempt(mf: Any, settings: QMSettings, name: str, orbitals: np.ndarray, ci0
         last = mc
         if mc.converged and (spin := _largest_spin(mc, settings)) > SINGLET_TOLERANCE:
             notes.append(f"a state of that solution is not a singlet (<S^2> = {spin:.4f})")
+            continue
+        if mc.converged and second_order:  # the first-order object, for the gradients and NACs, from its solution
+            first_order = _sa_casscf(mf, settings, singlet_ci, penalty)
+            first_order.kernel(mc.mo_coeff, ci0=mc.ci)
+            if first_order.converged:
+                return first_order
+            notes.append("the first-order solver did not stay converged at the second-order solution")
             continue
         return mc
     return last
@@ -247,6 +261,10 @@ def _converge_from(mf: Any, settings: QMSettings, name: str, orbitals: np.ndarra
         return None
     if first.converged:
         return first
+    newton = _attempt(mf, settings, f"where it stopped ({name}) with the second-order solver", first.mo_coeff, first.ci,
+                      None, notes, second_order=True)
+    if newton is not None and newton.converged:
+        return newton
     for kind, step in (("larger", LARGE_STEP), ("smaller", SMALL_STEP)):
         mc = _attempt(mf, settings, f"where it stopped ({name}) with {kind} steps", first.mo_coeff, first.ci, step, notes)
         if mc is not None and mc.converged:
@@ -370,6 +388,7 @@ def label_casscf(numbers: np.ndarray, positions: np.ndarray, settings: QMSetting
     result.timings["scf_and_excited"] = time.perf_counter() - start
     t = time.perf_counter()
     gradient = mc.nuc_grad_method()
+    gradient.max_cycle = LAGRANGE_MAX_CYCLE  # PySCF takes the CASSCF's macro-iteration limit otherwise
     gradients = np.zeros((n, N, 3))
     for k in range(N):
         gradients[:, k] = gradient.kernel(state=k)
@@ -382,6 +401,7 @@ def label_casscf(numbers: np.ndarray, positions: np.ndarray, settings: QMSetting
     if settings.nacs == "analytic" and N > 1:
         t = time.perf_counter()
         coupling = mc.nac_method()
+        coupling.max_cycle = LAGRANGE_MAX_CYCLE
         coupling.use_etfs = settings.etf
         pairs = state_pairs(N)
         numerators = np.zeros((n, len(pairs), 3))  # h_ij (n, P, 3), Hartree/Bohr
