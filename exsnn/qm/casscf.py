@@ -57,7 +57,10 @@ from exsnn.qm.settings import QMSettings
 AVAS_MIN_WEIGHT = 0.1  # an active orbital chosen by AVAS must have at least this weight on the AO labels
 LARGE_STEP, SMALL_STEP = 0.05, 0.005  # orbital steps of continued attempts (PySCF's default max_stepsize is 0.02)
 SINGLET_TOLERANCE = 1e-4  # <S^2> of a converged state above this is not a singlet
-LAGRANGE_MAX_CYCLE = 100  # iterations of the gradients' and NACs' Lagrange-multiplier solver (independent of casscf_max_cycle)
+# iterations of the gradients' and NACs' Lagrange-multiplier solver (PySCF would take casscf_max_cycle): at stretched
+# CH2NH2+ geometries where the second-order solver finished the SA-CASSCF, 100 were too few for 3 of 8 labels of the
+# (8,6) campaign; with 400 the one tried was labelled (138 s)
+LAGRANGE_MAX_CYCLE = 400
 SAME_SPACE = 0.99  # smallest singular value of the overlap of two active spaces above which they count as one
 
 
