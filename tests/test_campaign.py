@@ -313,12 +313,13 @@ def test_a_far_states_energy_spread_makes_candidates_but_does_not_stop_a_traject
     from exsnn.active.simulate import window_energy_spread
 
     ev = 1 / 27.211386
-    spread = np.array([0.2, 0.01, 0.05]) * ev  # S0 uncertain, S1 (active) and S2 (0.5 eV above) well known
-    energies = np.array([0.0, 4.0, 4.5]) * ev
-    assert window_energy_spread(spread, energies, 1, 1.0) == pytest.approx(0.05 * ev)
-    assert window_energy_spread(spread, energies, 1, 0.3) == pytest.approx(0.01 * ev)
-    assert window_energy_spread(spread, energies, 1, 5.0) == pytest.approx(0.2 * ev)  # S0 within reach: it counts
-    assert window_energy_spread(spread, energies, 0, 0.0) == pytest.approx(0.2 * ev)  # the active state always counts
+    spread = np.array([[0.2, 0.01, 0.05]] * 2) * ev  # S0 uncertain, S1 and S2 (0.5 eV above S1) well known
+    energies = np.array([[0.0, 4.0, 4.5]] * 2) * ev
+    in_s1_and_s0 = np.array([1, 0])
+    np.testing.assert_allclose(window_energy_spread(spread, energies, in_s1_and_s0, 1.0), [0.05 * ev, 0.2 * ev])
+    np.testing.assert_allclose(window_energy_spread(spread, energies, in_s1_and_s0, 0.3), [0.01 * ev, 0.2 * ev])
+    np.testing.assert_allclose(window_energy_spread(spread, energies, in_s1_and_s0, 5.0), [0.2 * ev] * 2)  # S0 in reach
+    np.testing.assert_allclose(window_energy_spread(spread, energies, np.array([2, 0]), 0.0), [0.05 * ev, 0.2 * ev])
     good = write_config(tmp_path, shared_data).read_text()
     assert parse_config(good, tmp_path / "c.toml").thresholds.stop_window_ev == 1.0
     with pytest.raises(ConfigurationError, match=r"\[thresholds\] stop_window_ev"):

@@ -111,11 +111,11 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
             record["hop_disagreement"][step, with_nacs] = hop_disagreement(
                 torch.stack([recorder.last_nacs[b] for b in with_nacs], dim=1), state.velocities[index],
                 state.coefficients[index], state.active[index], settings.dt)
-        for b in rows:
-            if int(b) in recorder.last_energy_spread:
-                record["stop_energies"][step, b] = window_energy_spread(
-                    recorder.last_energy_spread[int(b)], record["energies"][step, b], int(record["active"][step, b]),
-                    config.thresholds.stop_window_ev)
+        spread_rows = [int(b) for b in rows if int(b) in recorder.last_energy_spread]
+        if spread_rows:
+            record["stop_energies"][step, spread_rows] = window_energy_spread(
+                np.stack([recorder.last_energy_spread[b] for b in spread_rows]), record["energies"][step, spread_rows],
+                record["active"][step, spread_rows], config.thresholds.stop_window_ev)
         stopping = record["disagreement"][step].copy()
         stopping[:, 0] = record["stop_energies"][step]
         _, above_upper = thresholds.ratios(stopping)
@@ -140,12 +140,13 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
     return record
 
 
-def window_energy_spread(spread: np.ndarray, energies: np.ndarray, active: int, window_ev: float) -> float:
-    """The largest energy spread (Hartree) over the active state and the states within `window_ev` of it: spread and
-    energies (N,) in Hartree."""
-    near = np.abs(energies - energies[active]) <= window_ev * EV_IN_HARTREE
-    near[active] = True
-    return float(spread[near].max())
+def window_energy_spread(spread: np.ndarray, energies: np.ndarray, active: np.ndarray, window_ev: float) -> np.ndarray:
+    """The largest energy spread (Hartree) over the active state and the states within `window_ev` of it, (B,): spread
+    and energies (B, N) in Hartree, active (B,)."""
+    own = np.take_along_axis(energies, active[:, None], axis=1)
+    near = np.abs(energies - own) <= window_ev * EV_IN_HARTREE
+    np.put_along_axis(near, active[:, None], True, axis=1)
+    return np.where(near, spread, -np.inf).max(axis=1)
 
 
 def save_record(output: Path, record: dict[str, np.ndarray]) -> None:
