@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from exsnn.cli.output import print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,7 +60,7 @@ def campaign_status(args: argparse.Namespace) -> int:
 
     info = status(args.directory)
     if args.json:
-        print(json.dumps(info))
+        print_json(info)
         return 0
     print(f"iteration {info['iteration']}, phase {info['phase']}, {info['n_labels']} labels "
           f"(budget {info['label_budget']}), stopped: {info['stopped'] or 'no'}")

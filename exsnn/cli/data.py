@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from exsnn.cli.output import print_json
 from exsnn.data.check import PROBLEM_KINDS, CheckSettings
 from exsnn.data.store import append_frames, read_frames, read_metadata
 from exsnn.errors import ConfigurationError, DataError
@@ -140,7 +141,10 @@ def run_info(args: argparse.Namespace) -> int:
     arrays = read_frames(args.file)
     settings = CheckSettings(distance_factor=args.distance_factor, nac_translation_ratio=args.nac_translation_ratio)
     summary = summarize(arrays, metadata, settings)
-    print(json.dumps(summary) if args.json else format_summary(summary, args.file))
+    if args.json:
+        print_json(summary)
+    else:
+        print(format_summary(summary, args.file))
     return 0
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from exsnn.cli.output import print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def run_dynamics(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     summary = run_ensemble(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if args.json:
-        print(json.dumps(summary.as_dict()))
+        print_json(summary.as_dict())
         return 0
     start = f" (resumed at step {summary.resumed_from_step})" if summary.resumed_from_step is not None else ""
     print(

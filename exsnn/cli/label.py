@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from exsnn.cli.output import print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                          commit_every=args.commit_every, progress=not args.no_progress, reference=args.reference,
                          max_attempts=args.max_attempts, retry_failed=args.retry_failed)
     if args.json:
-        print(json.dumps(summary.__dict__))
+        print_json(summary.__dict__)
         return 0
     print(f"exsnn label: {summary.labelled} labelled, {summary.failed} failed, {summary.skipped} already in {summary.output} "
           f"({summary.seconds:.1f} s, {settings.method_label}/{settings.basis}, executor {args.executor})")

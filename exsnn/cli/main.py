@@ -19,6 +19,7 @@ from exsnn.cli import photo as photo_cli
 from exsnn.cli import point as point_cli
 from exsnn.cli import scatter as scatter_cli
 from exsnn.cli import train as train_cli
+from exsnn.cli.output import json_only_stdout
 from exsnn.errors import ExsnnError, ExsnnWarning
 
 SUBCOMMAND_MODULES = (demo_cli, dynamics_cli, scatter_cli, point_cli, train_cli, label_cli, data_cli, campaign_cli, photo_cli)
@@ -59,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "json", False):  # the JSON object alone on stdout, whatever the libraries print
+            with json_only_stdout():
+                return int(args.run(args) or 0)
         return int(args.run(args) or 0)
     except ExsnnError as exc:  # the input, a setting or the electronic structure is at fault: say what and where
         if args.traceback:

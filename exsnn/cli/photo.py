@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from exsnn.cli.output import print_json
+
 
 def _pair(text: str, option: str) -> tuple[float, float]:
     from exsnn.errors import ConfigurationError
@@ -114,7 +116,7 @@ def run_optimize(args: argparse.Namespace) -> int:
     summary = {"output": str(args.output), "energy_hartree": result.energy, "steps": result.steps,
                "max_gradient": float(abs(result.gradient).max()), "method": result.method}
     if args.json:
-        print(json.dumps(summary))
+        print_json(summary)
     else:
         print(f"exsnn optimize: {result.method} converged in {result.steps} gradients ({result.optimizer}), "
               f"E = {result.energy:.10f} Hartree, max |gradient| {summary['max_gradient']:.1e} Hartree/Bohr")
@@ -133,8 +135,8 @@ def run_frequencies(args: argparse.Namespace) -> int:
                               step=args.step, executor=args.executor)
     modes.write(args.output)
     if args.json:
-        print(json.dumps({"output": str(args.output), "frequencies_cm1": modes.frequencies_cm1.tolist(),
-                          "linear": modes.linear, "left_out": modes.left_out}))
+        print_json({"output": str(args.output), "frequencies_cm1": modes.frequencies_cm1.tolist(),
+                    "linear": modes.linear, "left_out": modes.left_out})
         return 0
     print(f"exsnn frequencies: {modes.method}, {modes.source}; {'linear, ' if modes.linear else ''}{len(modes.frequencies)} modes")
     print("  frequencies (cm^-1): " + " ".join(f"{w:.1f}" for w in modes.frequencies_cm1))
@@ -360,7 +362,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         ase=args.ase,
     )
     if args.json:
-        print(json.dumps(result))
+        print_json(result)
         return 0
     final = [p[-1] for p in result["populations"]]
     print(

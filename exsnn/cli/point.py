@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from exsnn.cli.output import print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             {"energies": energies[k].tolist(), "gradients": gradients[k].tolist(), "nacs": nacs[k].tolist()}
             for k in range(len(energies))
         ]
-        print(json.dumps(frames))
+        print_json(frames)
         return 0
     pairs = state_pairs(potential.n_states)
     for k in range(len(energies)):

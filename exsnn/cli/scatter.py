@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
+from exsnn.cli.output import print_json
 from exsnn.dynamics.settings import FRUSTRATED_CHOICES, FSSHSettings, default_of  # no torch: cheap at start-up
 from exsnn.errors import ConfigurationError
 
@@ -72,17 +72,8 @@ def run(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - start
     if args.json:
-        print(
-            json.dumps(
-                {
-                    **result.as_dict(),
-                    "model": args.model,
-                    "momentum": args.momentum,
-                    "seed": args.seed,
-                    "seconds": elapsed,
-                }
-            )
-        )
+        print_json({**result.as_dict(), "model": args.model, "momentum": args.momentum, "seed": args.seed,
+                    "seconds": elapsed})
         return 0
     print(
         f"{args.model}, k = {args.momentum:g} a.u., {args.ntraj} trajectories, seed {args.seed}, dt = {result.settings['dt']:.3g} a.u."

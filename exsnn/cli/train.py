@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from exsnn.cli.output import print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -171,7 +172,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     tables = {str(path): evaluate(path, args.data) for path in model_files(args.model)}
     if args.json:
-        print(json.dumps(tables))
+        print_json(tables)
         return 0
     for path, table in tables.items():
         print(f"{path} on {args.data}:")
