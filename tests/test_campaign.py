@@ -912,3 +912,58 @@ def test_the_shipped_ch2nh2_campaign_inputs_load_and_their_files_match_the_molec
             np.testing.assert_allclose(structures[k][1], earlier.frame(source[k]).positions, atol=1e-8)
     if config.initial.modes is not None:
         assert list(read_modes(config.resolve(config.initial.modes)).numbers) == [6, 7, 1, 1, 1, 1]
+
+
+def test_failed_labels_are_retried_in_place_and_one_process_at_a_time_works_on_a_campaign(shared_data: Path,
+                                                                                          tmp_path: Path) -> None:
+    """`exsnn campaign retry-failed` labels the frames whose oracle call failed with the oracle as it is now, in place
+    (order, campaign tags and the other frames unchanged). A campaign directory has one working process at a time: a
+    second one (retry-failed or resume) exits 2 naming the holder, and the lock goes with the holder's SIGKILL."""
+    from exsnn.active.campaign import Campaign, start, status
+    from exsnn.active.label import label_structures
+    from exsnn.active.retry import rewrite_frames
+    from exsnn.active.sample import initial_geometries
+    from exsnn.data import Frame, read_frames
+
+    root = tmp_path / "campaign"
+    start(write_config(tmp_path, shared_data), root)
+    campaign = Campaign(root)
+    positions = initial_geometries(campaign.config, campaign.oracle)
+    tags = campaign.initial_tags(len(positions))
+    label_structures(campaign.directory.data, campaign.oracle, positions[:4], tags[:4], campaign.metadata, batch=2)
+    frames = read_frames(campaign.directory.data).frames()
+    good = frames[1]
+    frames[1] = Frame(numbers=good.numbers, positions=good.positions, multiplicity=1,
+                      provenance={**good.provenance, "failure": "the oracle failed at this structure (non-finite labels)"})
+    rewrite_frames(campaign.directory.data, frames)
+    before = dataset_fingerprint(campaign.directory.data)
+    assert before[1][2] is None and status(root)["n_failed"] == 1
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom exsnn.active.layout import campaign_lock\n"
+                               "with campaign_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n", str(root)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for command in (("campaign", "retry-failed", root), ("campaign", "resume", root)):
+            refused = exsnn(*command)
+            assert refused.returncode == 2, refused.stderr
+            assert f"in use by another exsnn process (pid {holder.pid})" in refused.stderr and "Traceback" not in refused.stderr
+            assert dataset_fingerprint(campaign.directory.data) == before
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+    retried = exsnn("campaign", "retry-failed", root)
+    assert retried.returncode == 0, retried.stderr
+    assert "1 of 1 failed labels labelled now" in retried.stdout
+    after = read_frames(campaign.directory.data)
+    fingerprint = dataset_fingerprint(campaign.directory.data)
+    assert [fingerprint[k] for k in (0, 2, 3)] == [before[k] for k in (0, 2, 3)]  # the others untouched, same order
+    assert fingerprint[1][:2] == before[1][:2]  # same tag, same geometry
+    again = after.frame(1)
+    np.testing.assert_allclose(again.energies, good.energies, atol=1e-10)  # the oracle's labels there
+    np.testing.assert_allclose(again.forces, good.forces, atol=1e-10)
+    assert again.provenance["retried"]["labelled"] is True and "failure" not in again.provenance
+    assert status(root)["n_failed"] == 0
+    nothing = exsnn("campaign", "retry-failed", root)
+    assert nothing.returncode == 0 and "0 of 0 failed labels" in nothing.stdout

@@ -21,7 +21,6 @@ Run it while the campaign is not running. Committees trained before it keep thei
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -30,8 +29,8 @@ import torch
 
 from exsnn.active.campaign import load_oracle, open_campaign
 from exsnn.active.label import oracle_frames
-from exsnn.data import append_frames, read_frames
-from exsnn.data.store import read_metadata
+from exsnn.active.retry import rewrite_frames
+from exsnn.data import read_frames
 from exsnn.errors import ExsnnError
 from exsnn.qm.casscf import window_state_average
 from exsnn.qm.settings import parse_qm_spec
@@ -81,9 +80,7 @@ def relabel() -> None:
         frames[k] = new
         state = "failed" if new.energies is None else f"state average now {float(np.mean(new.energies)):.6f}"
         print(f"frame {k}: relabelled ({state})", flush=True)
-    rewritten = directory.data.with_name(f".{directory.data.name}.relabelled-{os.getpid()}")
-    append_frames(rewritten, frames, read_metadata(directory.data))
-    os.replace(rewritten, directory.data)
+    rewrite_frames(directory.data, frames)
     print(f"wrote {directory.data}")
 
 

@@ -23,8 +23,8 @@ import torch
 
 from exsnn.active.config import CampaignConfig, load_config, parse_config
 from exsnn.active.decide import Decision, decide
-from exsnn.active.label import label_structures, oracle_metadata, unlabelled
-from exsnn.active.layout import CampaignDirectory, CampaignState, save_npz_atomic, write_atomic_text
+from exsnn.active.label import failed_frames, label_structures, oracle_metadata, unlabelled
+from exsnn.active.layout import CampaignDirectory, CampaignState, campaign_lock, save_npz_atomic, write_atomic_text
 from exsnn.active.measure import Thresholds, calibrate, committee_errors
 from exsnn.active.report import labels_above_total_energy, write_report
 from exsnn.active.sample import campaign_modes, initial_geometries
@@ -88,7 +88,8 @@ def start(config_path: str | Path, root: str | Path, overwrite: bool = False) ->
         if not overwrite:
             raise ConfigurationError("is not empty: resume it with `exsnn campaign resume`, or pass --overwrite",
                                      source=directory.root)
-        shutil.rmtree(directory.root)
+        with campaign_lock(directory.root):  # not from under a campaign that is running there
+            shutil.rmtree(directory.root)
     directory.root.mkdir(parents=True, exist_ok=True)
     write_atomic_text(directory.root / "source.json", json.dumps({"config_dir": str(config.path.parent), "config_name": config.path.name}))
     write_atomic_text(directory.config, config.text)
@@ -280,6 +281,10 @@ class Campaign:
     # ---------------------------------------------------------------- loop
     def run(self) -> CampaignState:
         """Run phases until the campaign stops; state.json is written after every phase."""
+        with campaign_lock(self.directory.root):
+            return self._run()
+
+    def _run(self) -> CampaignState:
         state = self.directory.read_state()
         self._reopen_if_rule_changed(state)
         while state.stopped is None:
@@ -337,6 +342,7 @@ def status(root: str | Path) -> dict[str, Any]:
     latest = state.history[-1] if state.history else {}
     n_labels = count_frames(directory.data) if directory.data.exists() else state.n_labels  # live during a labelling phase
     return {"iteration": state.iteration, "phase": state.phase, "n_labels": n_labels, "stopped": state.stopped,
-            "converged": state.converged, "label_budget": config.stopping.label_budget,
+            "n_failed": len(failed_frames(directory.data)), "converged": state.converged,
+            "label_budget": config.stopping.label_budget,
             "finished_fraction": latest.get("finished_fraction"), "test_errors": latest.get("test_errors", {}),
             "phase_seconds": state.phase_seconds, "history": state.history}

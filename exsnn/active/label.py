@@ -54,6 +54,14 @@ def oracle_frames(oracle: Potential, positions: torch.Tensor, tags: list[dict[st
     return frames
 
 
+def failed_frames(path: Path) -> list[int]:
+    """Indices of the frames of a campaign dataset without energies (the oracle failed there)."""
+    if not path.exists():
+        return []
+    with open_h5(path) as h5:
+        return np.flatnonzero(~h5["masks/energies"][()]).tolist()
+
+
 def unlabelled(path: Path, tags: list[dict[str, Any]]) -> list[int]:
     """Positions in `tags` (each with "iteration" and "index") of the structures not in `path` yet."""
     done = labelled_tags(path)

@@ -4,6 +4,7 @@
 campaign.toml          the input, copied at the start (resume reads this copy)
 data.h5                every label: initial Wigner set + labels from dynamics (exsnn dataset, provenance per frame)
 state.json             iteration, phase, labels spent, stopping rule, time per phase (replaced atomically)
+.lock                  held (flock) by the one process working on the campaign: run, resume, retry-failed
 iteration_NNN/
     committee/member_K/   the trained members (model.pt, logs, learning curve, split.npz)
     thresholds.json       the disagreement thresholds used by the dynamics of this iteration
@@ -21,8 +22,11 @@ done and is never rerun.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,7 @@ import numpy as np
 CONFIG_FILE = "campaign.toml"
 DATA_FILE = "data.h5"
 STATE_FILE = "state.json"
+LOCK_FILE = ".lock"
 
 #: phases of one iteration, in order
 PHASES = ("train", "simulate", "decide", "select", "label", "report")
@@ -94,3 +99,29 @@ def save_npz_atomic(path: Path, compressed: bool = False, **arrays: Any) -> None
     temporary = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
     (np.savez_compressed if compressed else np.savez)(temporary, **arrays)
     os.replace(temporary, path)
+
+
+@contextmanager
+def campaign_lock(root: str | Path) -> Iterator[None]:
+    """Hold the campaign directory's lock while working on it: an exclusive flock on ROOT/.lock, which the operating
+    system releases when the holder exits however it ends (SIGKILL included). Raises ConfigurationError, naming the
+    holder's process id, when another process holds it."""
+    from exsnn.errors import ConfigurationError
+
+    path = Path(root) / LOCK_FILE
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ConfigurationError(f"is in use by another exsnn process (pid {holder}); wait for it to end, or stop "
+                                     "it (a killed campaign resumes where it stopped)", source=str(root)) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing the descriptor releases the lock

@@ -1,4 +1,4 @@
-"""`exsnn campaign run|resume|status|export`: active-learning campaigns (see exsnn.active)."""
+"""`exsnn campaign run|resume|status|retry-failed|export`: active-learning campaigns (see exsnn.active)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("directory", help="campaign directory")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=campaign_status)
+    p = commands.add_parser("retry-failed", help="label again, with the oracle as it is now, the frames whose label failed "
+                                                "(in place, while the campaign is not running)")
+    p.add_argument("directory", help="campaign directory")
+    p.set_defaults(run=campaign_retry_failed)
     p = commands.add_parser("export", help="copy a trained committee out of a campaign (loadable as model:FOLDER)")
     p.add_argument("directory", help="campaign directory")
     p.add_argument("-o", "--output", required=True, help="committee folder to write (replaces an earlier export)")
@@ -64,6 +68,9 @@ def campaign_status(args: argparse.Namespace) -> int:
         return 0
     print(f"iteration {info['iteration']}, phase {info['phase']}, {info['n_labels']} labels "
           f"(budget {info['label_budget']}), stopped: {info['stopped'] or 'no'}")
+    if info["n_failed"]:
+        print(f"{info['n_failed']} of them failed (the oracle could not label the geometry): `exsnn campaign retry-failed "
+              f"{args.directory}` tries them again")
     if info["finished_fraction"] is not None:
         print(f"last iteration: {100 * info['finished_fraction']:.0f}% of trajectories finished without crossing the upper threshold")
     for key, values in info["test_errors"].items():
@@ -83,4 +90,13 @@ def campaign_export(args: argparse.Namespace) -> int:
     origin = export_committee(args.directory, args.output, args.iteration)
     print(f"committee of iteration {origin['iteration']} ({origin['n_trained_on']} labels trained on) written to "
           f"{args.output}; run it with model:{args.output}")
+    return 0
+
+
+def campaign_retry_failed(args: argparse.Namespace) -> int:
+    from exsnn.active.retry import retry_failed
+
+    retried, labelled = retry_failed(args.directory, progress=_say)
+    print(f"{labelled} of {retried} failed labels labelled now; the next training uses them "
+          f"(resume with `exsnn campaign resume {args.directory}`)")
     return 0
