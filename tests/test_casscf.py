@@ -141,28 +141,46 @@ def test_converging_from_another_geometrys_solution_finds_the_same_solution_ther
     np.testing.assert_allclose(mc.e_states, solve(twisted(22.0), settings).e_states, atol=1e-7)
 
 
-def test_a_quintet_in_the_singlet_ci_is_lifted_by_a_spin_penalty() -> None:
-    # A stretched H4 chain: singlet CI (direct_spin0) holds the quintet, which lies among the four lowest states
+def test_where_a_quintet_lies_among_the_states_the_lowest_singlets_are_averaged() -> None:
+    """A stretched H4 chain: the singlet CI space (direct_spin0) holds the quintet, which lies among its four lowest
+    roots. The solver keeps the four lowest singlets: converged at once, without the spin-penalty fallbacks, with
+    forces and couplings that are the derivatives of its energies and wavefunctions (central differences; couplings
+    without electron-translation factors, as the overlaps give them)."""
+    from pyscf import fci
     from pyscf.fci.spin_op import spin_square0
 
-    settings = parse_qm_spec("casscf(4,4)/sto-3g,states=4,charge=0,nacs=none")
-    chain = np.array([[0.0, 0.0, 2.0 * k] for k in range(4)]) * ANGSTROM
+    settings = parse_qm_spec("casscf(4,4)/sto-3g,states=4,charge=0,etf=0")
+    hydrogens = np.ones(4, dtype=int)
+    chain = np.array([[0.0, 0.01 * k * k, 2.0 * k] for k in range(4)]) * ANGSTROM  # slightly bent: no symmetry
+
+    def chain_solution(positions: np.ndarray):
+        return solve_sa_casscf(run_scf(build_molecule(hydrogens, positions, settings), settings)[0], settings)[0]
+
     result = QMResult()
-    label_casscf(np.ones(4, dtype=int), chain, settings, result)
-    assert any("is not a singlet (<S^2> = 6.0000)" in n for n in result.notes)
-    assert any(n.startswith("SA-CASSCF from the chosen RHF orbitals (singlet CI with a spin penalty): converged") for n in result.notes)
-    assert result.energies is not None and np.all(np.diff(result.energies) >= 0)
-    mol = build_molecule(np.ones(4, dtype=int), chain, settings)
-    mc = solve_sa_casscf(run_scf(mol, settings)[0], settings)[0]
+    label_casscf(hydrogens, chain, settings, result)
+    assert any(n.startswith("SA-CASSCF from the chosen RHF orbitals (singlet CI): converged") for n in result.notes)
+    assert not any("not a singlet" in n or "spin penalty" in n for n in result.notes), result.notes
+    mc = chain_solution(chain)
     assert max(spin_square0(np.asarray(c), 4, 4)[0] for c in mc.ci) < 1e-4
-    # the forces of the penalised solution are the gradients of its energies (central differences, one coordinate)
+    h1, core = mc.get_h1eff()
+    plain = fci.direct_spin0.FCISolver(mc.mol)
+    roots, vectors = plain.kernel(h1, mc.get_h2eff(), 4, 4, nroots=4, ecore=core)
+    spins = [spin_square0(np.asarray(v), 4, 4)[0] for v in vectors]
+    assert max(spins) > 5.9 and roots[np.argmax(spins)] < mc.e_states[3]  # plain singlet CI: a quintet among the four
     h = 1e-3
-    shifted = [chain.copy(), chain.copy()]
-    shifted[0][1, 2] += h
-    shifted[1][1, 2] -= h
-    energies = [solve_sa_casscf(run_scf(build_molecule(np.ones(4, dtype=int), x, settings), settings)[0], settings)[0].e_states
-                for x in shifted]
-    np.testing.assert_allclose(-(np.asarray(energies[0]) - np.asarray(energies[1])) / (2 * h), result.forces[1, :, 2], atol=2e-4)
+    for atom, axis in ((1, 2), (2, 1)):
+        shifted = []
+        for sign in (1, -1):
+            positions = chain.copy()
+            positions[atom, axis] += sign * h
+            shifted.append(chain_solution(positions))
+        np.testing.assert_allclose(-(np.asarray(shifted[0].e_states) - shifted[1].e_states) / (2 * h),
+                                   result.forces[atom, :, axis], atol=2e-5)
+        overlaps = [wavefunction_overlaps(mc, moved, settings) for moved in shifted]
+        overlaps = [o * np.sign(np.diag(o))[None, :] for o in overlaps]  # each moved state in phase with its reference
+        numerical = (overlaps[0] - overlaps[1]) / (2 * h)  # <i | d j / dR>
+        for p, (i, j) in enumerate(state_pairs(4)):
+            np.testing.assert_allclose(result.nacs[atom, p, axis], numerical[i, j], atol=2e-3 * max(1.0, abs(numerical[i, j])))
 
 
 def test_an_unconverged_first_order_run_is_finished_by_the_second_order_solver() -> None:

@@ -515,3 +515,26 @@ def test_internally_unstable_scf_solution_is_followed_to_the_ground_state() -> N
     assert len(followed) == 1
     saddle, minimum = (float(e) for e in re.findall(r"E = (-?\d+\.\d+)", followed[0]))
     assert abs(saddle - symmetric.e_tot) < 1e-7 and minimum < saddle - 0.02 and abs(result.energies[0] - minimum) < 1e-7
+
+
+def test_an_rhf_that_stays_unstable_fails_a_tddft_label_but_still_starts_sa_casscf() -> None:
+    """TDA/TDDFT labels need a stable reference; SA-CASSCF only starts from the RHF orbitals and optimises them, so
+    there an RHF that following does not stabilise is kept as the start (noted) instead of failing the label."""
+    from pyscf import gto, scf
+
+    from exsnn.qm.results import QMFailure
+    from exsnn.qm.scf import build_molecule, follow_internal_instabilities
+
+    square = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [2.0, 2.0, 0.0], [0.0, 2.0, 0.0]])
+    symmetric = scf.RHF(gto.M(atom=[("H", tuple(p)) for p in square], unit="Bohr", basis="6-31g", symmetry="D2h", verbose=0))
+    symmetric.irrep_nelec = {"Ag": 2, "B2u": 2, "B3u": 0}
+    symmetric.kernel()  # the saddle point of the test above
+    settings = parse_method("tda-hf/6-31g", n_states=2)
+    mol = build_molecule(np.ones(4, dtype=int), square, settings)
+    mf = scf.RHF(mol)
+    mf.kernel(dm0=symmetric.make_rdm1())
+    with pytest.raises(QMFailure, match="internally unstable"):
+        follow_internal_instabilities(mf, mol, settings, [], max_follow=0)
+    attempts: list[str] = []
+    kept = follow_internal_instabilities(mf, mol, settings, attempts, max_follow=0, required=False)
+    assert kept is mf and attempts == ["still internally unstable: kept as the start of the orbital optimisation"]

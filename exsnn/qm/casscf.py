@@ -13,10 +13,12 @@ What the calculation does, and records in `result.notes` (the frame's provenance
   a closed-shell reference also finds triplets, and averaging over them is not the asked state average (for
   CH2NH2+ SA-3-CASSCF(6,4) it averaged S0 with two triplets and oscillated without converging). That space also
   holds quintets where four or more electrons can be unpaired (CH2NH2+ SA-4-CASSCF(8,6) with a stretched C-N bond:
-  a quintet among the four states at 10 of 40 campaign geometries), so a converged solution with a non-singlet
-  state is solved again with a spin penalty (fix_spin, S^2 = 0) on the singlet CI; when the singlet CI fails
-  numerically ("State not singlet"), with determinants and a spin penalty. Every converged state is checked to be
-  a singlet.
+  a quintet among the four states at 10 of 40 campaign geometries), so the CI solver (`LowestSingletsCI`) asks for
+  more roots than states and keeps the lowest singlets. The fallbacks, should that fail: a spin penalty (fix_spin,
+  S^2 = 0) on the singlet CI; when the singlet CI fails numerically ("State not singlet"), determinants with a spin
+  penalty. Every converged state is checked to be a singlet.
+* The RHF only provides starting orbitals: where following its internal instabilities does not stabilise it, the last
+  solution is kept as the start rather than the label failing (`exsnn.qm.scf.run_scf`).
 * Convergence (settings.casscf_conv_tol, casscf_conv_tol_grad, casscf_max_cycle), attempts in order until one
   converges: from the orbitals of a nearby geometry when given (`guess_orbitals`); from the chosen RHF orbitals.
   Each runs with PySCF's orbital step (0.02), which found the lowest state average wherever starts were compared for
@@ -42,6 +44,7 @@ J. Phys. Chem. Lett. 3, 2039 (2012).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -57,6 +60,7 @@ from exsnn.qm.settings import QMSettings
 AVAS_MIN_WEIGHT = 0.1  # an active orbital chosen by AVAS must have at least this weight on the AO labels
 LARGE_STEP, SMALL_STEP = 0.05, 0.005  # orbital steps of continued attempts (PySCF's default max_stepsize is 0.02)
 SINGLET_TOLERANCE = 1e-4  # <S^2> of a converged state above this is not a singlet
+EXTRA_ROOTS = 4  # roots the singlet CI solves for beyond the states, from which it keeps the lowest singlets
 # iterations of the gradients' and NACs' Lagrange-multiplier solver (PySCF would take casscf_max_cycle): at stretched
 # CH2NH2+ geometries where the second-order solver finished the SA-CASSCF, 100 were too few for 3 of 8 labels of the
 # (8,6) campaign; with 400 the one tried was labelled (138 s)
@@ -159,19 +163,54 @@ def _orthonormal(mf: Any, orbitals: np.ndarray) -> np.ndarray:
     return orbitals @ (vectors / np.sqrt(values)) @ vectors.T
 
 
+@functools.cache
+def _singlet_ci_class() -> type:
+    """The singlet CI solver class (built on first use: PySCF is imported lazily)."""
+    from pyscf.fci import direct_spin0
+
+    class LowestSingletsCI(direct_spin0.FCISolver):
+        """Singlet-space CI (direct_spin0) that returns the lowest `nroots` singlets: it solves for EXTRA_ROOTS more roots
+        (more while too few of them are singlets, up to the whole space) and drops those with <S^2> above
+        SINGLET_TOLERANCE (quintets, septets). Inside a state average every CI call (kernel and PySCF's approx_kernel,
+        which falls back to kernel) goes through here, so the orbitals are optimised for the singlets alone."""
+
+        def kernel(self, h1e: Any, eri: Any, norb: int, nelec: Any, ci0: Any = None, nroots: int | None = None,
+                   **kwargs: Any) -> tuple[Any, Any]:
+            from math import comb
+
+            from pyscf.fci.spin_op import spin_square0
+
+            wanted = nroots or self.nroots
+            n_alpha = nelec // 2 if isinstance(nelec, (int, np.integer)) else nelec[0]
+            size = comb(norb, n_alpha) ** 2
+            asked = min(wanted + EXTRA_ROOTS, size)
+            while True:
+                energies, vectors = super().kernel(h1e, eri, norb, nelec, ci0=ci0, nroots=asked, **kwargs)
+                energies, vectors = np.atleast_1d(energies), (vectors if isinstance(vectors, list) else [vectors])
+                singlets = [k for k, vector in enumerate(vectors)
+                            if spin_square0(np.asarray(vector), norb, nelec)[0] < SINGLET_TOLERANCE][:wanted]
+                if len(singlets) == wanted or asked >= size:
+                    break
+                asked = min(2 * asked, size)
+            self.eci, self.ci = energies[singlets], [vectors[k] for k in singlets]
+            return (self.eci[0], self.ci[0]) if wanted == 1 else (self.eci, self.ci)
+
+    return LowestSingletsCI
+
+
 SOLVERS = (  # (name, singlet-adapted CI, spin penalty), tried in order by every attempt
-    ("singlet CI", True, False),
-    ("singlet CI with a spin penalty", True, True),  # singlet CI also holds quintets (4+ open shells), the penalty lifts them
+    ("singlet CI", True, False),  # the lowest singlets of the singlet space (LowestSingletsCI)
+    ("singlet CI with a spin penalty", True, True),  # the penalty lifts quintets too, should the above fail
     ("determinants with a spin penalty", False, True),  # where singlet CI fails numerically ("State not singlet")
 )
 
 
 def _sa_casscf(mf: Any, settings: QMSettings, singlet_ci: bool, penalty: bool, second_order: bool = False) -> Any:
-    from pyscf import fci, mcscf
+    from pyscf import mcscf
 
     mc = mcscf.CASSCF(mf, settings.ncas, settings.nelecas)
     if singlet_ci:
-        mc.fcisolver = fci.direct_spin0.FCISolver(mf.mol)
+        mc.fcisolver = _singlet_ci_class()(mf.mol)
     if penalty:
         mc.fix_spin_(ss=0)
     N = settings.n_states

@@ -64,15 +64,19 @@ def run_scf(mol: Any, settings: QMSettings, guess_dm: np.ndarray | None = None,
             if getattr(mf, "level_shift", 0):  # a level shift biases nothing at convergence, but recheck without it
                 mf.level_shift = 0
             if check_stability:
-                mf = follow_internal_instabilities(mf, mol, settings, attempts)
+                # SA-CASSCF only starts from the RHF orbitals and optimises them itself: an RHF that stays unstable
+                # is still a start (CH2NH2+ (8,6) campaign: a label lost where following returned to the same energy)
+                mf = follow_internal_instabilities(mf, mol, settings, attempts, required=settings.excited != "casscf")
             return mf, attempts
     raise QMFailure("SCF did not converge (" + "; ".join(attempts) + ")")
 
 
-def follow_internal_instabilities(mf: Any, mol: Any, settings: QMSettings, attempts: list[str], max_follow: int = 2) -> Any:
+def follow_internal_instabilities(mf: Any, mol: Any, settings: QMSettings, attempts: list[str], max_follow: int = 2,
+                                  required: bool = True) -> Any:
     """Check the converged closed-shell solution for an internal (RHF -> RHF / RKS -> RKS) instability, a saddle point
     of the energy whose excited states would be meaningless; rotate the orbitals along the unstable direction and
-    converge again, at most max_follow times. Raises QMFailure if it stays unstable."""
+    converge again, at most max_follow times. If it stays unstable: raises QMFailure when `required`, else returns the
+    last solution (noted in attempts)."""
     for _ in range(max_follow + 1):
         # only the lowest orbital-Hessian eigenvalue matters: one Davidson root (PySCF's default of three costs 2x)
         rotated, _, stable, _ = mf.stability(internal=True, external=False, return_status=True, nroots=1)
@@ -89,4 +93,7 @@ def follow_internal_instabilities(mf: Any, mol: Any, settings: QMSettings, attem
         if not follow.converged:
             break
         mf = follow
+    if not required and mf.converged:
+        attempts.append("still internally unstable: kept as the start of the orbital optimisation")
+        return mf
     raise QMFailure("SCF solution internally unstable (" + "; ".join(attempts) + ")")
