@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from exsnn.active.campaign import load_oracle, open_campaign
@@ -55,7 +56,7 @@ def retry_failed(root: str | Path, progress: Callable[[str], None] | None = None
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         for start in range(0, len(todo), config.oracle.batch):
             chunk = todo[start : start + config.oracle.batch]
-            positions = torch.as_tensor([frames[k].positions for k in chunk])
+            positions = torch.as_tensor(np.stack([frames[k].positions for k in chunk]))
             for k, new in zip(chunk, oracle_frames(oracle, positions, [frames[k].provenance["campaign"] for k in chunk])):
                 old = frames[k].provenance
                 labelled = new.energies is not None
