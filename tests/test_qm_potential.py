@@ -209,3 +209,23 @@ def test_on_the_fly_surface_hopping_on_two_workers_writes_the_serial_ensemble(tm
     for key, values in runs["serial"].items():
         np.testing.assert_allclose(runs["workers"][key], values, atol=1e-9, err_msg=key)
     assert runs["serial"]["populations"][-1, :, 2].min() < 1.0 - 1e-7  # the couplings did something
+
+
+def test_a_campaign_frame_records_why_the_oracle_failed() -> None:
+    """A label the oracle cannot make is kept as a frame without labels whose provenance says why (PySCF's reason),
+    so that failures can be counted by cause and retried after a fix."""
+    from exsnn.active.label import oracle_frames
+
+    numbers = np.array([6, 7, 1, 1, 1, 1])
+    planar = np.array([[0, 0, 0], [0, 0, 1.28], [0, 0.94, -0.54], [0, -0.94, -0.54], [0, 0.87, 1.85],
+                       [0, -0.87, 1.85]]) * 1.8897261246257702
+    twisted = planar.copy()
+    twisted[4:, :2] = twisted[4:, :2] @ np.array([[np.cos(0.5), -np.sin(0.5)], [np.sin(0.5), np.cos(0.5)]])
+    oracle = load_potential("pyscf:casscf(2,2)/sto-3g,states=3,charge=1,casscf_max_cycle=1,nacs=none", numbers=numbers)
+    try:
+        frames = oracle_frames(oracle, tensor(twisted), [{"iteration": 1, "index": 0}])
+    finally:
+        oracle.close()
+    assert frames[0].energies is None
+    assert frames[0].provenance["failure"].startswith("SA-CASSCF did not converge"), frames[0].provenance
+    assert oracle.last_failures and oracle.last_failures[0] == frames[0].provenance["failure"]

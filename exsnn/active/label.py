@@ -46,7 +46,8 @@ def oracle_frames(oracle: Potential, positions: torch.Tensor, tags: list[dict[st
         finite = np.all(np.isfinite(energies)) and np.all(np.isfinite(forces)) and (nacs is None or np.all(np.isfinite(nacs)))
         if not finite:
             frames.append(Frame(numbers=numbers, positions=positions[k].cpu().numpy(), multiplicity=1,
-                                provenance={**provenance, "failure": "the oracle failed at this structure (non-finite labels)"}))
+                                provenance={**provenance, "failure": getattr(oracle, "last_failures", {}).get(
+                                    k, "the oracle failed at this structure (non-finite labels)")}))
             continue
         dipoles = None if out.dipoles is None else out.dipoles[k].cpu().numpy()
         frames.append(Frame(numbers=numbers, positions=positions[k].cpu().numpy(), energies=energies, forces=forces,

@@ -124,7 +124,8 @@ class TrajectoryMemory:
 
 class PySCFPotential(Potential):
     """PySCF labels of each structure (see module docstring). A failed calculation gives NaN for that structure and a
-    warning with its reason (`exsnn point` reports it, surface hopping ends that trajectory).
+    warning with its reason (`exsnn point` reports it, surface hopping ends that trajectory); `last_failures` maps
+    the positions in the last batch that failed to their reasons (a campaign records them in the frame's provenance).
 
     Counters of the work done (from what the calculations report): scf_runs (SCF + excited-state solutions),
     gradient_evaluations (state gradients), nac_evaluations (structures whose NACs were computed)."""
@@ -140,6 +141,7 @@ class PySCFPotential(Potential):
         self.executor = executor
         self.max_attempts = max_attempts
         self.scf_runs = self.gradient_evaluations = self.nac_evaluations = 0
+        self.last_failures: dict[int, str] = {}  # position in the last batch -> why PySCF failed there
         self._memory: dict[int, TrajectoryMemory] = {}
         self._pool: WorkPool | None = None
         self._finalizer: weakref.finalize | None = None
@@ -186,6 +188,7 @@ class PySCFPotential(Potential):
         selected = None if states is None else [int(s) for s in states.detach().cpu().tolist()]
         want_nacs = nacs and self.settings.nacs != "none" and N > 1
         labels: list[TrajectoryMemory | None] = [None] * B
+        self.last_failures = {}
         pending: list[tuple[int, StructureTask, TrajectoryMemory | None]] = []
         for b in range(B):
             gradients = list(range(N)) if all_forces else ([] if selected is None else [selected[b]])
@@ -200,6 +203,7 @@ class PySCFPotential(Potential):
                 failure = result.reason if isinstance(result, WorkerDied) else result.failure
                 where = f"structure {b}" + ("" if ids is None else f" (trajectory {ids[b]})")
                 warnings.warn(f"PySCF failed at {where}: {failure}", stacklevel=2)
+                self.last_failures[b] = str(failure)
                 if ids is not None:
                     self._memory.pop(ids[b], None)
                 continue
