@@ -926,7 +926,8 @@ def test_failed_labels_are_retried_in_place_and_one_process_at_a_time_works_on_a
     from exsnn.data import Frame, read_frames
 
     root = tmp_path / "campaign"
-    start(write_config(tmp_path, shared_data), root)
+    config = write_config(tmp_path, shared_data)
+    start(config, root)
     campaign = Campaign(root)
     positions = initial_geometries(campaign.config, campaign.oracle)
     tags = campaign.initial_tags(len(positions))
@@ -944,7 +945,8 @@ def test_failed_labels_are_retried_in_place_and_one_process_at_a_time_works_on_a
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        for command in (("campaign", "retry-failed", root), ("campaign", "resume", root)):
+        for command in (("campaign", "retry-failed", root), ("campaign", "resume", root),
+                        ("campaign", "run", config, "-o", root, "--overwrite")):
             refused = exsnn(*command)
             assert refused.returncode == 2, refused.stderr
             assert f"in use by another exsnn process (pid {holder.pid})" in refused.stderr and "Traceback" not in refused.stderr
