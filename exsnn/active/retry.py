@@ -27,6 +27,7 @@ from exsnn.active.label import failed_frames, oracle_frames
 from exsnn.active.layout import campaign_lock
 from exsnn.data import Frame, append_frames, read_frames
 from exsnn.data.store import read_metadata
+from exsnn.potentials.base import Potential
 
 
 def rewrite_frames(path: Path, frames: list[Frame]) -> None:
@@ -52,20 +53,31 @@ def retry_failed(root: str | Path, progress: Callable[[str], None] | None = None
         oracle = load_oracle(config)
         frames = read_frames(directory.data).frames()
         say(f"retrying {len(todo)} failed labels with {oracle.describe()}")
-        recovered = 0
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        for start in range(0, len(todo), config.oracle.batch):
-            chunk = todo[start : start + config.oracle.batch]
-            positions = torch.as_tensor(np.stack([frames[k].positions for k in chunk]))
-            for k, new in zip(chunk, oracle_frames(oracle, positions, [frames[k].provenance["campaign"] for k in chunk])):
-                old = frames[k].provenance
-                labelled = new.energies is not None
-                new.provenance = {**old, **{key: value for key, value in new.provenance.items() if key != "campaign"},
-                                  "retried": {"at": stamp, "labelled": labelled}}
-                if labelled:
-                    new.provenance.pop("failure", None)
-                frames[k] = new
-                recovered += labelled
-            rewrite_frames(directory.data, frames)
-            say(f"{min(start + len(chunk), len(todo))} of {len(todo)} retried, {recovered} labelled")
+        try:
+            recovered = _relabel(directory.data, frames, todo, oracle, config.oracle.batch, say)
+        finally:
+            close = getattr(oracle, "close", None)  # a pyscf: oracle's worker processes
+            if close is not None:
+                close()
     return len(todo), recovered
+
+
+def _relabel(data: Path, frames: list[Frame], todo: list[int], oracle: Potential, batch: int, say: Callable[[str], None]) -> int:
+    """Label frames[todo] with the oracle, `batch` at a time, rewriting `data` after each batch; how many succeeded."""
+    recovered = 0
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    for start in range(0, len(todo), batch):
+        chunk = todo[start : start + batch]
+        positions = torch.as_tensor(np.stack([frames[k].positions for k in chunk]))
+        for k, new in zip(chunk, oracle_frames(oracle, positions, [frames[k].provenance["campaign"] for k in chunk])):
+            old = frames[k].provenance
+            labelled = new.energies is not None
+            new.provenance = {**old, **{key: value for key, value in new.provenance.items() if key != "campaign"},
+                              "retried": {"at": stamp, "labelled": labelled}}
+            if labelled:
+                new.provenance.pop("failure", None)
+            frames[k] = new
+            recovered += labelled
+        rewrite_frames(data, frames)
+        say(f"{min(start + len(chunk), len(todo))} of {len(todo)} retried, {recovered} labelled")
+    return recovered
