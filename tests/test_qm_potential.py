@@ -223,7 +223,8 @@ def test_a_campaign_frame_records_why_the_oracle_failed() -> None:
     twisted[4:, :2] = twisted[4:, :2] @ np.array([[np.cos(0.5), -np.sin(0.5)], [np.sin(0.5), np.cos(0.5)]])
     oracle = load_potential("pyscf:casscf(2,2)/sto-3g,states=3,charge=1,casscf_max_cycle=1,nacs=none", numbers=numbers)
     try:
-        frames = oracle_frames(oracle, tensor(twisted), [{"iteration": 1, "index": 0}])
+        with pytest.warns(UserWarning, match="PySCF failed at structure 0: SA-CASSCF did not converge"):
+            frames = oracle_frames(oracle, tensor(twisted), [{"iteration": 1, "index": 0}])
     finally:
         oracle.close()
     assert frames[0].energies is None
