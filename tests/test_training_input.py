@@ -56,6 +56,28 @@ def test_too_few_frames_for_the_split(h2o: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("content, fragments", [
+    ("text", ("split", "cannot read it as an .npz split")),
+    ({"train": [0, 1, 2]}, ("train_idx", "holds train")),
+    ({"train_idx": [0, 1, 2], "val_idx": [3], "test_idx": [999]}, ("test_idx", "999", "24 frames")),
+    ({"train_idx": [0.0, 1.0], "val_idx": [3], "test_idx": [4]}, ("train_idx", "frame indices (integers)")),
+])
+def test_a_malformed_split_file_in_the_output_folder(h2o: Path, tmp_path: Path, content: object,
+                                                     fragments: tuple[str, ...]) -> None:
+    """A split the caller placed in the output folder (as a campaign does) is checked before training writes anything."""
+    out = tmp_path / "out"
+    out.mkdir()
+    split = out / "split.npz"
+    if isinstance(content, dict):
+        with split.open("wb") as handle:
+            np.savez(handle, **{key: np.array(value) for key, value in content.items()})
+    else:
+        split.write_text("not an archive")
+    before = split.read_bytes()
+    assert_refused(exsnn("train", h2o, "-o", out, "--epochs", 1, "--no-progress"), str(split), *fragments)
+    assert sorted(p.name for p in out.iterdir()) == ["split.npz"] and split.read_bytes() == before
+
+
 def test_checkpoint_of_another_architecture(h2o: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     common = ("--epochs", 1, "--interactions", 1, "--threads", 1, "--no-progress", "--split", 0.6, 0.2, 0.2)

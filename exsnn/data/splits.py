@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from exsnn.data.frame import FrameArrays
 from exsnn.data.properties import ENERGIES
-from exsnn.errors import ConfigurationError
+from exsnn.errors import ConfigurationError, DataError
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -41,9 +42,37 @@ def save_split(split: dict[str, np.ndarray], path: str | Path) -> None:
     np.savez(path, **{f"{name}_idx": split[name] for name in SPLIT_NAMES})
 
 
-def load_split(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return {name: data[f"{name}_idx"] for name in SPLIT_NAMES}
+def load_split(path: str | Path, n_frames: int | None = None) -> dict[str, np.ndarray]:
+    """Read a split written by `save_split` (SchNetPack's layout): 1-D arrays of frame indices train_idx, val_idx and
+    test_idx. DataError naming the file and the array if it is not such a file or an index is negative or, given the
+    dataset's `n_frames`, beyond its last frame."""
+    keys = [f"{name}_idx" for name in SPLIT_NAMES]
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array, not an .npz archive of arrays")
+        with data:
+            missing = [key for key in keys if key not in data.files]
+            if missing:
+                raise DataError(path, missing[0], f"a split file holds the arrays {', '.join(keys)}; this one holds "
+                                                  f"{', '.join(sorted(data.files)) or 'none'}")
+            split = {name: np.asarray(data[key]) for name, key in zip(SPLIT_NAMES, keys)}
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile) as exc:
+        raise DataError(path, "split", f"cannot read it as an .npz split ({type(exc).__name__}: {exc})") from None
+    last = np.iinfo(np.int64).max if n_frames is None else n_frames - 1
+    for name, key in zip(SPLIT_NAMES, keys):
+        index = split[name]
+        if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+            raise DataError(path, key, f"must be a 1-D array of frame indices (integers), got {index.dtype} with "
+                                       f"shape {index.shape}")
+        outside = index[(index < 0) | (index > last)]
+        if outside.size:
+            where = "" if n_frames is None else f" of the dataset's {n_frames} frames (0..{last})"
+            raise DataError(path, key, f"frame index {int(outside[0])} is not one{where}")
+        split[name] = index.astype(np.int64)
+    return split
 
 
 def state_statistics(arrays: FrameArrays, indices: np.ndarray | None = None) -> dict[str, np.ndarray]:

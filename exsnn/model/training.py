@@ -478,7 +478,7 @@ def check_training_inputs(config: TrainingConfig, resume: bool) -> None:
     if split_file.exists():  # a split chosen by the caller (e.g. an active-learning campaign's held-out test set)
         from exsnn.data.splits import load_split
 
-        split = load_split(split_file)
+        split = load_split(split_file, arrays.n_frames)
     else:
         split = split_indices(arrays.n_frames, config.split, config.seed)
     sizes = {name: len(index) for name, index in split.items()}
