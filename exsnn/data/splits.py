@@ -59,7 +59,7 @@ def load_split(path: str | Path, n_frames: int | None = None) -> dict[str, np.nd
             split = {name: np.asarray(data[key]) for name, key in zip(SPLIT_NAMES, keys)}
     except DataError:
         raise
-    except (OSError, ValueError, EOFError, AttributeError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(path, "split", f"cannot read it as an .npz split ({type(exc).__name__}: {exc})") from None
     last = np.iinfo(np.int64).max if n_frames is None else n_frames - 1
     for name, key in zip(SPLIT_NAMES, keys):
