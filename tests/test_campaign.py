@@ -278,6 +278,41 @@ def test_labels_above_their_trajectory_total_energy_are_counted() -> None:
     assert labels_above_total_energy(arrays, 2)["above"] == 1 and labels_above_total_energy(arrays, 4) is None
 
 
+def test_member_spread_leaves_out_the_members_sampling_noise() -> None:
+    """Members that differ by nothing still scatter by their sampling noise (about sqrt(p(1-p)/B) = 0.05 at B = 100);
+    with the members' active states per trajectory the committee spread is only what they really differ by."""
+    from exsnn.active.decide import member_spread
+
+    rng = np.random.default_rng(3)
+    K, T, B = 4, 60, 100
+    p_true = np.linspace(0.05, 0.5, T)[:, None]  # S1's population; S0 holds the rest
+
+    def record(offsets: np.ndarray, propensity: float) -> dict[str, np.ndarray]:
+        # trajectory b has its own propensity to be in S1 (shared by every member: same initial conditions)
+        tilt = propensity * rng.standard_normal(B)
+        logit = np.log(p_true / (1 - p_true)) + tilt[None, :]
+        p_kb = 1 / (1 + np.exp(-(logit[None] + offsets[:, None, None])))  # (K, T, B)
+        active = (rng.random((K, T, B)) < p_kb).astype(np.int8)
+        return {"member_active": active, "member_populations": np.stack([(active == s).mean(axis=2) for s in (0, 1)], -1)}
+
+    for propensity in (0.0, 2.0):  # independent members, and members whose trajectories are strongly paired
+        same = record(np.zeros(K), propensity)
+        raw = same["member_populations"].std(axis=0, ddof=1)[:, 1]
+        corrected = member_spread(same, 2)[:, 1]
+        assert 0.02 < np.median(raw[T // 2:]) < 0.06  # noise alone
+        assert np.median(corrected[T // 2:]) < 0.4 * np.median(raw[T // 2:])
+    # members that really differ (logit offsets -0.6 ... 0.6): the corrected spread follows their expected populations
+    offsets = np.array([-0.6, -0.2, 0.2, 0.6])
+    differ = record(offsets, 0.0)
+    expected = (1 / (1 + np.exp(-(np.log(p_true / (1 - p_true)) + offsets)))).std(axis=1, ddof=1)  # (T,)
+    corrected = member_spread(differ, 2)[:, 1]
+    late = slice(T // 2, None)
+    assert abs(np.median(corrected[late]) / np.median(expected[late]) - 1) < 0.25
+    # a record without per-trajectory states (older campaigns) keeps the raw spread
+    older = {"member_populations": differ["member_populations"]}
+    np.testing.assert_allclose(member_spread(older, 2), differ["member_populations"].std(axis=0, ddof=1))
+
+
 def test_convergence_needs_narrow_population_bands() -> None:
     """Two iterations with the same populations converge only when the bands (trajectory bootstrap and committee
     spread) are narrow: a committee unsure everywhere has bands wide enough to contain any change."""
@@ -636,6 +671,8 @@ def test_shipped_lvc_campaign_converges_by_its_rule_and_errors_fall(shared_data:
     assert "hopping out of the active state" in report
     members = record["member_populations"]
     assert members.shape == (4, len(record["time_fs"]), 3)
+    for k in range(4):  # each member's populations are its recorded active states counted
+        np.testing.assert_allclose(members[k], (record["member_active"][k][..., None] == np.arange(3)).mean(axis=1))
     np.testing.assert_allclose(members.sum(axis=2), 1.0)
     np.testing.assert_allclose(members[:, 0, 2], 1.0)  # every member's trajectories start in S2
     p, combined, spread = population_bands(record, 3)

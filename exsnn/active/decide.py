@@ -7,12 +7,13 @@ over trajectories. The campaign has converged when, at iteration i >= 1,
 * at least `finished_fraction` of the trajectories reached the end without crossing an upper threshold, and
 * |P_i(t) - P_{i-1}(t)| <= c sqrt(se_i(t)^2 + se_{i-1}(t)^2) for every state and time, where se combines the
   trajectory bootstrap with the committee spread (the standard deviation of the members' own populations, when the
-  iteration ran them: `population_bands`), and c makes the band simultaneous over all states and times (the sup-t
-  band: Montiel Olea and Plagborg-Moller, J. Appl. Econometrics 34, 1 (2019)): the quantile, at the coverage of +-z
-  standard errors of one normal variable (0.954 for z = 2), of the largest standardised difference of the two
-  iterations' bootstrap replicates, and never below z. With c = z at every one of ~100 correlated comparisons (3
-  states x 41 times), two 200-trajectory ensembles on the same exact potential (SO2 LVC) were called different in 8
-  of 20 pairs; `[stopping] simultaneous = false` restores that pointwise rule.
+  iteration ran them, without their own sampling noise: `member_spread`, `population_bands`), and c makes the band
+  simultaneous over all states and times (the sup-t band: Montiel Olea and Plagborg-Moller, J. Appl. Econometrics
+  34, 1 (2019)): the quantile, at the coverage of +-z standard errors of one normal variable (0.954 for z = 2), of
+  the largest standardised difference of the two iterations' bootstrap replicates, and never below z. With c = z at
+  every one of ~100 correlated comparisons (3 states x 41 times), two 200-trajectory ensembles on the same exact
+  potential (SO2 LVC) were called different in 8 of 20 pairs; `[stopping] simultaneous = false` restores that
+  pointwise rule.
 
 With `[stopping] kinetics` (a kinetic network such as "S2->S1->S0") the time constants fitted to the populations of
 the two iterations must also agree: |tau_i - tau_(i-1)| <= z sqrt(e_i^2 + e_(i-1)^2) for every step, where e combines
@@ -79,14 +80,47 @@ def settled_active(record: dict[str, np.ndarray]) -> np.ndarray:
     return active
 
 
-def population_bands(record: dict[str, np.ndarray], n_states: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """P (T, N), the combined standard error sqrt(bootstrap^2 + members^2) (T, N), and the committee spread alone
-    (T, N; None when the members did not run alone)."""
-    p, se = classical_populations(settled_active(record), n_states)
+def member_spread(record: dict[str, np.ndarray], n_states: int) -> np.ndarray | None:
+    """The committee spread of the populations (T, N): the standard deviation over members of the populations each
+    member gives driving the ensemble alone, None when the members did not run alone.
+
+    With the members' active states per trajectory (`member_active`, (K, T, B)) it is the spread of the members'
+    expected populations, without their sampling noise: each member's B trajectories give its population only to
+    about sqrt(p (1 - p) / B), so K members that differ by nothing that matters still scatter by that much (0.05 at
+    p = 0.5 and B = 100) once their trajectories decorrelate, which members of a chaotic, stochastic dynamics do
+    within a few fs. The members run the same initial conditions, so the trajectories pair them: per state and time
+    the indicators a_kb (member k, trajectory b) are a two-way table without replication, a_kb = mu + alpha_k +
+    beta_b + e_kb, and the member variance is the method-of-moments estimate max(0, (MS_members - MS_residual) / B)
+    (random-effects two-way ANOVA: Searle, Casella and McCulloch, Variance Components, Wiley 1992, section 4.4).
+    Records without `member_active` give the raw standard deviation of `member_populations` (noise included)."""
     members = record.get("member_populations")
     if members is None or len(members) < 2:
+        return None
+    active = record.get("member_active")
+    if active is None:
+        return np.asarray(members).std(axis=0, ddof=1)
+    active = np.asarray(active)
+    K, _, B = active.shape
+    spread = []
+    for state in range(n_states):  # one state at a time: (K, T, B) indicators, not (K, T, B, N)
+        a = (active == state).astype(float)
+        by_member = a.mean(axis=2, keepdims=True)  # (K, T, 1)
+        grand = by_member.mean(axis=0, keepdims=True)
+        ms_members = B * ((by_member - grand) ** 2).sum(axis=0)[:, 0] / (K - 1)  # (T,)
+        residual = a - by_member - a.mean(axis=0, keepdims=True) + grand
+        ms_residual = (residual**2).sum(axis=(0, 2)) / ((K - 1) * (B - 1)) if B > 1 else np.zeros_like(ms_members)
+        spread.append(np.sqrt(np.maximum(ms_members - ms_residual, 0.0) / B))
+    return np.stack(spread, axis=1)
+
+
+def population_bands(record: dict[str, np.ndarray], n_states: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """P (T, N), the combined standard error sqrt(bootstrap^2 + members^2) (T, N), and the committee spread alone
+    (`member_spread`, T, N; None when the members did not run alone)."""
+    p, se = classical_populations(settled_active(record), n_states)
+    spread = member_spread(record, n_states)
+    if spread is None:
         return p, se, None
-    spread = np.asarray(members).std(axis=0, ddof=1)[: len(p)]
+    spread = spread[: len(p)]
     return p, np.sqrt(se**2 + spread**2), spread
 
 

@@ -193,7 +193,9 @@ def write_report(folder: Path, iteration: int, summary: dict[str, Any], record: 
     lines.append(", ".join(f"S{s} {p[-1, s]:.3f} +- {se[-1, s]:.3f}" for s in range(n_states)))
     if spread is not None:
         lines.append("")
-        lines.append("committee spread alone (std of the members' own ensembles): "
+        noise = ("without the members' own sampling noise" if "member_active" in record
+                 else "their sampling noise included")
+        lines.append(f"committee spread alone (std of the members' own ensembles, {noise}): "
                      + ", ".join(f"S{s} {spread[-1, s]:.3f}" for s in range(n_states)))
     decision = summary.get("decision", {})
     if decision.get("lifetimes"):

@@ -14,7 +14,9 @@ record stops there (no frames to select from the hot ground state) and the popul
 
 With `[dynamics] member_runs` (default on) every member also drives the same initial conditions alone, to the end:
 the spread of their populations is the model part of the uncertainty of the committee's populations (the trajectory
-bootstrap gives the statistical part; `exsnn.active.decide.population_bands` combines both).
+bootstrap gives the statistical part; `exsnn.active.decide.population_bands` combines both). The record keeps each
+member's active states per trajectory (`member_active`), so that the part of that spread which is only each member's
+own sampling noise can be taken out (`exsnn.active.decide.member_spread`).
 
 The full per-step record (`dynamics.npz`, megabytes) is working data; the populations part of it (`populations.npz`,
 kilobytes: `POPULATION_KEYS`) is what a campaign folder keeps, and is all that the stopping rule and the next
@@ -40,7 +42,7 @@ from exsnn.potentials.base import Potential, PotentialOutput
 from exsnn.units import EV_IN_HARTREE, FS_IN_AU_TIME
 
 #: the keys of the record that populations, their bands and the stopping rule need (`exsnn.active.decide`)
-POPULATION_KEYS = ("time_fs", "active", "status", "member_populations")
+POPULATION_KEYS = ("time_fs", "active", "status", "member_populations", "member_active")
 RECORD_FILE = "dynamics.npz"
 POPULATIONS_FILE = "populations.npz"
 
@@ -133,9 +135,10 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
         record["status"][step] = record["status"][state.step]
     record["time_fs"] = np.arange(n_steps + 1) * d.dt_fs
     if d.member_runs:
-        record["member_populations"] = np.stack([
-            member_populations(member, oracle, settings, positions, velocities, d.initial_state)
+        record["member_active"] = np.stack([
+            member_active_states(member, oracle, settings, positions, velocities, d.initial_state)
             for member in model_files(committee)])
+        record["member_populations"] = np.stack([populations_of(active, oracle.n_states) for active in record["member_active"]])
     save_record(output, record)
     return record
 
@@ -156,16 +159,20 @@ def save_record(output: Path, record: dict[str, np.ndarray]) -> None:
                     **{key: record[key] for key in POPULATION_KEYS if key in record})
 
 
-def member_populations(model: Path, oracle: Potential, settings: FSSHSettings, positions: torch.Tensor,
-                       velocities: torch.Tensor, initial_state: int) -> np.ndarray:
-    """Classical populations (T + 1, N) of one committee member driving the ensemble alone (same initial conditions,
-    same seed as the committee's run), every step to the end."""
+def member_active_states(model: Path, oracle: Potential, settings: FSSHSettings, positions: torch.Tensor,
+                         velocities: torch.Tensor, initial_state: int) -> np.ndarray:
+    """Active states (T + 1, B) int8 of one committee member driving the ensemble alone (same initial conditions, same
+    seed as the committee's run), every step to the end."""
     engine = FSSHEngine(ModelPotential(model, oracle.numbers.cpu().numpy(), dtype=torch.float64), settings)
     B = positions.shape[0]
     state = engine.initial_state(positions, velocities, torch.full((B,), initial_state, dtype=torch.long))
-    n_states = engine.n_states
-    rows = [np.bincount(state.active.cpu().numpy(), minlength=n_states) / B]
+    rows = [state.active.cpu().numpy().astype(np.int8)]
     while state.step < settings.n_steps:
         engine.step(state)
-        rows.append(np.bincount(state.active.cpu().numpy(), minlength=n_states) / B)
+        rows.append(state.active.cpu().numpy().astype(np.int8))
     return np.array(rows)
+
+
+def populations_of(active: np.ndarray, n_states: int) -> np.ndarray:
+    """Classical populations (T, N) of active states (T, B) of trajectories that all run to the end."""
+    return (active[..., None] == np.arange(n_states)).mean(axis=1)
