@@ -26,9 +26,10 @@ from exsnn.active.campaign import load_oracle, open_campaign
 from exsnn.active.decide import classical_populations, member_spread, settled_active
 from exsnn.active.layout import save_npz_atomic
 from exsnn.active.sample import dynamics_initial_conditions
-from exsnn.active.simulate import POPULATIONS_FILE, RECORD_FILE, member_active_states, populations_of
+from exsnn.active.simulate import POPULATIONS_FILE, RECORD_FILE, member_active_states
+from exsnn.analysis.populations import one_hot
 from exsnn.dynamics.settings import FSSHSettings
-from exsnn.errors import ExsnnError
+from exsnn.errors import DataError, ExsnnError
 from exsnn.model.potential import model_files
 from exsnn.units import FS_IN_AU_TIME
 
@@ -38,6 +39,8 @@ def rerun(campaign: Path, iteration: int) -> tuple[dict[str, np.ndarray], np.nda
     _, config = open_campaign(campaign)
     oracle = load_oracle(config)
     folder = campaign / f"iteration_{iteration:03d}"
+    if not (folder / POPULATIONS_FILE).is_file() or not (folder / "committee" / "committee.json").is_file():
+        raise DataError(folder, POPULATIONS_FILE, "no simulated iteration with a trained committee here")
     with np.load(folder / POPULATIONS_FILE) as data:
         record = {key: data[key] for key in data.files}
     d = config.dynamics
@@ -65,8 +68,8 @@ def main() -> None:
     except ExsnnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    n_states = active.max() + 1 if "member_populations" not in record else record["member_populations"].shape[-1]
-    rerun_populations = np.stack([populations_of(a, n_states) for a in active])
+    n_states = int(record["member_populations"].shape[-1]) if "member_populations" in record else int(active.max()) + 1
+    rerun_populations = one_hot(active, n_states).mean(axis=2)  # (K, T, N)
     difference = None
     if "member_populations" in record:
         difference = float(np.abs(rerun_populations - record["member_populations"]).max())

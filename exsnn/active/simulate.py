@@ -34,6 +34,7 @@ from exsnn.active.config import CampaignConfig
 from exsnn.active.layout import save_npz_atomic
 from exsnn.active.measure import Thresholds, disagreement, hop_disagreement
 from exsnn.active.sample import dynamics_initial_conditions
+from exsnn.analysis.populations import one_hot
 from exsnn.dynamics.fssh import FSSHEngine, populations
 from exsnn.dynamics.settings import FSSHSettings
 from exsnn.dynamics.state import RUNNING, UNCERTAIN
@@ -138,7 +139,7 @@ def simulate(committee: Path, oracle: Potential, config: CampaignConfig, iterati
         record["member_active"] = np.stack([
             member_active_states(member, oracle, settings, positions, velocities, d.initial_state)
             for member in model_files(committee)])
-        record["member_populations"] = np.stack([populations_of(active, oracle.n_states) for active in record["member_active"]])
+        record["member_populations"] = one_hot(record["member_active"], oracle.n_states).mean(axis=2)  # (K, T, N)
     save_record(output, record)
     return record
 
@@ -171,8 +172,3 @@ def member_active_states(model: Path, oracle: Potential, settings: FSSHSettings,
         engine.step(state)
         rows.append(state.active.cpu().numpy().astype(np.int8))
     return np.array(rows)
-
-
-def populations_of(active: np.ndarray, n_states: int) -> np.ndarray:
-    """Classical populations (T, N) of active states (T, B) of trajectories that all run to the end."""
-    return (active[..., None] == np.arange(n_states)).mean(axis=1)
